@@ -1,0 +1,123 @@
+"""The `traitlens` command: thin wrappers over the public API, one function per subcommand."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from traitlens import __version__
+from traitlens.config import Study, load_study
+from traitlens.errors import TraitlensError
+from traitlens.execution.plan import Plan, plan_study
+from traitlens.store import Store
+
+console = Console(highlight=False)
+STATE_STYLE = {"done": "green", "failed": "red", "running": "yellow", "new": "cyan"}
+STUDY_ARG = click.argument("study_file", metavar="STUDY.yaml",
+                           type=click.Path(dir_okay=False, path_type=Path))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "-V", "--version", prog_name="traitlens")
+def cli() -> None:
+    """Which of your training datasets help or hurt which capabilities, and why.
+
+    traitlens fine-tunes one LoRA adapter per source dataset, evaluates the base model and every
+    adapter on every target task (the transfer matrix), finds the latent traits behind it and
+    explains them. A study is one YAML file; see examples/quickstart.yaml.
+    """
+
+
+@cli.command()
+@STUDY_ARG
+def validate(study_file: Path) -> None:
+    """Check a study file and report every problem in it at once.
+
+    Exits 0 when the file is valid, 2 when it is not, listing each problem with its file, line,
+    field, what is wrong and how to fix it.
+    """
+    study = load_study(study_file)
+    plan = plan_study(study)
+    console.print(f"[green]ok[/]: study [bold]{study.name}[/] - base {study.base.name}, "
+                  f"{len(study.sources)} sources x {len(study.training.seeds)} seed(s), "
+                  f"{len(study.targets)} targets: {len(plan.train_jobs)} training and "
+                  f"{len(plan.eval_jobs)} evaluation jobs.")
+
+
+@cli.command()
+@STUDY_ARG
+def plan(study_file: Path) -> None:
+    """List the jobs a run would execute and which are already in the store.
+
+    One training job per source and seed, one evaluation job per model (the base and each
+    adapter) and target. Jobs whose content key is already done in the store are not rerun.
+    """
+    study = load_study(study_file)
+    _print_plan(plan_study(study), _open_store(study, create=False))
+
+
+@cli.command()
+@STUDY_ARG
+@click.option("--dry-run", is_flag=True, help="Print the plan and stop without running anything.")
+def run(study_file: Path, dry_run: bool) -> None:
+    """Run a study: train missing adapters, evaluate missing cells, analyse, report.
+
+    Idempotent: jobs already in the store are skipped, so an interrupted run resumes where it
+    stopped. This version validates, records the study and plans; training and evaluation are
+    not built yet, so it stops after planning and says so.
+    """
+    study = load_study(study_file)
+    plan = plan_study(study)
+    if dry_run:
+        _print_plan(plan, _open_store(study, create=False))
+        return
+    store = _open_store(study, create=True)
+    with store.locked(f"traitlens run {study_file}"):
+        store.save_study(study.name, study.model_dump(mode="json"))
+        _print_plan(plan, store)
+    console.print("[yellow]stopped after planning[/]: this traitlens version does not train or "
+                  "evaluate yet, so no job was run.")
+
+
+def _open_store(study: Study, create: bool) -> Store | None:
+    """Read-only commands must not create a store directory as a side effect."""
+    if not create and not (study.store / "results.sqlite").exists():
+        return None
+    return Store(study.store)
+
+
+def _print_plan(plan: Plan, store: Store | None) -> None:
+    states = plan.states(store) if store else {job.key: "new" for job in plan.jobs}
+    table = Table(title=f"study {plan.study.name}: plan", title_justify="left")
+    for column in ("#", "job", "state", "key"):
+        table.add_column(column, no_wrap=column != "job")
+    for number, job in enumerate(plan.jobs, 1):
+        state = states[job.key]
+        table.add_row(str(number), job.label, f"[{STATE_STYLE[state]}]{state}[/]", job.key[:12])
+    console.print(table)
+    done = sum(state == "done" for state in states.values())
+    where = f"store {plan.study.store}" if store else f"no store yet at {plan.study.store}"
+    console.print(f"{len(plan.jobs)} jobs ({len(plan.train_jobs)} training, {len(plan.eval_jobs)} "
+                  f"evaluation): {done} done, {len(plan.jobs) - done} to run; {where}.")
+
+
+def main() -> None:
+    """Entry point: user mistakes print a clear message and exit 2, never a traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except TraitlensError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted; finished jobs are kept in the store, rerun to resume", err=True)
+        sys.exit(130)

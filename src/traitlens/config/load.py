@@ -1,0 +1,268 @@
+"""Read a study YAML file into a `Study`, reporting every problem at once with file and line.
+
+pydantic validates; this module adds what a user needs around it: YAML positions (PyYAML's
+composer keeps them, its plain loader does not), `sources:`/`targets:` entries that reference
+other files, paths made relative to the file that wrote them, and error messages that name the
+field, say what was wrong and how to fix it, with a did-you-mean for misspelt keys and values.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from traitlens.config.schema import Study
+from traitlens.data.reference import looks_like_path, parse_reference, resolve_path
+from traitlens.errors import ConfigError, TraitlensError
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Position:
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+def load_study(path: str | Path) -> Study:
+    """Load and validate a study file; raise `ConfigError` listing every problem found."""
+    path = Path(path)
+    data, positions, problems = _read_yaml(path, ())
+    if not isinstance(data, dict):
+        raise ConfigError(str(path), ["the file must be a mapping of settings (name:, base:, sources:, ...)"])
+    for section in ("sources", "targets"):
+        if isinstance(data.get(section), list):
+            data[section], extra = _expand_includes(data[section], section, path, positions)
+            problems += extra
+    _resolve_paths(data, path.parent)
+    try:
+        study = Study.model_validate(data)
+    except ValidationError as exc:
+        problems += _describe(exc, data, positions)
+    if problems:
+        raise ConfigError(str(path), sorted(problems, key=_file_line))
+    return study
+
+
+def _file_line(problem: str) -> tuple[str, int]:
+    file, _, rest = problem.partition(":")
+    line = rest.partition(":")[0]
+    return file, int(line) if line.isdigit() else 0
+
+
+# --- YAML with positions -------------------------------------------------------------------
+
+
+def _read_yaml(path: Path, prefix: Loc) -> tuple[Any, dict[Loc, Position], list[str]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TraitlensError(f"{path}: no such file. Check the path, or run from the study's folder.")
+    except (IsADirectoryError, UnicodeDecodeError) as exc:
+        raise TraitlensError(f"{path}: cannot read it as a YAML text file ({exc}).")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise TraitlensError(f"{where}: not valid YAML: {exc.problem}. Check indentation and quoting there.")
+    positions: dict[Loc, Position] = {}
+    problems: list[str] = []
+    if node is not None:
+        _walk(node, prefix, str(path), positions, problems)
+    return data, positions, problems
+
+
+def _walk(node: yaml.Node, loc: Loc, file: str, out: dict[Loc, Position], problems: list[str]) -> None:
+    out[loc] = Position(file, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = key_node.value
+            if key in seen:  # safe_load keeps the last silently; a user means one of them
+                problems.append(f"{file}:{key_node.start_mark.line + 1}: {_dotted(loc + (key,))}: "
+                                "key written twice in one mapping; keep one")
+            seen.add(key)
+            _walk(value_node, loc + (key,), file, out, problems)
+            out[loc + (key,)] = Position(file, key_node.start_mark.line + 1)
+    elif isinstance(node, yaml.SequenceNode):
+        for index, item in enumerate(node.value):
+            _walk(item, loc + (index,), file, out, problems)
+
+
+def _expand_includes(entries: list, section: str, path: Path, positions: dict[Loc, Position]
+                     ) -> tuple[list, list[str]]:
+    """A string entry names a YAML file holding one spec or a list of specs; splice them in."""
+    expanded: list = []
+    moved: dict[Loc, Position] = {}
+    problems: list[str] = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, str):
+            _move(positions, moved, (section, index), (section, len(expanded)))
+            expanded.append(entry)
+            continue
+        include = Path(resolve_path(entry, path.parent))
+        if not include.is_file():
+            where = positions.get((section, index), Position(str(path), 0))
+            problems.append(f"{where}: {section}[{index}]: included file {entry!r} not found "
+                            f"(looked for {include}); fix the path or write the entry inline")
+            continue
+        data, inner, inner_problems = _read_yaml(include, ())
+        problems += inner_problems
+        items = data if isinstance(data, list) else [data]
+        for inner_index, item in enumerate(items):
+            old = (inner_index,) if isinstance(data, list) else ()
+            for loc, pos in inner.items():
+                if loc[: len(old)] == old:
+                    moved[(section, len(expanded)) + loc[len(old):]] = pos
+            if isinstance(item, dict):
+                _resolve_spec_paths(item, include.parent)
+            expanded.append(item)
+    for loc in [loc for loc in positions if loc[:1] == (section,) and len(loc) > 1]:
+        del positions[loc]
+    positions.update(moved)
+    return expanded, problems
+
+
+def _move(positions: dict[Loc, Position], moved: dict[Loc, Position], old: Loc, new: Loc) -> None:
+    for loc, pos in positions.items():
+        if loc[: len(old)] == old:
+            moved[new + loc[len(old):]] = pos
+
+
+def _resolve_paths(data: dict, base_dir: Path) -> None:
+    """Relative paths mean relative to the file that wrote them; included specs were resolved
+    against their own file already, and an absolute path is left as it is."""
+    for section in ("sources", "targets"):
+        for item in data.get(section) or []:
+            if isinstance(item, dict):
+                _resolve_spec_paths(item, base_dir)
+    if isinstance(data.get("store"), str):
+        data["store"] = resolve_path(data["store"], base_dir)
+    elif "store" not in data:
+        data["store"] = resolve_path(".traitlens", base_dir)
+    base = data.get("base")
+    name = base.get("name") if isinstance(base, dict) else base
+    if isinstance(name, str) and (looks_like_path(name) or (base_dir / name).is_dir()):
+        resolved = resolve_path(name, base_dir)
+        if isinstance(base, dict):
+            base["name"] = resolved
+        else:
+            data["base"] = resolved
+
+
+def _resolve_spec_paths(item: dict, base_dir: Path) -> None:
+    dataset = item.get("dataset")
+    if isinstance(dataset, str) and parse_reference(dataset).kind == "file":
+        item["dataset"] = resolve_path(dataset, base_dir)
+
+
+# --- Error messages ------------------------------------------------------------------------
+
+
+def _describe(exc: ValidationError, data: dict, positions: dict[Loc, Position]) -> list[str]:
+    grouped: dict[Loc, list[dict]] = {}
+    for error in exc.errors():
+        grouped.setdefault(_data_loc(error["loc"], data), []).append(error)
+    problems = []
+    for loc, errors in grouped.items():
+        where = _position(loc, positions)
+        problems.append(f"{where}: {_dotted(loc) or '(top level)'}: {_explain(loc, errors)}")
+    return problems
+
+
+def _data_loc(loc: tuple, data: Any) -> Loc:
+    """pydantic locations include union-member tags; keep only the parts that are in the data."""
+    kept: list[str | int] = []
+    current = data
+    for part in loc:
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and part < len(current):
+            current = current[part]
+        elif isinstance(current, dict) and isinstance(part, str) and part not in kept and "[" not in part:
+            kept.append(part)  # a missing or unknown key: the last meaningful part
+            break
+        else:
+            continue
+        kept.append(part)
+    return tuple(kept)
+
+
+def _position(loc: Loc, positions: dict[Loc, Position]) -> str:
+    for end in range(len(loc), -1, -1):
+        if loc[:end] in positions:
+            return str(positions[loc[:end]])
+    return next(iter(positions.values())).file if positions else "?"
+
+
+def _dotted(loc: Loc) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _explain(loc: Loc, errors: list[dict]) -> str:
+    first = errors[0]
+    kind, given = first["type"], first.get("input")
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
+        hint = f" Did you mean '{guess[0]}'?" if guess else ""
+        return f"unknown key.{hint} Allowed keys here: {', '.join(allowed)}."
+    if kind == "missing":
+        return f"required but missing; add `{loc[-1]}:` here."
+    if kind == "string_pattern_mismatch":
+        return (f"{given!r} is not a valid name; use lowercase letters, digits, '-', '_' or '.', "
+                "starting with a letter or digit.")
+    if kind == "literal_error":
+        expected = first["ctx"]["expected"]
+        options = [o.strip(" '") for o in expected.replace(" or ", ", ").split(",")]
+        guess = difflib.get_close_matches(str(given), options, n=1, cutoff=0.6)
+        hint = f" Did you mean '{guess[0]}'?" if guess else ""
+        return f"got {given!r}; use one of {expected}.{hint}"
+    if len(errors) > 1:  # one error per union member: say what each member would accept
+        accepted = "; or ".join(e["msg"].removeprefix("Input should be ") for e in errors)
+        return f"got {given!r}; expected {accepted}."
+    message = first["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+    if kind == "value_error" or isinstance(given, (dict, list)):
+        return message + ("" if message.endswith(".") else ".")
+    return f"{message}; got {given!r}."
+
+
+def _allowed_keys(loc: Loc) -> list[str]:
+    model: Any = Study
+    for part in loc:
+        if isinstance(part, int):
+            continue  # list element: _unwrap already stepped into the item type
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return []
+        model = _unwrap(model.model_fields[part].annotation)
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The model class inside Optional[...], list[...] or a union, if there is one."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    origin = typing.get_origin(annotation)
+    if origin in (list, typing.Union, types.UnionType, typing.Annotated):
+        for arg in typing.get_args(annotation):
+            inner = _unwrap(arg)
+            if inner is not None:
+                return inner
+    return None

@@ -1,0 +1,271 @@
+"""The typed study config: every setting a study can have, with its default and its check.
+
+Models are frozen and forbid unknown keys, so a misspelt key is an error (with a did-you-mean,
+see `load.py`) rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
+Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
+PositiveInt = Annotated[int, Field(gt=0)]
+Dtype = Literal["float32", "bfloat16"]
+
+# The placeholders a template may use; `answer` must come last because training appends it
+# and evaluation scores or generates it.
+TEMPLATE_FIELDS = ("instruction", "input", "passage", "options", "trigger", "answer")
+DEFAULT_FORMAT = "{instruction}\n{input}\n{trigger}:\n{answer}"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BaseModelSpec(Strict):
+    """The pretrained causal LM every adapter starts from."""
+
+    name: str = Field(min_length=1, description="Hub id, local directory, or catalog name.")
+    revision: str | None = Field(None, description="Hub revision (commit, tag or branch).")
+    trust_remote_code: bool = False
+
+
+class Columns(Strict):
+    """Which dataset columns feed which template fields."""
+
+    input: str = "input"
+    answer: str = "answer"
+    passage: str | None = None
+    options: str | None = None
+
+
+class Template(Strict):
+    """How one example becomes text; the same renderer serves training and evaluation."""
+
+    instruction: str = ""
+    trigger: str = "Answer"
+    format: str = DEFAULT_FORMAT
+    chat: bool = False
+
+    @field_validator("format")
+    @classmethod
+    def _check_format(cls, value: str) -> str:
+        try:
+            names = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+        except ValueError as exc:
+            raise ValueError(f"not a valid format string ({exc}); escape literal braces as {{{{ }}}}")
+        unknown = sorted(set(names) - set(TEMPLATE_FIELDS))
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder(s) {unknown}; allowed: {', '.join(TEMPLATE_FIELDS)}"
+            )
+        if not value.endswith("{answer}"):
+            raise ValueError("must end with {answer}: training appends the answer there")
+        return value
+
+
+class Transform(Strict):
+    """One dataset transform; write exactly one key per list entry, e.g. `- subsample: 500`."""
+
+    subsample: PositiveInt | None = None
+    rebalance: Literal["balanced"] | dict[str, Annotated[float, Field(gt=0)]] | None = None
+    relabel: dict[str, str] | None = None
+    cap_answer_length: PositiveInt | None = Field(None, description="Maximum answer characters.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Transform:
+        chosen = [name for name in type(self).model_fields if getattr(self, name) is not None]
+        if len(chosen) != 1:
+            allowed = ", ".join(type(self).model_fields)
+            raise ValueError(f"write exactly one transform per entry (one of: {allowed}); got {chosen or 'none'}")
+        if isinstance(self.rebalance, dict) and abs(sum(self.rebalance.values()) - 1) > 1e-6:
+            raise ValueError("rebalance proportions must sum to 1")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(name for name in type(self).model_fields if getattr(self, name) is not None)
+
+
+class DatasetSpec(Strict):
+    """A dataset as a study uses it: where it comes from, how it is read and rendered."""
+
+    name: Name
+    dataset: str = Field(
+        min_length=1,
+        description="`catalog:NAME`, `hf:ID` (or a bare hub id), or a .jsonl/.json/.csv/.parquet path.",
+    )
+    subset: str | None = Field(None, description="Hugging Face dataset config name.")
+    revision: str | None = Field(None, description="Hugging Face dataset revision.")
+    split: str = "train"
+    columns: Columns = Columns()
+    labels: list[str] | None = Field(
+        None, description="The label set in order; omit for free-form answers."
+    )
+    template: Template = Template()
+    transforms: list[Transform] = []
+
+
+class Source(DatasetSpec):
+    """A dataset an adapter is trained on."""
+
+
+class Generation(Strict):
+    max_new_tokens: PositiveInt = 64
+    stop: list[str] = ["\n\n"]
+
+
+class Target(DatasetSpec):
+    """An evaluation task: dataset + split + template + metric + ability tags."""
+
+    split: str = "test"
+    kind: Literal["classification", "multiple_choice", "generation_classification", "generative"]
+    abilities: list[Name] = Field(min_length=1, description="Ability tags used to name traits.")
+    limit: PositiveInt | None = Field(None, description="Items to score; default evaluation.limit.")
+    generation: Generation = Generation()
+
+    @model_validator(mode="after")
+    def _labels_for_classification(self) -> Target:
+        if self.kind in ("classification", "generation_classification") and not self.labels:
+            raise ValueError(f"a {self.kind} target needs `labels:` (the label set)")
+        return self
+
+
+class Lora(Strict):
+    """LoRA settings; defaults are the paper's (r=64, alpha=32, all projections)."""
+
+    r: PositiveInt = 64
+    alpha: Annotated[float, Field(gt=0)] = 32
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    target_modules: list[str] = Field(
+        default=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1,
+    )
+
+
+class Training(Strict):
+    """Optimisation settings; defaults follow the paper where it states them."""
+
+    learning_rate: Annotated[float, Field(gt=0)] = 5e-5
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: Annotated[int, Field(ge=0)] = 100
+    epochs: PositiveInt = 1
+    max_steps: PositiveInt | None = Field(None, description="Stop after this many steps.")
+    batch_size: PositiveInt = 8
+    gradient_accumulation: PositiveInt = 4
+    max_length: PositiveInt = 2048
+    loss_mode: Literal["full", "completion", "prompt"] = "full"
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)
+    dtype: Dtype = "float32"
+    packing: bool = False
+    gradient_checkpointing: bool = False
+    checkpoint_every: PositiveInt = 50
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"seeds must be distinct; got {value}")
+        return value
+
+
+class Evaluation(Strict):
+    limit: PositiveInt | None = Field(200, description="Default items per target; null for all.")
+    batch_size: PositiveInt = 16
+    dtype: Dtype = "float32"
+    seed: Annotated[int, Field(ge=0)] = 0
+
+
+class Analysis(Strict):
+    view: Literal["raw", "delta", "relative_delta", "zscore"] = "delta"
+    mask_diagonal: bool = True
+    method: Literal["pca", "factor_analysis"] = "pca"
+    rotation: Literal["none", "varimax", "promax"] = "varimax"
+    n_traits: Literal["auto"] | PositiveInt = "auto"
+    bootstrap_samples: PositiveInt = 1000
+    alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
+    seed: Annotated[int, Field(ge=0)] = 0
+
+
+class Execution(Strict):
+    executor: Literal["local", "ray"] = "local"
+    address: str | None = Field(None, description="Ray cluster: `auto` or `ray://host:port`.")
+    cpus_per_job: Annotated[float, Field(gt=0)] = 1
+    gpus_per_train_job: Annotated[float, Field(ge=0)] = 0
+    gpus_per_eval_job: Annotated[float, Field(ge=0)] = 0
+
+    @model_validator(mode="after")
+    def _address(self) -> Execution:
+        if self.address is not None:
+            if self.executor != "ray":
+                raise ValueError("`address` only applies to executor: ray")
+            if self.address != "auto" and not re.match(r"^ray://[^/:]+:\d+$", self.address):
+                raise ValueError(f"address must be `auto` or `ray://host:port`; got {self.address!r}")
+        return self
+
+
+class Study(Strict):
+    """One experiment: a base, sources to train on, targets to evaluate, and how."""
+
+    name: Name
+    description: str = ""
+    base: BaseModelSpec
+    sources: list[Source] = Field(min_length=1)
+    targets: list[Target] = Field(min_length=1)
+    lora: Lora = Lora()
+    training: Training = Training()
+    evaluation: Evaluation = Evaluation()
+    analysis: Analysis = Analysis()
+    execution: Execution = Execution()
+    store: Path = Field(Path(".traitlens"), description="Store directory, relative to the study file.")
+
+    @field_validator("base", mode="before")
+    @classmethod
+    def _base_shorthand(cls, value: object) -> object:
+        # `base: smollm2-135m-instruct` is the common case; expand it to the full form.
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("sources", "targets", mode="wrap")
+    @classmethod
+    def _unique_names(cls, value: object, handler: ValidatorFunctionWrapHandler) -> object:
+        # Wraps the entries' own validation so a duplicate name is reported together with any
+        # other problem in those entries, not only once they are fixed.
+        twice: list[str] = []
+        if isinstance(value, list):
+            names = [entry.get("name") for entry in value if isinstance(entry, dict)]
+            twice = sorted({n for n in names if isinstance(n, str) and names.count(n) > 1})
+        duplicate = {
+            "type": PydanticCustomError("duplicate_name", "name(s) {names} used more than once; "
+                                        "give each entry its own name",
+                                        {"names": ", ".join(map(repr, twice))}),
+            "loc": (), "input": value,
+        }
+        try:
+            validated = handler(value)
+        except ValidationError as exc:
+            if not twice:
+                raise
+            others = [{key: error[key] for key in ("type", "loc", "input", "ctx") if key in error}
+                      for error in exc.errors()]
+            raise ValidationError.from_exception_data(cls.__name__, [duplicate, *others]) from None
+        if twice:
+            raise ValidationError.from_exception_data(cls.__name__, [duplicate])
+        return validated
+
+    def target(self, name: str) -> Target:
+        return next(t for t in self.targets if t.name == name)

@@ -1,0 +1,1 @@
+"""Datasets: references, fingerprints, (later) loaders, transforms and the template renderer."""

@@ -1,0 +1,37 @@
+"""What a `dataset:` string names: a catalog entry, a hub dataset, or a local file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+@dataclass(frozen=True)
+class DatasetRef:
+    kind: Literal["catalog", "hub", "file"]
+    value: str
+
+
+def parse_reference(text: str) -> DatasetRef:
+    """`catalog:NAME` and `hf:ID` are explicit; a path-like string or data suffix is a file;
+    anything else is taken as a hub id, as a user of `datasets.load_dataset` would expect."""
+    if text.startswith("catalog:"):
+        return DatasetRef("catalog", text.removeprefix("catalog:"))
+    if text.startswith("hf:"):
+        return DatasetRef("hub", text.removeprefix("hf:"))
+    if looks_like_path(text):
+        return DatasetRef("file", text)
+    return DatasetRef("hub", text)
+
+
+def looks_like_path(text: str) -> bool:
+    return text.startswith(("/", "./", "../", "~")) or text.lower().endswith(FILE_SUFFIXES)
+
+
+def resolve_path(text: str, base_dir: Path) -> str:
+    """A relative path in a study file means relative to that file, not to the working dir."""
+    path = Path(text).expanduser()
+    return str(path if path.is_absolute() else (base_dir / path).resolve())

@@ -1,0 +1,22 @@
+"""Errors that are the user's to fix: the CLI prints them without a traceback and exits 2."""
+
+
+class TraitlensError(Exception):
+    """A problem with the user's input or environment, explained in words they can act on."""
+
+    exit_code = 2
+
+
+class ConfigError(TraitlensError):
+    """A study file that does not validate; carries every problem found, not just the first."""
+
+    def __init__(self, source: str, problems: list[str]):
+        self.source = source
+        self.problems = problems
+        noun = "problem" if len(problems) == 1 else "problems"
+        lines = [f"{source}: {len(problems)} {noun}"] + [f"  - {p}" for p in problems]
+        super().__init__("\n".join(lines))
+
+
+class StoreLockedError(TraitlensError):
+    """Another process holds the store's write lock."""

@@ -1,0 +1,101 @@
+"""A study's jobs: one training job per (source, seed), one evaluation per (model, target).
+
+Each job's key is the content hash of everything that can change its result, so the plan of a
+finished study finds every job in the store, and a changed setting re-plans only what it touches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from traitlens.config.schema import Study
+from traitlens.data.fingerprint import fingerprint
+from traitlens.errors import ConfigError, TraitlensError
+from traitlens.models.identity import base_identity
+from traitlens.store.db import Store
+from traitlens.store.keys import content_key
+
+# Bump these when the training loop or the scoring logic changes what it produces, so results
+# of the old code are not served for the new (they live here until those stages land).
+TRAIN_CODE_VERSION = 1
+SCORING_CODE_VERSION = 1
+
+# Training settings that change how a run proceeds but not the adapter it ends with.
+NOT_RESULT_TRAINING = {"seeds", "checkpoint_every", "gradient_checkpointing"}
+
+BASE = "base"
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: Literal["train", "eval"]
+    key: str
+    model: str  # "base", or the adapter's name: the source, plus "/s<seed>" with several seeds
+    spec: dict[str, Any] = field(repr=False)
+    source: str | None = None
+    seed: int | None = None
+    target: str | None = None
+    needs: str | None = None  # the training job an evaluation waits for
+
+    @property
+    def label(self) -> str:
+        if self.kind == "train":
+            return f"train {self.source} (seed {self.seed})"
+        return f"eval {self.model} on {self.target}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    study: Study
+    jobs: list[Job]
+
+    @property
+    def train_jobs(self) -> list[Job]:
+        return [job for job in self.jobs if job.kind == "train"]
+
+    @property
+    def eval_jobs(self) -> list[Job]:
+        return [job for job in self.jobs if job.kind == "eval"]
+
+    def states(self, store: Store) -> dict[str, str]:
+        """Each job's state in the store: done, failed, running, or new."""
+        records = store.jobs(job.key for job in self.jobs)
+        return {job.key: records[job.key].state if job.key in records else "new" for job in self.jobs}
+
+
+def plan_study(study: Study) -> Plan:
+    base = base_identity(study.base)
+    sources, targets, problems = {}, {}, []
+    for section, specs, out in (("sources", study.sources, sources), ("targets", study.targets, targets)):
+        for index, spec in enumerate(specs):
+            try:
+                out[spec.name] = fingerprint(spec, f"{section}[{index}] ({spec.name})")
+            except TraitlensError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise ConfigError(study.name, problems)
+
+    training = study.training.model_dump(mode="json", exclude=NOT_RESULT_TRAINING)
+    lora = study.lora.model_dump(mode="json")
+    several_seeds = len(study.training.seeds) > 1
+    jobs: list[Job] = []
+    models: list[tuple[str, str | None]] = [(BASE, None)]
+    for source in study.sources:
+        for seed in study.training.seeds:
+            spec = {"base": base, "source": sources[source.name], "lora": lora,
+                    "training": {**training, "seed": seed}, "code": TRAIN_CODE_VERSION}
+            model = f"{source.name}/s{seed}" if several_seeds else source.name
+            job = Job("train", content_key("train", spec), model, spec, source=source.name, seed=seed)
+            jobs.append(job)
+            models.append((model, job.key))
+
+    for model, adapter_key in models:
+        for target in study.targets:
+            spec = {"base": base, "adapter": adapter_key, "target": targets[target.name],
+                    "limit": target.limit or study.evaluation.limit,
+                    "dtype": study.evaluation.dtype, "seed": study.evaluation.seed,
+                    "code": SCORING_CODE_VERSION}
+            jobs.append(Job("eval", content_key("eval", spec), model, spec,
+                            target=target.name, needs=adapter_key))
+    return Plan(study, jobs)

@@ -1,0 +1,246 @@
+"""The result store: an SQLite database plus an artifact directory for adapter files.
+
+SQLite because it is embedded, transactional and readable by any tool a researcher has. Each
+result row and its job's state change are written in one transaction, and artifact folders are
+moved into place with an atomic rename, so a crash never leaves a half-written result behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from traitlens import __version__
+from traitlens.errors import TraitlensError
+from traitlens.store.keys import canonical_json, content_key
+from traitlens.store.lock import write_lock
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS studies (
+  name TEXT PRIMARY KEY,
+  config_json TEXT NOT NULL,
+  config_key TEXT NOT NULL,
+  traitlens_version TEXT NOT NULL,
+  created_at REAL NOT NULL,
+  updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+  key TEXT PRIMARY KEY,
+  kind TEXT NOT NULL CHECK (kind IN ('train', 'eval')),
+  label TEXT NOT NULL,
+  spec_json TEXT NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('running', 'done', 'failed')),
+  attempts INTEGER NOT NULL DEFAULT 0,
+  worker TEXT,
+  started_at REAL,
+  finished_at REAL,
+  wall_s REAL,
+  error TEXT
+);
+CREATE TABLE IF NOT EXISTS adapters (
+  key TEXT PRIMARY KEY REFERENCES jobs(key),
+  source TEXT NOT NULL,
+  seed INTEGER NOT NULL,
+  path TEXT NOT NULL,
+  meta_json TEXT NOT NULL,
+  created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cells (
+  key TEXT PRIMARY KEY REFERENCES jobs(key),
+  model TEXT NOT NULL,
+  target TEXT NOT NULL,
+  metrics_json TEXT NOT NULL,
+  meta_json TEXT NOT NULL,
+  n_items INTEGER NOT NULL,
+  created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS items (
+  cell_key TEXT NOT NULL REFERENCES cells(key) ON DELETE CASCADE,
+  idx INTEGER NOT NULL,
+  gold TEXT,
+  prediction TEXT,
+  score REAL NOT NULL,
+  choice_logprobs_json TEXT,
+  generated TEXT,
+  generated_tokens INTEGER,
+  PRIMARY KEY (cell_key, idx)
+);
+"""
+
+ITEM_FIELDS = ("gold", "prediction", "score", "choice_logprobs", "generated", "generated_tokens")
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    key: str
+    kind: str
+    label: str
+    state: str
+    attempts: int
+    error: str | None
+    wall_s: float | None
+
+
+class Store:
+    """One store directory: `results.sqlite` and `artifacts/`. Reading needs no lock; write
+    inside `with store.locked(command):` so two runs cannot interleave their jobs."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.artifacts = self.root / "artifacts"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.artifacts.mkdir(exist_ok=True)
+        self._db = self.root / "results.sqlite"
+        with self._connect() as conn:
+            conn.executescript(SCHEMA)
+            row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) > SCHEMA_VERSION:
+                raise TraitlensError(
+                    f"the store {self.root} was written by a newer traitlens (schema {row[0]}, this "
+                    f"one reads {SCHEMA_VERSION}); upgrade traitlens or use another `store:`.")
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        conn = sqlite3.connect(self._db, timeout=30)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer
+            conn.execute("PRAGMA foreign_keys = ON")
+            with conn:  # one transaction: committed on success, rolled back on any error
+                yield conn
+        finally:
+            conn.close()
+
+    def locked(self, command: str):
+        return write_lock(self.root, command)
+
+    # --- studies and jobs --------------------------------------------------------------
+
+    def save_study(self, name: str, config: dict[str, Any]) -> None:
+        now = time.time()
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO studies VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "config_json = excluded.config_json, config_key = excluded.config_key, "
+                "traitlens_version = excluded.traitlens_version, updated_at = excluded.updated_at",
+                (name, canonical_json(config), content_key("study", config), __version__, now, now),
+            )
+
+    def study_config(self, name: str) -> dict[str, Any] | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT config_json FROM studies WHERE name = ?", (name,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def jobs(self, keys: Iterable[str]) -> dict[str, JobRecord]:
+        keys = list(keys)
+        found: dict[str, JobRecord] = {}
+        with self._connect() as conn:
+            for start in range(0, len(keys), 500):  # stay under SQLite's bound-parameter limit
+                chunk = keys[start:start + 500]
+                rows = conn.execute(
+                    "SELECT key, kind, label, state, attempts, error, wall_s FROM jobs "
+                    f"WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+                found.update({row[0]: JobRecord(*row) for row in rows})
+        return found
+
+    def start_job(self, key: str, kind: str, label: str, spec: dict[str, Any], worker: str) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO jobs (key, kind, label, spec_json, state, attempts, worker, started_at) "
+                "VALUES (?, ?, ?, ?, 'running', 1, ?, ?) ON CONFLICT(key) DO UPDATE SET "
+                "state = 'running', attempts = attempts + 1, worker = excluded.worker, "
+                "started_at = excluded.started_at, finished_at = NULL, wall_s = NULL, error = NULL",
+                (key, kind, label, canonical_json(spec), worker, time.time()),
+            )
+
+    def fail_job(self, key: str, error: str) -> None:
+        with self._connect() as conn:
+            self._finish(conn, key, "failed", error)
+
+    @staticmethod
+    def _finish(conn: sqlite3.Connection, key: str, state: str, error: str | None = None) -> None:
+        now = time.time()
+        updated = conn.execute(
+            "UPDATE jobs SET state = ?, error = ?, finished_at = ?, wall_s = ? - started_at "
+            "WHERE key = ?", (state, error, now, now, key)).rowcount
+        if updated != 1:
+            raise RuntimeError(f"job {key} was never started in this store")
+
+    # --- results -----------------------------------------------------------------------
+
+    def put_adapter(self, key: str, source: str, seed: int, files: Path, meta: dict[str, Any]) -> Path:
+        """Move a finished adapter folder into the store and mark its job done, atomically."""
+        final = self.artifacts / "adapters" / key
+        final.parent.mkdir(exist_ok=True)
+        if final.exists():  # left by a crash after the move but before the commit below
+            shutil.rmtree(final)
+        os.replace(files, final)
+        with self._connect() as conn:
+            conn.execute("INSERT OR REPLACE INTO adapters VALUES (?, ?, ?, ?, ?, ?)",
+                         (key, source, seed, str(final.relative_to(self.root)),
+                          canonical_json(meta), time.time()))
+            self._finish(conn, key, "done")
+        return final
+
+    def scratch_dir(self, key: str) -> Path:
+        """A private folder on the store's filesystem, so `put_adapter`'s rename is atomic."""
+        path = self.artifacts / "tmp" / f"{key}-{os.getpid()}"
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+
+    def adapter_path(self, key: str) -> Path | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT path FROM adapters WHERE key = ?", (key,)).fetchone()
+        return self.root / row[0] if row else None
+
+    def put_cell(self, key: str, model: str, target: str, metrics: dict[str, Any],
+                 items: list[dict[str, Any]], meta: dict[str, Any]) -> None:
+        """Write a cell, all its items and its job's completion in one transaction."""
+        with self._connect() as conn:
+            conn.execute("DELETE FROM items WHERE cell_key = ?", (key,))
+            conn.execute("INSERT OR REPLACE INTO cells VALUES (?, ?, ?, ?, ?, ?, ?)",
+                         (key, model, target, canonical_json(metrics), canonical_json(meta),
+                          len(items), time.time()))
+            conn.executemany(
+                "INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(key, index, item.get("gold"), item.get("prediction"), float(item["score"]),
+                  None if item.get("choice_logprobs") is None else json.dumps(item["choice_logprobs"]),
+                  item.get("generated"), item.get("generated_tokens"))
+                 for index, item in enumerate(items)],
+            )
+            self._finish(conn, key, "done")
+
+    def cell(self, key: str) -> dict[str, Any] | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT model, target, metrics_json, meta_json, n_items FROM cells "
+                               "WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        return {"key": key, "model": row[0], "target": row[1], "metrics": json.loads(row[2]),
+                "meta": json.loads(row[3]), "n_items": row[4]}
+
+    def items(self, cell_key: str) -> list[dict[str, Any]]:
+        with self._connect() as conn:
+            rows = conn.execute(
+                f"SELECT {', '.join(ITEM_FIELDS).replace('choice_logprobs', 'choice_logprobs_json')} "
+                "FROM items WHERE cell_key = ? ORDER BY idx", (cell_key,)).fetchall()
+        out = []
+        for row in rows:
+            item = dict(zip(ITEM_FIELDS, row))
+            if item["choice_logprobs"] is not None:
+                item["choice_logprobs"] = json.loads(item["choice_logprobs"])
+            out.append(item)
+        return out

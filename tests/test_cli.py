@@ -1,0 +1,95 @@
+"""The `traitlens` command as a user runs it: a real subprocess, exit codes, no tracebacks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import MINIMAL
+
+REPO = Path(__file__).parent.parent
+
+
+def traitlens(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "traitlens", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_version():
+    result = traitlens("--version")
+    assert result.returncode == 0 and result.stdout.startswith("traitlens, version ")
+
+
+@pytest.mark.parametrize("command", [[], ["validate"], ["plan"], ["run"]])
+def test_every_command_has_help(command):
+    result = traitlens(*command, "--help")
+    assert result.returncode == 0
+    assert "Usage: " in result.stdout and len(result.stdout.splitlines()) > 5
+
+
+def test_validate_quickstart():
+    result = traitlens("validate", "examples/quickstart.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "ok: study quickstart" in result.stdout
+
+
+def test_misspelt_key_exits_2_with_suggestion_and_no_traceback(tmp_path):
+    text = (REPO / "examples" / "quickstart.yaml").read_text().replace("learning_rate", "learning_rat")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    result = traitlens("validate", str(bad))
+    assert result.returncode == 2
+    assert "training.learning_rat: unknown key. Did you mean 'learning_rate'?" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_missing_study_file_exits_2(tmp_path):
+    result = traitlens("validate", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2 and "no such file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_plan_lists_jobs_without_creating_a_store():
+    result = traitlens("plan", "examples/quickstart.yaml")
+    assert result.returncode == 0, result.stderr
+    assert "train movie (seed 0)" in result.stdout and "eval base on asdiv" in result.stdout
+    assert "34 jobs (4 training, 30 evaluation): 0 done, 34 to run" in result.stdout
+
+
+def test_run_records_study_and_plan_marks_done_jobs(tmp_path, write_study):
+    study = write_study()
+    result = traitlens("run", str(study))
+    assert result.returncode == 0, result.stderr
+    assert "stopped after planning" in result.stdout
+    from traitlens.config import load_study
+    from traitlens.execution.plan import plan_study
+    from traitlens.store import Store
+
+    loaded = load_study(study)
+    store = Store(loaded.store)
+    assert store.study_config("tiny")["training"]["learning_rate"] == 0.001
+    job = plan_study(loaded).eval_jobs[0]
+    store.start_job(job.key, "eval", job.label, job.spec, worker="test")
+    store.put_cell(job.key, "base", "movie", {"accuracy": 1.0}, [{"score": 1.0}], {})
+    result = traitlens("plan", str(study))
+    assert "8 jobs (2 training, 6 evaluation): 1 done, 7 to run" in result.stdout
+
+
+def test_run_refuses_a_locked_store(tmp_path, write_study):
+    study = write_study(MINIMAL + "store: shared-store\n")
+    holder = subprocess.Popen([sys.executable, "-c",
+                               "import sys; from pathlib import Path; from traitlens.store import Store\n"
+                               f"with Store(Path({str(tmp_path / 'shared-store')!r})).locked('traitlens run a.yaml'):\n"
+                               "    print('locked', flush=True); sys.stdin.readline()"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        result = traitlens("run", str(study))
+        assert result.returncode == 2
+        assert f"locked by process {holder.pid}" in result.stderr and "traitlens run a.yaml" in result.stderr
+        assert "Traceback" not in result.stderr
+    finally:
+        holder.communicate("\n", timeout=30)

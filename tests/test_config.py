@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import MINIMAL
+from traitlens.config import load_study
+from traitlens.errors import ConfigError, TraitlensError
+
+EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("**/*.y*ml"))
+
+
+def problems_of(path: Path) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        load_study(path)
+    return info.value.problems
+
+
+def test_examples_exist():
+    assert any(path.name == "quickstart.yaml" for path in EXAMPLES)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_every_example_validates(path: Path):
+    study = load_study(path)
+    assert study.sources and study.targets
+
+
+def test_defaults_and_shorthand(write_study):
+    study = load_study(write_study())
+    assert study.base.name == "smollm2-135m-instruct"  # `base: NAME` shorthand expanded
+    assert study.lora.r == 64 and study.lora.alpha == 32  # the paper's settings by default
+    assert study.training.learning_rate == 0.001 and study.training.seeds == [0]
+    assert study.targets[0].split == "test" and study.sources[0].split == "train"
+    assert study.store == (write_study().parent / ".traitlens").resolve()
+
+
+def test_misspelt_key_suggests_the_right_one(write_study):
+    [problem] = problems_of(write_study(MINIMAL.replace("learning_rate", "learning_rat")))
+    assert "training.learning_rat" in problem
+    assert "Did you mean 'learning_rate'?" in problem
+    assert problem.startswith(f"{write_study().parent}/study.yaml:20:")  # the key's own line
+
+
+def test_all_problems_reported_together_in_file_order(write_study):
+    text = (MINIMAL.replace("learning_rate", "learning_rat")
+            .replace("kind: generative", "kind: generatve")
+            .replace("max_steps: 4", "max_steps: -4")
+            .replace("  - name: boolq\n    dataset: catalog:boolq\n", "  - name: boolq\n"))
+    problems = problems_of(write_study(text))
+    assert len(problems) == 4, problems
+    joined = "\n".join(problems)
+    assert "sources[1].dataset: required but missing" in joined
+    assert "targets[1].kind: got 'generatve'" in joined and "Did you mean 'generative'?" in joined
+    assert "training.max_steps: must be greater than 0; got -4" in joined
+    lines = [int(p.split(":")[1]) for p in problems]
+    assert lines == sorted(lines)
+
+
+def test_misspelt_value_and_nested_key(write_study):
+    text = MINIMAL + "lora: {r: 8, alhpa: 16}\nanalysis: {method: pcaa}\n"
+    joined = "\n".join(problems_of(write_study(text)))
+    assert "lora.alhpa: unknown key. Did you mean 'alpha'?" in joined
+    assert "analysis.method: got 'pcaa'" in joined and "Did you mean 'pca'?" in joined
+
+
+def test_transform_needs_exactly_one_key(write_study):
+    text = MINIMAL.replace("    labels: [negative, positive]\n  - name: boolq",
+                           "    labels: [negative, positive]\n"
+                           "    transforms: [{subsample: 10, cap_answer_length: 5}, {subsampel: 3}]\n"
+                           "  - name: boolq", 1)
+    joined = "\n".join(problems_of(write_study(text)))
+    assert "sources[0].transforms[0]: write exactly one transform per entry" in joined
+    assert "sources[0].transforms[1].subsampel: unknown key. Did you mean 'subsample'?" in joined
+
+
+def test_rebalance_proportions_must_sum_to_one(write_study):
+    text = MINIMAL.replace("    labels: [negative, positive]\n  - name: boolq",
+                           "    labels: [negative, positive]\n"
+                           "    transforms: [{rebalance: {negative: 0.5, positive: 0.6}}]\n"
+                           "  - name: boolq", 1)
+    assert "must sum to 1" in "\n".join(problems_of(write_study(text)))
+
+
+def test_template_format_checked(write_study):
+    text = MINIMAL.replace("    kind: generative", "    kind: generative\n"
+                           "    template: {format: \"{input} {answr}\"}")
+    [problem] = problems_of(write_study(text))
+    assert "targets[1].template.format" in problem and "answr" in problem
+
+
+def test_classification_target_needs_labels_and_names_are_unique(write_study):
+    text = MINIMAL.replace("    kind: classification\n    labels: [negative, positive]\n",
+                           "    kind: classification\n").replace("name: asdiv", "name: movie")
+    joined = "\n".join(problems_of(write_study(text)))
+    assert "needs `labels:`" in joined
+    assert "name(s) 'movie' used more than once" in joined
+
+
+def test_duplicate_yaml_key_is_an_error(write_study):
+    text = MINIMAL.replace("  max_steps: 4", "  max_steps: 4\n  max_steps: 5")
+    [problem] = problems_of(write_study(text))
+    assert "training.max_steps: key written twice" in problem
+
+
+def test_yaml_syntax_error_names_the_line(write_study):
+    with pytest.raises(TraitlensError, match=r"study.yaml:\d+: not valid YAML"):
+        load_study(write_study(MINIMAL + "training: [unclosed\n"))
+
+
+def test_missing_file_is_a_clear_error(tmp_path):
+    with pytest.raises(TraitlensError, match="no such file"):
+        load_study(tmp_path / "nope.yaml")
+
+
+def test_sources_can_be_included_from_files(write_study, tmp_path):
+    sub = tmp_path / "specs"
+    sub.mkdir()
+    (sub / "sources.yaml").write_text(
+        "- name: local\n  dataset: data/local.jsonl\n- name: tweets\n  dataset: catalog:sentiment-tweets\n  labls: [a]\n")
+    text = MINIMAL.replace("sources:\n", "sources:\n  - specs/sources.yaml\n")
+    problems = problems_of(write_study(text))
+    # The error inside the included file points at that file and line.
+    assert problems == [f"{sub / 'sources.yaml'}:5: sources[1].labls: unknown key. Did you mean "
+                        "'labels'? Allowed keys here: name, dataset, subset, revision, split, "
+                        "columns, labels, template, transforms."]
+    (sub / "sources.yaml").write_text("- name: local\n  dataset: data/local.jsonl\n")
+    study = load_study(write_study(text))
+    assert [s.name for s in study.sources] == ["local", "movie", "boolq"]
+    # A relative path means relative to the file that wrote it.
+    assert study.sources[0].dataset == str(sub / "data" / "local.jsonl")
+
+
+def test_missing_include_is_reported(write_study):
+    problems = problems_of(write_study(MINIMAL.replace("targets:\n", "targets:\n  - gone.yaml\n")))
+    assert len(problems) == 1 and "included file 'gone.yaml' not found" in problems[0]
+
+
+def test_execution_address_checked(write_study):
+    joined = "\n".join(problems_of(write_study(MINIMAL + "execution: {executor: ray, address: 'localhost'}\n")))
+    assert "address must be `auto` or `ray://host:port`" in joined
+    study = load_study(write_study(MINIMAL + "execution: {executor: ray, address: 'ray://10.0.0.1:10001'}\n"))
+    assert study.execution.address == "ray://10.0.0.1:10001"

@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from traitlens.errors import StoreLockedError, TraitlensError
+from traitlens.store import Store, content_key
+from traitlens.store.keys import canonical_json
+
+ITEMS = [
+    {"gold": "positive", "prediction": "positive", "score": 1.0,
+     "choice_logprobs": {"negative": -2.1, "positive": -0.2}},
+    {"gold": "negative", "prediction": "positive", "score": 0.0,
+     "choice_logprobs": {"negative": -1.3, "positive": -0.4}},
+    {"gold": "7", "prediction": "7", "score": 1.0, "generated": "7 apples", "generated_tokens": 3},
+]
+
+
+def test_content_key_is_canonical_and_sensitive():
+    a = {"lora": {"r": 8, "alpha": 16.0}, "seed": 0}
+    b = {"seed": 0, "lora": {"alpha": 16, "r": 8}}  # other order, 16 vs 16.0
+    assert content_key("train", a) == content_key("train", b)
+    assert content_key("train", a) != content_key("eval", a)
+    assert content_key("train", a) != content_key("train", {**a, "seed": 1})
+    assert len(content_key("train", a)) == 32
+    assert canonical_json({"b": 1, "a": [Path("/x"), 2.5]}) == '{"a":["/x",2.5],"b":1}'
+
+
+def test_cell_roundtrip_and_job_timing(tmp_path):
+    store = Store(tmp_path / "store")
+    store.start_job("k1", "eval", "eval base on movie", {"target": "movie"}, worker="test")
+    assert store.jobs(["k1", "missing"])["k1"].state == "running"
+    store.put_cell("k1", "base", "movie", {"accuracy": 2 / 3}, ITEMS, {"template": "{input}"})
+    job = store.jobs(["k1"])["k1"]
+    assert (job.state, job.attempts) == ("done", 1) and job.wall_s >= 0
+    cell = store.cell("k1")
+    assert cell["metrics"] == {"accuracy": 2 / 3} and cell["n_items"] == 3
+    assert cell["meta"] == {"template": "{input}"}
+    items = store.items("k1")
+    assert [i["gold"] for i in items] == ["positive", "negative", "7"]
+    assert items[1]["choice_logprobs"] == {"negative": -1.3, "positive": -0.4}
+    assert items[2]["generated"] == "7 apples" and items[2]["generated_tokens"] == 3
+    # The store is plain SQLite: any tool can read it.
+    with sqlite3.connect(tmp_path / "store" / "results.sqlite") as conn:
+        assert conn.execute("SELECT count(*) FROM items").fetchone() == (3,)
+
+
+def test_failed_cell_write_leaves_nothing_half_done(tmp_path):
+    store = Store(tmp_path)
+    store.start_job("k1", "eval", "eval", {}, worker="test")
+    broken = ITEMS[:2] + [{"gold": "x"}]  # no score: fails after the cell row was inserted
+    with pytest.raises(KeyError):
+        store.put_cell("k1", "base", "movie", {"accuracy": 0.5}, broken, {})
+    assert store.cell("k1") is None and store.items("k1") == []
+    assert store.jobs(["k1"])["k1"].state == "running"
+
+
+def test_failed_job_records_error_and_retry_counts_attempts(tmp_path):
+    store = Store(tmp_path)
+    store.start_job("k1", "train", "train movie", {}, worker="test")
+    store.fail_job("k1", "RuntimeError: out of memory")
+    job = store.jobs(["k1"])["k1"]
+    assert (job.state, job.error) == ("failed", "RuntimeError: out of memory")
+    store.start_job("k1", "train", "train movie", {}, worker="test")
+    job = store.jobs(["k1"])["k1"]
+    assert (job.state, job.attempts, job.error) == ("running", 2, None)
+
+
+def test_adapter_moved_into_place_atomically(tmp_path):
+    store = Store(tmp_path)
+    store.start_job("a1", "train", "train movie", {}, worker="test")
+    scratch = store.scratch_dir("a1")
+    (scratch / "adapter_model.safetensors").write_bytes(b"weights")
+    # A folder left by an earlier crash between the move and the commit is replaced.
+    (store.artifacts / "adapters" / "a1").mkdir(parents=True)
+    (store.artifacts / "adapters" / "a1" / "stale").write_text("old")
+    final = store.put_adapter("a1", "movie", 0, scratch, {"steps": 4})
+    assert sorted(p.name for p in final.iterdir()) == ["adapter_model.safetensors"]
+    assert not scratch.exists() and store.adapter_path("a1") == final
+    assert store.jobs(["a1"])["a1"].state == "done"
+
+
+def test_many_keys_lookup(tmp_path):
+    store = Store(tmp_path)
+    for index in range(3):
+        store.start_job(f"k{index}", "eval", "e", {}, worker="t")
+    keys = [f"k{index}" for index in range(1200)]  # more than one SQLite parameter chunk
+    assert sorted(store.jobs(keys)) == ["k0", "k1", "k2"]
+
+
+def test_study_config_saved(tmp_path):
+    store = Store(tmp_path)
+    store.save_study("tiny", {"name": "tiny", "training": {"lr": 1}})
+    store.save_study("tiny", {"name": "tiny", "training": {"lr": 2}})
+    assert store.study_config("tiny") == {"name": "tiny", "training": {"lr": 2}}
+
+
+def test_newer_store_schema_is_refused(tmp_path):
+    Store(tmp_path)
+    with sqlite3.connect(tmp_path / "results.sqlite") as conn:
+        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
+    with pytest.raises(TraitlensError, match="newer traitlens"):
+        Store(tmp_path)
+
+
+def test_second_writer_is_told_who_holds_the_lock(tmp_path):
+    Store(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from traitlens.store import Store
+        with Store(Path({str(tmp_path)!r})).locked("traitlens run other.yaml"):
+            print("locked", flush=True)
+            sys.stdin.readline()
+        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(StoreLockedError) as info:
+            with Store(tmp_path).locked("traitlens run this.yaml"):
+                pass
+        message = str(info.value)
+        assert f"process {holder.pid}" in message and "traitlens run other.yaml" in message
+    finally:
+        holder.communicate("\n", timeout=30)
+    # Released on exit: the next writer gets it, and the holder's note is gone.
+    with Store(tmp_path).locked("traitlens run this.yaml"):
+        assert "this.yaml" in (tmp_path / "store.lock.json").read_text()
+    assert not (tmp_path / "store.lock.json").exists()
+
+
+def test_lock_released_when_holder_dies(tmp_path):
+    Store(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from traitlens.store import Store
+        with Store(Path({str(tmp_path)!r})).locked("doomed"):
+            print("locked", flush=True)
+            time.sleep(600)
+        """)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    holder.kill()
+    holder.wait(timeout=30)
+    deadline = time.time() + 10
+    while True:
+        try:
+            with Store(tmp_path).locked("next"):
+                break
+        except StoreLockedError:
+            assert time.time() < deadline, "lock not released after its holder was killed"
+            time.sleep(0.1)
