@@ -93,3 +93,21 @@ def test_run_refuses_a_locked_store(tmp_path, write_study):
         assert "Traceback" not in result.stderr
     finally:
         holder.communicate("\n", timeout=30)
+
+
+def test_data_list_and_show_print_real_rows():
+    listed = traitlens("data", "list")
+    assert listed.returncode == 0 and "sentiment-movie" in listed.stdout and "asdiv" in listed.stdout
+    shown = traitlens("data", "show", "catalog:sentiment-movie", "-n", "1")
+    assert shown.returncode == 0, shown.stderr
+    assert "catalog:sentiment-movie split train: 8" in shown.stdout and "labels: " in shown.stdout
+    assert "The Rock is destined" in shown.stdout  # the corpus's first real snippet
+
+
+def test_validate_reports_data_problems(tmp_path, write_study):
+    study = write_study(MINIMAL.replace("labels: [negative, positive]\n  - name: boolq",
+                                        "labels: [negative]\n  - name: boolq", 1))
+    result = traitlens("validate", str(study))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "sources[0] (movie).labels: answers outside the label set ['negative']" in result.stderr
+    assert traitlens("validate", "--schema-only", str(study)).returncode == 0

@@ -8,9 +8,15 @@ from pathlib import Path
 import click
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from traitlens import __version__
 from traitlens.config import Study, load_study
+from traitlens.config.schema import DatasetSpec
+from traitlens.data.catalog import CATALOG, catalog_splits
+from traitlens.data.load import prepare, prepare_study
+from traitlens.data.reference import parse_reference
+from traitlens.data.template import render
 from traitlens.errors import TraitlensError
 from traitlens.execution.plan import Plan, plan_study
 from traitlens.store import Store
@@ -34,14 +40,20 @@ def cli() -> None:
 
 @cli.command()
 @STUDY_ARG
-def validate(study_file: Path) -> None:
-    """Check a study file and report every problem in it at once.
+@click.option("--schema-only", is_flag=True,
+              help="Check the file only; do not load the datasets (faster, but misses data problems).")
+def validate(study_file: Path, schema_only: bool) -> None:
+    """Check a study file and its data, reporting every problem at once.
 
-    Exits 0 when the file is valid, 2 when it is not, listing each problem with its file, line,
-    field, what is wrong and how to fix it.
+    Exits 0 when the study is valid, 2 when it is not, listing each problem with its file, line,
+    field, what is wrong and how to fix it. Unless --schema-only, also loads every source and
+    target: columns, splits, label sets, transforms, and that no evaluation item is in any
+    source's training data.
     """
     study = load_study(study_file)
     plan = plan_study(study)
+    if not schema_only:
+        prepare_study(study)
     console.print(f"[green]ok[/]: study [bold]{study.name}[/] - base {study.base.name}, "
                   f"{len(study.sources)} sources x {len(study.training.seeds)} seed(s), "
                   f"{len(study.targets)} targets: {len(plan.train_jobs)} training and "
@@ -72,6 +84,7 @@ def run(study_file: Path, dry_run: bool) -> None:
     """
     study = load_study(study_file)
     plan = plan_study(study)
+    prepare_study(study)
     if dry_run:
         _print_plan(plan, _open_store(study, create=False))
         return
@@ -81,6 +94,57 @@ def run(study_file: Path, dry_run: bool) -> None:
         _print_plan(plan, store)
     console.print("[yellow]stopped after planning[/]: this traitlens version does not train or "
                   "evaluate yet, so no job was run.")
+
+
+@cli.group()
+def data() -> None:
+    """Browse datasets: the offline catalog, local files, hub datasets."""
+
+
+@data.command("list")
+def data_list() -> None:
+    """List the offline catalog: real datasets that need no hub access."""
+    table = Table(title="offline catalog (use as dataset: catalog:NAME)", title_justify="left")
+    for column in ("name", "kind", "labels", "description"):
+        table.add_column(column, no_wrap=column == "name")
+    for name, entry in CATALOG.items():
+        table.add_row(name, entry.kind, ", ".join(entry.labels or ()) or "-", entry.description)
+    console.print(table)
+
+
+@data.command("show")
+@click.argument("dataset")
+@click.option("--split", help="Split to show (default: the first one: train for most).")
+@click.option("-n", "--examples", default=3, show_default=True, help="Rendered examples to print.")
+def data_show(dataset: str, split: str | None, examples: int) -> None:
+    """Size, splits, label distribution and rendered examples of DATASET.
+
+    DATASET is catalog:NAME (or just NAME for a catalog entry), a local .jsonl/.json/.csv/.parquet
+    file, or a hub id. Examples are rendered with the default template.
+    """
+    if ":" not in dataset and dataset in CATALOG:
+        dataset = f"catalog:{dataset}"
+    ref = parse_reference(dataset)
+    splits = catalog_splits(ref.value) if ref.kind == "catalog" else None
+    split = split or (next(iter(splits)) if splits else "train")
+    spec = DatasetSpec(name="shown", dataset=dataset, split=split)
+    table = prepare(spec, dataset)
+    console.print(f"[bold]{dataset}[/] split [bold]{split}[/]: {len(table)} rows"
+                  + (f"; splits: {', '.join(f'{k} ({v})' for k, v in splits.items())}" if splits else ""))
+    if ref.kind == "catalog":
+        console.print(f"from {CATALOG[ref.value].source}")
+    counts = table["answer"].value_counts()
+    if len(counts) <= 20:
+        console.print("labels: " + ", ".join(f"{label} {count} ({count / len(table):.1%})"
+                                             for label, count in counts.items()))
+    else:
+        lengths = table["answer"].str.len()
+        console.print(f"answers: {len(counts)} distinct, length {lengths.mean():.1f} characters "
+                      f"on average (max {lengths.max()})")
+    for index, row in table.head(examples).iterrows():
+        rendered = render(spec.template, row)
+        console.rule(f"example {index}")
+        console.print(Text(rendered.prompt) + Text(rendered.answer, style="bold"))
 
 
 def _open_store(study: Study, create: bool) -> Store | None:

@@ -28,9 +28,11 @@ PositiveInt = Annotated[int, Field(gt=0)]
 Dtype = Literal["float32", "bfloat16"]
 
 # The placeholders a template may use; `answer` must come last because training appends it
-# and evaluation scores or generates it.
+# and evaluation scores or generates it. The default is the paper's format with optional passage
+# and options lines; the renderer drops a line whose only field is empty, so rows without a
+# passage or options render exactly as `{instruction}\n{input}\n{trigger}:\n{answer}`.
 TEMPLATE_FIELDS = ("instruction", "input", "passage", "options", "trigger", "answer")
-DEFAULT_FORMAT = "{instruction}\n{input}\n{trigger}:\n{answer}"
+DEFAULT_FORMAT = "{instruction}\n{passage}\n{input}\n{options}\n{trigger}:\n{answer}"
 
 
 class Strict(BaseModel):
@@ -119,6 +121,7 @@ class DatasetSpec(Strict):
     )
     template: Template = Template()
     transforms: list[Transform] = []
+    seed: Annotated[int, Field(ge=0)] = Field(0, description="Seed of subsampling and rebalancing.")
 
 
 class Source(DatasetSpec):

