@@ -24,6 +24,9 @@ targets:
     dataset: catalog:asdiv
     kind: generative
     abilities: [arithmetic]
+    generation: {max_new_tokens: 12}
+evaluation:
+  limit: 4
 training:
   learning_rate: 0.001
   max_steps: 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -59,23 +60,22 @@ def test_plan_lists_jobs_without_creating_a_store():
     assert "34 jobs (4 training, 30 evaluation): 0 done, 34 to run" in result.stdout
 
 
-def test_run_records_study_and_plan_marks_done_jobs(tmp_path, write_study):
+def test_run_evaluates_the_base_row_then_reruns_doing_nothing(write_study):
+    """A real run on the real model: the base row of a tiny study, then an idempotent rerun."""
     study = write_study()
     result = traitlens("run", str(study))
     assert result.returncode == 0, result.stderr
-    assert "stopped after planning" in result.stdout
+    assert "0 jobs were already done, 2 ran now, 0 failed, 6 wait for training" in result.stdout
+    assert re.search(r"base\s+│\s+\d\.\d{3}\s+│\s+\d\.\d{3}", result.stdout), result.stdout
     from traitlens.config import load_study
-    from traitlens.execution.plan import plan_study
     from traitlens.store import Store
 
-    loaded = load_study(study)
-    store = Store(loaded.store)
+    store = Store(load_study(study).store)
     assert store.study_config("tiny")["training"]["learning_rate"] == 0.001
-    job = plan_study(loaded).eval_jobs[0]
-    store.start_job(job.key, "eval", job.label, job.spec, worker="test")
-    store.put_cell(job.key, "base", "movie", {"accuracy": 1.0}, [{"score": 1.0}], {})
-    result = traitlens("plan", str(study))
-    assert "8 jobs (2 training, 6 evaluation): 1 done, 7 to run" in result.stdout
+    again = traitlens("run", str(study))
+    assert "2 jobs were already done, 0 ran now" in again.stdout
+    planned = traitlens("plan", str(study))
+    assert "8 jobs (2 training, 6 evaluation): 2 done, 6 to run" in planned.stdout
 
 
 def test_run_refuses_a_locked_store(tmp_path, write_study):

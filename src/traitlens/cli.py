@@ -18,6 +18,7 @@ from traitlens.data.load import prepare, prepare_study
 from traitlens.data.reference import parse_reference
 from traitlens.data.template import render
 from traitlens.errors import TraitlensError
+from traitlens.execution.local import run_plan
 from traitlens.execution.plan import Plan, plan_study
 from traitlens.store import Store
 
@@ -79,21 +80,31 @@ def run(study_file: Path, dry_run: bool) -> None:
     """Run a study: train missing adapters, evaluate missing cells, analyse, report.
 
     Idempotent: jobs already in the store are skipped, so an interrupted run resumes where it
-    stopped. This version validates, records the study and plans; training and evaluation are
-    not built yet, so it stops after planning and says so.
+    stopped, and a failed job is retried. This version evaluates every cell whose model is
+    available (the base row, and adapters already in the store); training, analysis and the
+    report are not built yet, and the run says what waits on them.
     """
     study = load_study(study_file)
     plan = plan_study(study)
-    prepare_study(study)
+    _, targets = prepare_study(study)
     if dry_run:
         _print_plan(plan, _open_store(study, create=False))
         return
     store = _open_store(study, create=True)
     with store.locked(f"traitlens run {study_file}"):
         store.save_study(study.name, study.model_dump(mode="json"))
-        _print_plan(plan, store)
-    console.print("[yellow]stopped after planning[/]: this traitlens version does not train or "
-                  "evaluate yet, so no job was run.")
+        summary = run_plan(plan, store, targets, console)
+    _print_matrix(plan, store)
+    console.print(f"{summary.done} jobs were already done, {summary.ran} ran now, "
+                  f"{len(summary.failed)} failed, {summary.waiting} wait for training.")
+    for label, error in summary.failed:
+        console.print(f"[red]failed[/] {label}: {error}")
+    if summary.waiting:
+        console.print("[yellow]training is not built yet in this traitlens version[/]: adapter jobs "
+                      "and their cells wait; rerun once it is.")
+    if summary.failed:
+        raise TraitlensError(f"{len(summary.failed)} job(s) failed (recorded in the store); fix the "
+                             "cause and rerun to retry them.")
 
 
 @cli.group()
@@ -152,6 +163,22 @@ def _open_store(study: Study, create: bool) -> Store | None:
     if not create and not (study.store / "results.sqlite").exists():
         return None
     return Store(study.store)
+
+
+def _print_matrix(plan: Plan, store: Store) -> None:
+    """Accuracy of every finished cell: models down, targets across."""
+    table = Table(title=f"study {plan.study.name}: accuracy", title_justify="left")
+    table.add_column("model")
+    names = [target.name for target in plan.study.targets]
+    for name in names:
+        table.add_column(name, justify="right")
+    rows: dict[str, dict[str, str]] = {}
+    for job in plan.eval_jobs:
+        cell = store.cell(job.key)
+        rows.setdefault(job.model, {})[job.target] = f"{cell['metrics']['accuracy']:.3f}" if cell else "-"
+    for model, cells in rows.items():
+        table.add_row(model, *(cells[name] for name in names))
+    console.print(table)
 
 
 def _print_plan(plan: Plan, store: Store | None) -> None:

@@ -141,11 +141,19 @@ class Target(DatasetSpec):
     abilities: list[Name] = Field(min_length=1, description="Ability tags used to name traits.")
     limit: PositiveInt | None = Field(None, description="Items to score; default evaluation.limit.")
     generation: Generation = Generation()
+    choices: Literal["letters", "texts"] = Field(
+        "letters", description="multiple_choice: score the option letters or the option texts.")
+    length_normalized: bool = Field(
+        False, description="multiple_choice with texts: compare log-probs per token.")
 
     @model_validator(mode="after")
-    def _labels_for_classification(self) -> Target:
+    def _kind_settings(self) -> Target:
         if self.kind in ("classification", "generation_classification") and not self.labels:
             raise ValueError(f"a {self.kind} target needs `labels:` (the label set)")
+        if self.kind != "multiple_choice" and (self.choices != "letters" or self.length_normalized):
+            raise ValueError("`choices` and `length_normalized` apply only to kind: multiple_choice")
+        if self.length_normalized and self.choices != "texts":
+            raise ValueError("`length_normalized` needs `choices: texts` (letters are one token each)")
         return self
 
 

@@ -51,6 +51,14 @@ def render(template: Template, row: Mapping[str, Any], tokenizer: Any = None) ->
     return Rendered(prompt, answer)
 
 
+def token_boundary(context: str, continuation: str) -> tuple[str, str]:
+    """Move trailing spaces of the context onto the continuation before tokenizing the two
+    separately, so "Sentiment: " + "positive" becomes "Sentiment:" + " positive", the tokens a
+    tokenizer would produce for the whole text. Training and scoring both split this way."""
+    stripped = context.rstrip(" ")
+    return stripped, context[len(stripped):] + continuation
+
+
 def _chat_prompt(prompt: str, tokenizer: Any) -> str:
     if tokenizer is None or not getattr(tokenizer, "chat_template", None):
         raise TraitlensError("template.chat is on but the base model's tokenizer has no chat "

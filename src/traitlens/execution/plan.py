@@ -12,14 +12,14 @@ from typing import Any, Literal
 from traitlens.config.schema import Study
 from traitlens.data.fingerprint import fingerprint
 from traitlens.errors import ConfigError, TraitlensError
+from traitlens.evaluate.cell import SCORING_CODE_VERSION
 from traitlens.models.identity import base_identity
 from traitlens.store.db import Store
 from traitlens.store.keys import content_key
 
-# Bump these when the training loop or the scoring logic changes what it produces, so results
-# of the old code are not served for the new (they live here until those stages land).
+# Bump when the training loop changes what it produces, so adapters of the old code are not
+# served for the new (it lives here until the training stage lands).
 TRAIN_CODE_VERSION = 1
-SCORING_CODE_VERSION = 1
 
 # Training settings that change how a run proceeds but not the adapter it ends with.
 NOT_RESULT_TRAINING = {"seeds", "checkpoint_every", "gradient_checkpointing"}

@@ -33,7 +33,9 @@ def load_base(spec: BaseModelSpec, dtype: str = "float32") -> tuple[Any, Any]:
     """(model in eval mode, tokenizer) for `spec`; the tokenizer always has a pad token."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a per-load bar for a 1 s load only clutters run output
     if dtype not in DTYPES:
         raise TraitlensError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}.")
     where = resolve(spec)

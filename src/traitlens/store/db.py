@@ -24,6 +24,8 @@ from traitlens.store.keys import canonical_json, content_key
 from traitlens.store.lock import write_lock
 
 SCHEMA_VERSION = 1
+# Written by training next to the PEFT files: settings, base identity, data fingerprint, curve.
+ADAPTER_META_FILE = "traitlens.json"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

@@ -1,0 +1,1 @@
+"""Scoring the base and adapters on targets: requests per target kind, metrics, cells."""

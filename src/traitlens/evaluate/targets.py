@@ -1,0 +1,94 @@
+"""Each target kind: which requests it sends a scorer, and how it scores the answers.
+
+| kind                      | request        | prediction                                  |
+|---------------------------|----------------|---------------------------------------------|
+| classification            | loglikelihood  | the label with the highest log-probability  |
+| multiple_choice           | loglikelihood  | the option letter (or text) scoring highest |
+| generation_classification | generate       | the label the output starts with, else invalid |
+| generative                | generate       | the final number of the output (exact match)|
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pandas as pd
+
+from traitlens.config.schema import Target
+from traitlens.data.template import render
+from traitlens.evaluate.metrics import final_number, numbers_equal, parse_label
+from traitlens.models.scorer import ChoiceRequest, GenerateRequest, Scorer
+
+OPTION = re.compile(r"^([A-Z])\.\s*(.*)$", flags=re.M)
+
+
+def select_items(table: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
+    """The items a cell scores: a seeded sample of `limit`, the same for every model."""
+    if limit is None or len(table) <= limit:
+        return table
+    return table.sample(n=limit, random_state=seed).sort_index()
+
+
+def prompts(target: Target, items: pd.DataFrame, scorer: Scorer) -> list[str]:
+    return [render(target.template, row, scorer.tokenizer).prompt for row in items.to_dict("records")]
+
+
+def evaluate_target(target: Target, items: pd.DataFrame, scorer: Scorer) -> list[dict[str, Any]]:
+    """Score `items` of `target` with the scorer's active model; one result dict per item."""
+    contexts = prompts(target, items, scorer)
+    rows = items.to_dict("records")
+    if target.kind == "classification":
+        scores = scorer.loglikelihood([ChoiceRequest(c, tuple(target.labels)) for c in contexts])
+        return [_choice_item(row["answer"], list(target.labels), s.logprobs) for row, s in zip(rows, scores)]
+    if target.kind == "multiple_choice":
+        return _multiple_choice(target, rows, contexts, scorer)
+    generations = scorer.generate([GenerateRequest(c, target.generation.max_new_tokens,
+                                                   tuple(target.generation.stop)) for c in contexts])
+    items_out = []
+    for row, generation in zip(rows, generations):
+        gold = row["answer"]
+        if target.kind == "generation_classification":
+            prediction = parse_label(generation.text, list(target.labels))
+            correct = prediction == gold
+        else:
+            prediction = final_number(generation.text)
+            correct = numbers_equal(prediction, final_number(gold))
+        items_out.append({"gold": gold, "prediction": prediction, "score": float(correct),
+                          "generated": generation.text, "generated_tokens": generation.tokens})
+    return items_out
+
+
+def label_set(target: Target, items: pd.DataFrame) -> list[str] | None:
+    """The labels metrics are computed over: the target's, or the option letters seen."""
+    if target.kind in ("classification", "generation_classification"):
+        return list(target.labels)
+    if target.kind == "multiple_choice":
+        letters = {letter for options in items["options"] for letter, _ in OPTION.findall(options)}
+        return sorted(letters | set(items["answer"]))
+    return None
+
+
+def _multiple_choice(target: Target, rows: list[dict], contexts: list[str], scorer: Scorer) -> list[dict]:
+    options = [OPTION.findall(row.get("options") or "") for row in rows]
+    for row, parsed in zip(rows, options):
+        if row["answer"] not in {letter for letter, _ in parsed}:
+            raise ValueError(f"item {row['input'][:60]!r}: answer {row['answer']!r} is not one of its "
+                             "option letters; multiple_choice needs options written 'A. ...' per line")
+    if target.choices == "letters":
+        requests = [ChoiceRequest(c, tuple(letter for letter, _ in parsed)) for c, parsed in zip(contexts, options)]
+    else:
+        requests = [ChoiceRequest(c, tuple(text for _, text in parsed)) for c, parsed in zip(contexts, options)]
+    out = []
+    for row, parsed, scores in zip(rows, options, scorer.loglikelihood(requests)):
+        logprobs = scores.logprobs
+        if target.length_normalized:
+            logprobs = tuple(lp / n for lp, n in zip(logprobs, scores.tokens))
+        out.append(_choice_item(row["answer"], [letter for letter, _ in parsed], logprobs))
+    return out
+
+
+def _choice_item(gold: str, choices: list[str], logprobs: tuple[float, ...]) -> dict[str, Any]:
+    best = max(range(len(choices)), key=lambda i: logprobs[i])
+    return {"gold": gold, "prediction": choices[best], "score": float(choices[best] == gold),
+            "choice_logprobs": dict(zip(choices, logprobs))}

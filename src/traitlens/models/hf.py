@@ -1,0 +1,184 @@
+"""The Hugging Face scorer: one base model per process, adapters switched on it.
+
+Written out rather than delegated to lm-evaluation-harness because traitlens needs adapter
+switching without reloading, per-choice log-probabilities kept per item, and one prompt
+computation shared by all choices of an item.
+
+- Single-token choices (most labels, letters): one forward pass per item; the output layer runs
+  only at each item's last position.
+- Multi-token choices: the context runs once with a KV cache, which is then repeated for each
+  choice's continuation (explicit position ids and padding masks keep every row exact).
+- Batches are sorted by length; padding is on the right for scoring (positions stay 0..L-1) and
+  on the left for generation, with position ids taken from the attention mask.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from traitlens.config.schema import BaseModelSpec
+from traitlens.data.template import token_boundary
+from traitlens.models.load import load_base
+from traitlens.models.scorer import ChoiceRequest, ChoiceScores, Generation, GenerateRequest
+
+
+class HFScorer:
+    def __init__(self, spec: BaseModelSpec, dtype: str = "float32", batch_size: int = 16):
+        import torch
+
+        self.torch = torch
+        self.model, self.tokenizer = load_base(spec, dtype)
+        self.batch_size = batch_size
+        self.adapter: str | None = None
+        self._loaded: set[str] = set()
+
+    # --- adapters ----------------------------------------------------------------------
+
+    def use_adapter(self, key: str | None, path: Path | None = None) -> None:
+        """Switch adapters in place; each adapter's weights are read from disk once."""
+        from peft import PeftModel
+
+        if key is not None and key not in self._loaded:
+            if path is None:
+                raise ValueError(f"adapter {key} is not loaded yet and no path was given")
+            if isinstance(self.model, PeftModel):
+                self.model.load_adapter(str(path), adapter_name=key)
+            else:
+                self.model = PeftModel.from_pretrained(self.model, str(path), adapter_name=key)
+            self.model.eval()
+            self._loaded.add(key)
+        if key is not None:
+            self.model.set_adapter(key)
+        self.adapter = key
+
+    def _context(self):
+        """Run under the active adapter, or with every adapter disabled for the base."""
+        from contextlib import nullcontext
+
+        if self.adapter is None and hasattr(self.model, "disable_adapter"):
+            return self.model.disable_adapter()
+        return nullcontext()
+
+    @property
+    def _lm(self) -> Any:
+        """The plain causal LM inside any PEFT wrapper; LoRA layers live inside its modules."""
+        return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    # --- log-likelihood ----------------------------------------------------------------
+
+    def _encode(self, text: str, special: bool) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=special)["input_ids"]
+
+    def loglikelihood(self, requests: list[ChoiceRequest]) -> list[ChoiceScores]:
+        encoded = []
+        for request in requests:
+            pairs = [token_boundary(request.context, c) for c in request.continuations]
+            encoded.append((self._encode(pairs[0][0], True), [self._encode(c, False) for _, c in pairs]))
+        order = sorted(range(len(requests)), key=lambda i: -len(encoded[i][0]))
+        results: list[ChoiceScores | None] = [None] * len(requests)
+        with self.torch.inference_mode(), self._context():
+            for start in range(0, len(order), self.batch_size):
+                batch = order[start:start + self.batch_size]
+                for index, scores in zip(batch, self._score_batch([encoded[i] for i in batch])):
+                    results[index] = scores
+        return results
+
+    def _pad(self, rows: list[list[int]], left: bool = False) -> tuple[Any, Any]:
+        torch = self.torch
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            span = slice(width - len(row), width) if left else slice(0, len(row))
+            ids[i, span] = torch.tensor(row, dtype=torch.long)
+            mask[i, span] = 1
+        return ids, mask
+
+    def _score_batch(self, items: list[tuple[list[int], list[list[int]]]]) -> list[ChoiceScores]:
+        torch = self.torch
+        decoder, head = self._lm.get_decoder(), self._lm.get_output_embeddings()
+        contexts = [context for context, _ in items]
+        lengths = torch.tensor([len(c) for c in contexts])
+        ids, mask = self._pad(contexts)
+        multi = any(len(choice) > 1 for _, choices in items for choice in choices)
+        out = decoder(input_ids=ids, attention_mask=mask, use_cache=multi)
+        last = out.last_hidden_state[torch.arange(len(items)), lengths - 1]
+        first = torch.log_softmax(head(last).float(), dim=-1)  # next-token distribution per item
+        scores = [[first[i, choice[0]].item() for choice in choices] for i, (_, choices) in enumerate(items)]
+        if multi:
+            self._add_continuations(items, out.cache, mask, lengths, scores)
+        return [ChoiceScores(tuple(s), tuple(len(c) for c in choices))
+                for s, (_, choices) in zip(scores, items)]
+
+    def _add_continuations(self, items, cache, context_mask, lengths, scores) -> None:
+        """Add the log-probs of every choice token after the first, reusing the context cache."""
+        torch = self.torch
+        decoder, head = self._lm.get_decoder(), self._lm.get_output_embeddings()
+        pairs = [(i, j) for i, (_, choices) in enumerate(items) for j, c in enumerate(choices) if len(c) > 1]
+        for start in range(0, len(pairs), self.batch_size):
+            chunk = pairs[start:start + self.batch_size]
+            rows = torch.tensor([i for i, _ in chunk])
+            # Feed all choice tokens but the last; each one predicts the token after it.
+            inputs = [items[i][1][j][:-1] for i, j in chunk]
+            ids, mask = self._pad(inputs)
+            positions = lengths[rows].unsqueeze(1) + torch.arange(ids.shape[1]).unsqueeze(0)
+            repeated = _select_cache(cache, rows)
+            out = decoder(input_ids=ids, attention_mask=torch.cat([context_mask[rows], mask], dim=1),
+                          position_ids=positions, cache=repeated, use_cache=True)
+            logprobs = torch.log_softmax(head(out.last_hidden_state).float(), dim=-1)
+            for row, (i, j) in enumerate(chunk):
+                targets = torch.tensor(items[i][1][j][1:])
+                picked = logprobs[row, torch.arange(len(targets)), targets]
+                scores[i][j] += picked.sum().item()
+
+    # --- generation --------------------------------------------------------------------
+
+    def generate(self, requests: list[GenerateRequest]) -> list[Generation]:
+        torch = self.torch
+        results: list[Generation | None] = [None] * len(requests)
+        # Trailing spaces stay with what comes next, as in scoring (see token_boundary).
+        encoded = [self._encode(token_boundary(r.context, "")[0], True) for r in requests]
+        # Requests with the same settings batch together; longest first.
+        order = sorted(range(len(requests)), key=lambda i: (requests[i].max_new_tokens,
+                                                            requests[i].stop, -len(encoded[i])))
+        with torch.inference_mode(), self._context():
+            start = 0
+            while start < len(order):
+                head = requests[order[start]]
+                batch = [i for i in order[start:start + self.batch_size]
+                         if (requests[i].max_new_tokens, requests[i].stop) == (head.max_new_tokens, head.stop)]
+                ids, mask = self._pad([encoded[i] for i in batch], left=True)
+                output = self.model.generate(
+                    input_ids=ids, attention_mask=mask, max_new_tokens=head.max_new_tokens,
+                    do_sample=False, stop_strings=list(head.stop) or None, tokenizer=self.tokenizer,
+                    pad_token_id=self.tokenizer.pad_token_id)
+                for row, index in enumerate(batch):
+                    new = output[row, ids.shape[1]:].tolist()
+                    results[index] = self._cut(new, head.stop)
+                start += len(batch)
+        return results
+
+    def _cut(self, new_tokens: list[int], stop: tuple[str, ...]) -> Generation:
+        special = set(self.tokenizer.all_special_ids)
+        kept = []
+        for token in new_tokens:
+            if token in special:  # EOS or padding after it
+                break
+            kept.append(token)
+        text = self.tokenizer.decode(kept)
+        cut = min((text.find(s) for s in stop if s in text), default=-1)
+        if cut >= 0:
+            text = text[:cut]
+            kept = self._encode(text, False)
+        return Generation(text, len(kept))
+
+
+def _select_cache(cache: Any, rows: Any) -> Any:
+    """A cache holding the given batch rows (with repeats), leaving the original intact:
+    `reorder_cache` swaps each layer's tensors for new ones, so shallow layer copies suffice."""
+    selected = copy.copy(cache)
+    selected.layers = [copy.copy(layer) for layer in cache.layers]
+    selected.reorder_cache(rows)
+    return selected

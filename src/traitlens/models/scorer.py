@@ -1,0 +1,96 @@
+"""The one seam between targets and models: a scorer answers two kinds of request.
+
+Targets build requests and score the answers; scorers only answer. Choices that share a context
+travel in one request, so a scorer can compute the context once for all of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class ChoiceRequest:
+    """Log-likelihood of each continuation after `context`."""
+
+    context: str
+    continuations: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ChoiceScores:
+    logprobs: tuple[float, ...]  # summed over each continuation's tokens
+    tokens: tuple[int, ...]  # each continuation's length in tokens, for length normalisation
+
+
+@dataclass(frozen=True)
+class GenerateRequest:
+    """Greedy continuation of `context`, cut at the first stop string."""
+
+    context: str
+    max_new_tokens: int
+    stop: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    tokens: int  # generated tokens up to the stop string
+
+
+class Scorer(Protocol):
+    tokenizer: object | None  # for chat templates; None when the scorer has no tokenizer
+
+    def use_adapter(self, key: str | None, path: Path | None = None) -> None:
+        """Answer with this adapter from now on (None: the base alone)."""
+
+    def loglikelihood(self, requests: list[ChoiceRequest]) -> list[ChoiceScores]: ...
+
+    def generate(self, requests: list[GenerateRequest]) -> list[Generation]: ...
+
+
+class FakeScorer:
+    """A deterministic stand-in that drives the whole pipeline in fast tests, no model needed.
+
+    Scores are a hash of (adapter, context, continuation), so they are stable across runs and
+    batch sizes and differ between adapters, like a real model's. `bias` favours continuations
+    containing a given string and makes it the generated text, so tests can plant a known effect.
+    """
+
+    tokenizer = None
+
+    def __init__(self, bias: dict[str | None, str] | None = None, base_identity: dict | None = None):
+        self.adapter: str | None = None
+        self.bias = bias or {}
+        self.base_identity = base_identity or {"fake": True}
+
+    def use_adapter(self, key: str | None, path: Path | None = None) -> None:
+        self.adapter = key
+
+    def _unit(self, *parts: str) -> float:
+        digest = hashlib.sha256("\x1f".join([self.adapter or "base", *parts]).encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    def loglikelihood(self, requests: list[ChoiceRequest]) -> list[ChoiceScores]:
+        favoured = self.bias.get(self.adapter)
+        out = []
+        for request in requests:
+            logprobs = tuple(math.log(0.01 + self._unit(request.context, c))
+                             + (10.0 if favoured and favoured in c else 0.0)
+                             for c in request.continuations)
+            out.append(ChoiceScores(logprobs, tuple(max(1, len(c.split())) for c in request.continuations)))
+        return out
+
+    def generate(self, requests: list[GenerateRequest]) -> list[Generation]:
+        favoured = self.bias.get(self.adapter)
+        out = []
+        for request in requests:
+            value = int(self._unit(request.context) * 20)
+            text = f"{value}" if self._unit("kind", request.context) < 0.7 else f"about {value} things"
+            text = favoured or text
+            out.append(Generation(text, len(text.split())))
+        return out

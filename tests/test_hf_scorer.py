@@ -1,0 +1,129 @@
+"""The Hugging Face scorer on the real offline model: accuracy, exactness, adapters, the guard."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from traitlens.config import load_study
+from traitlens.config.schema import BaseModelSpec, Target
+from traitlens.data.load import prepare
+from traitlens.evaluate.cell import AdapterGuardError, evaluate_cell
+from traitlens.evaluate.metrics import cell_metrics
+from traitlens.evaluate.targets import evaluate_target, prompts, select_items
+from traitlens.execution.plan import plan_study
+from traitlens.models.hf import HFScorer
+from traitlens.models.identity import base_identity
+from traitlens.models.scorer import ChoiceRequest, GenerateRequest
+from traitlens.store import Store
+from traitlens.store.db import ADAPTER_META_FILE
+
+BASE = BaseModelSpec(name="smollm2-135m-instruct")
+MOVIE = Target(name="movie", dataset="catalog:sentiment-movie", kind="classification",
+               labels=["negative", "positive"], abilities=["sentiment"],
+               template={"instruction": "Is the sentiment of this movie review negative or positive?",
+                         "trigger": "Sentiment", "format": "{instruction}\n{input}\n{trigger}: {answer}"})
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return HFScorer(BASE, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def movie_items():
+    return select_items(prepare(MOVIE, "movie"), 100, 0)
+
+
+def test_base_is_well_above_chance_on_binary_sentiment(scorer, movie_items):
+    metrics = cell_metrics(evaluate_target(MOVIE, movie_items, scorer), MOVIE.labels)
+    assert metrics["accuracy"] >= 0.65, metrics  # measured 0.76 on 200 items; chance is 0.5
+
+
+def test_scores_identical_across_runs_and_batch_sizes(scorer, movie_items):
+    requests = [ChoiceRequest(p, ("negative", "positive", "very negative"))
+                for p in prompts(MOVIE, movie_items.head(12), scorer)]
+    first = scorer.loglikelihood(requests)
+    assert scorer.loglikelihood(requests) == first  # same process, same batches: bitwise equal
+    scorer.batch_size = 1
+    try:
+        single = scorer.loglikelihood(requests)
+    finally:
+        scorer.batch_size = 8
+    diffs = [abs(a - b) for x, y in zip(first, single) for a, b in zip(x.logprobs, y.logprobs)]
+    assert max(diffs) < 1e-4
+    assert first[0].tokens == (1, 1, 2)
+
+
+def test_shared_prompt_matches_a_full_forward_per_choice(scorer):
+    import torch
+
+    context, choices = "The review says it was dull. Sentiment:", (" very negative", " negative", " quite mixed")
+    [scores] = scorer.loglikelihood([ChoiceRequest(context, choices)])
+    tokenizer = scorer.tokenizer
+    context_ids = tokenizer(context)["input_ids"]
+    for choice, got in zip(choices, scores.logprobs):
+        choice_ids = tokenizer(choice, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = scorer.model(torch.tensor([context_ids + choice_ids])).logits.float()
+        logprobs = torch.log_softmax(logits[0], dim=-1)
+        expected = sum(logprobs[len(context_ids) - 1 + k, t].item() for k, t in enumerate(choice_ids))
+        assert got == pytest.approx(expected, abs=1e-4)
+
+
+def test_generation_stops_and_is_batch_independent(scorer):
+    requests = [GenerateRequest("The capital of France is", 12, ("\n",)),
+                GenerateRequest("Count: one, two,", 5, ()),
+                GenerateRequest("Q: What is 2+3?\nA:", 10, ("\n",))]
+    batched = scorer.generate(requests)
+    assert "Paris" in batched[0].text and "\n" not in batched[0].text
+    assert batched[1].tokens == 5 and "three" in batched[1].text
+    scorer.batch_size = 1
+    try:
+        assert scorer.generate(requests) == batched
+    finally:
+        scorer.batch_size = 8
+
+
+def _lora(folder, random_weights: bool, seed: int = 0):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from traitlens.models.load import load_base
+
+    torch.manual_seed(seed)
+    model, _ = load_base(BASE)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                        init_lora_weights=not random_weights)
+    get_peft_model(model, config).save_pretrained(folder)
+    (folder / ADAPTER_META_FILE).write_text(json.dumps({"base": base_identity(BASE)}))
+    return folder
+
+
+def test_adapters_switch_without_reloading(tmp_path):
+    scorer = HFScorer(BASE, batch_size=4)
+    request = [ChoiceRequest("Great film. Sentiment:", (" positive", " negative"))]
+    base = scorer.loglikelihood(request)
+    scorer.use_adapter("one", _lora(tmp_path / "one", random_weights=True, seed=1))
+    one = scorer.loglikelihood(request)
+    scorer.use_adapter("two", _lora(tmp_path / "two", random_weights=True, seed=2))
+    two = scorer.loglikelihood(request)
+    assert one != base and two != base and one != two
+    scorer.use_adapter(None)
+    assert scorer.loglikelihood(request) == base  # adapters disabled: exactly the base
+    scorer.use_adapter("one")  # already loaded: no path needed
+    assert scorer.loglikelihood(request) == one
+
+
+def test_guard_refuses_an_adapter_that_changes_nothing(write_study, tmp_path):
+    study = load_study(write_study())
+    plan = plan_study(study)
+    store = Store(tmp_path / "store")
+    train = plan.train_jobs[0]
+    store.start_job(train.key, "train", train.label, train.spec, worker="test")
+    store.put_adapter(train.key, train.source, 0, _lora(store.scratch_dir(train.key), random_weights=False), {})
+    job = next(j for j in plan.eval_jobs if j.needs == train.key and j.target == "movie")
+    table = prepare(study.target("movie"), "movie")
+    with pytest.raises(AdapterGuardError, match="leaves the model's outputs unchanged"):
+        evaluate_cell(job, study, store, HFScorer(BASE), table)
+    assert "unchanged" in store.jobs([job.key])[job.key].error
