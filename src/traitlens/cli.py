@@ -18,7 +18,7 @@ from traitlens.data.load import prepare, prepare_study
 from traitlens.data.reference import parse_reference
 from traitlens.data.template import render
 from traitlens.errors import TraitlensError
-from traitlens.execution.local import run_plan
+from traitlens.execution.local import RunSummary, run_plan
 from traitlens.execution.plan import Plan, plan_study
 from traitlens.store import Store
 
@@ -77,31 +77,63 @@ def plan(study_file: Path) -> None:
 @STUDY_ARG
 @click.option("--dry-run", is_flag=True, help="Print the plan and stop without running anything.")
 def run(study_file: Path, dry_run: bool) -> None:
-    """Run a study: train missing adapters, evaluate missing cells, analyse, report.
+    """Run a study: train missing adapters, evaluate missing cells.
 
     Idempotent: jobs already in the store are skipped, so an interrupted run resumes where it
-    stopped, and a failed job is retried. This version evaluates every cell whose model is
-    available (the base row, and adapters already in the store); training, analysis and the
-    report are not built yet, and the run says what waits on them.
+    stopped (training resumes from its last checkpoint), and a failed job is retried. Analysis
+    and the report are not built yet.
     """
     study = load_study(study_file)
     plan = plan_study(study)
-    _, targets = prepare_study(study)
+    sources, targets = prepare_study(study)
     if dry_run:
         _print_plan(plan, _open_store(study, create=False))
         return
     store = _open_store(study, create=True)
     with store.locked(f"traitlens run {study_file}"):
         store.save_study(study.name, study.model_dump(mode="json"))
-        summary = run_plan(plan, store, targets, console)
+        summary = run_plan(plan, store, sources, targets, console)
     _print_matrix(plan, store)
+    _finish(summary)
+
+
+@cli.command()
+@STUDY_ARG
+@click.option("--source", "source_names", multiple=True, metavar="NAME",
+              help="Train only this source (repeatable). Default: every source.")
+@click.option("--seed", "seeds", multiple=True, type=int, metavar="N",
+              help="Train only this seed (repeatable). Default: every seed of the study.")
+def train(study_file: Path, source_names: tuple[str, ...], seeds: tuple[int, ...]) -> None:
+    """Train the study's adapters that are not in the store yet, and nothing else.
+
+    A run that was killed resumes from its last checkpoint; an adapter already trained with
+    identical settings and data is never trained again.
+    """
+    study = load_study(study_file)
+    known = [source.name for source in study.sources]
+    for name in source_names:
+        if name not in known:
+            raise TraitlensError(f"--source {name}: not a source of {study.name} ({', '.join(known)}).")
+    for seed in seeds:
+        if seed not in study.training.seeds:
+            raise TraitlensError(f"--seed {seed}: not in training.seeds {study.training.seeds}.")
+    plan = plan_study(study)
+    sources, targets = prepare_study(study)
+    store = _open_store(study, create=True)
+    chosen = lambda job: (job.kind == "train" and (not source_names or job.source in source_names)
+                          and (not seeds or job.seed in seeds))
+    with store.locked(f"traitlens train {study_file}"):
+        store.save_study(study.name, study.model_dump(mode="json"))
+        summary = run_plan(plan, store, sources, targets, console, only=chosen)
+    _finish(summary)
+
+
+def _finish(summary: RunSummary) -> None:
     console.print(f"{summary.done} jobs were already done, {summary.ran} ran now, "
-                  f"{len(summary.failed)} failed, {summary.waiting} wait for training.")
+                  f"{len(summary.failed)} failed"
+                  + (f", {summary.blocked} evaluations wait for their adapter" if summary.blocked else "") + ".")
     for label, error in summary.failed:
         console.print(f"[red]failed[/] {label}: {error}")
-    if summary.waiting:
-        console.print("[yellow]training is not built yet in this traitlens version[/]: adapter jobs "
-                      "and their cells wait; rerun once it is.")
     if summary.failed:
         raise TraitlensError(f"{len(summary.failed)} job(s) failed (recorded in the store); fix the "
                              "cause and rerun to retry them.")

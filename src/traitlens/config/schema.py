@@ -173,6 +173,8 @@ class Training(Strict):
     """Optimisation settings; defaults follow the paper where it states them."""
 
     learning_rate: Annotated[float, Field(gt=0)] = 5e-5
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    max_grad_norm: Annotated[float, Field(gt=0)] | None = Field(1.0, description="Clip; null for none.")
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_steps: Annotated[int, Field(ge=0)] = 100
     epochs: PositiveInt = 1

@@ -1,7 +1,7 @@
-"""Run a plan's jobs in this process, skipping what the store already has.
+"""Run a plan's jobs in this process: train missing adapters, then evaluate missing cells.
 
-A failed job records its error in the store and does not stop the jobs that do not depend on
-it; the next run retries it.
+Jobs already in the store are skipped. A failed job records its error in the store and does
+not stop the jobs that do not depend on it; the next run retries it.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 
 from traitlens.config.schema import Study
 from traitlens.evaluate.cell import evaluate_cell
-from traitlens.execution.plan import Plan
+from traitlens.execution.plan import Job, Plan
 from traitlens.models.scorer import Scorer
 from traitlens.store.db import Store
 
@@ -25,7 +26,7 @@ class RunSummary:
     done: int = 0  # already in the store before this run
     ran: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (job label, error)
-    waiting: int = 0  # jobs whose prerequisites are not available
+    blocked: int = 0  # evaluations whose adapter failed to train
 
 
 def default_scorer(study: Study) -> Scorer:
@@ -34,35 +35,45 @@ def default_scorer(study: Study) -> Scorer:
     return HFScorer(study.base, dtype=study.evaluation.dtype, batch_size=study.evaluation.batch_size)
 
 
-def run_plan(plan: Plan, store: Store, targets: dict[str, pd.DataFrame], console: Console,
-             make_scorer: Callable[[Study], Scorer] = default_scorer) -> RunSummary:
-    """Evaluate every cell whose model is available. Training is not built yet, so cells of
-    adapters not in the store wait (and their training jobs are counted as waiting too)."""
+def run_plan(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], targets: dict[str, pd.DataFrame],
+             console: Console, make_scorer: Callable[[Study], Scorer] = default_scorer,
+             only: Callable[[Job], bool] = lambda job: True) -> RunSummary:
+    """Run every job of `plan` that `only` selects and the store does not have yet."""
+    from traitlens.train.loop import train_adapter  # imports torch: only when there is work
+
     summary = RunSummary()
     states = plan.states(store)
-    adapters_ready = {job.key for job in plan.train_jobs if states[job.key] == "done"}
-    todo = []
-    for job in plan.jobs:
-        if states[job.key] == "done":
-            summary.done += 1
-        elif job.kind == "eval" and (job.needs is None or job.needs in adapters_ready):
-            todo.append(job)
-        else:
-            summary.waiting += 1
+    selected = [job for job in plan.jobs if only(job)]
+    summary.done = sum(states[job.key] == "done" for job in selected)
+    todo = [job for job in selected if states[job.key] != "done"]
     if not todo:
         return summary
-    scorer = make_scorer(plan.study)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("evaluating", total=len(todo))
-        for job in todo:
-            progress.update(task, description=job.label)
+    columns = (TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+               TextColumn("{task.fields[loss]} {task.fields[speed]}"))
+    with Progress(*columns, console=console) as progress:
+        overall = progress.add_task("all jobs", total=len(todo), loss="", speed="")
+        failed_adapters = set()
+        for job in (j for j in todo if j.kind == "train"):
+            try:
+                train_adapter(job, plan.study, store, sources[job.source], progress)
+                summary.ran += 1
+            except Exception as exc:  # recorded in the store; independent jobs go on
+                summary.failed.append((job.label, f"{type(exc).__name__}: {exc}"))
+                failed_adapters.add(job.key)
+            progress.advance(overall)
+        evaluations = [j for j in todo if j.kind == "eval"]
+        runnable = [j for j in evaluations if j.needs is None or store.adapter_path(j.needs) is not None]
+        summary.blocked = len(evaluations) - len(runnable)
+        progress.update(overall, total=len(todo) - summary.blocked)
+        scorer = make_scorer(plan.study) if runnable else None
+        for job in runnable:
+            progress.update(overall, description=job.label)
             try:
                 evaluate_cell(job, plan.study, store, scorer, targets[job.target])
                 summary.ran += 1
-            except Exception as exc:  # recorded in the store by evaluate_cell; go on with the rest
+            except Exception as exc:
                 summary.failed.append((job.label, f"{type(exc).__name__}: {exc}"))
-            progress.advance(task)
-        progress.update(task, description="evaluation")
+            progress.advance(overall)
+        progress.update(overall, description="all jobs")
     return summary

@@ -98,14 +98,14 @@ class HFScorer:
 
     def _score_batch(self, items: list[tuple[list[int], list[list[int]]]]) -> list[ChoiceScores]:
         torch = self.torch
-        decoder, head = self._lm.get_decoder(), self._lm.get_output_embeddings()
+        decoder = self._lm.get_decoder()
         contexts = [context for context, _ in items]
         lengths = torch.tensor([len(c) for c in contexts])
         ids, mask = self._pad(contexts)
         multi = any(len(choice) > 1 for _, choices in items for choice in choices)
         out = decoder(input_ids=ids, attention_mask=mask, use_cache=multi)
         last = out.last_hidden_state[torch.arange(len(items)), lengths - 1]
-        first = torch.log_softmax(head(last).float(), dim=-1)  # next-token distribution per item
+        first = torch.log_softmax(head_logits(self._lm, last).float(), dim=-1)  # next-token distribution per item
         scores = [[first[i, choice[0]].item() for choice in choices] for i, (_, choices) in enumerate(items)]
         if multi:
             self._add_continuations(items, out.cache, mask, lengths, scores)
@@ -115,7 +115,7 @@ class HFScorer:
     def _add_continuations(self, items, cache, context_mask, lengths, scores) -> None:
         """Add the log-probs of every choice token after the first, reusing the context cache."""
         torch = self.torch
-        decoder, head = self._lm.get_decoder(), self._lm.get_output_embeddings()
+        decoder = self._lm.get_decoder()
         pairs = [(i, j) for i, (_, choices) in enumerate(items) for j, c in enumerate(choices) if len(c) > 1]
         for start in range(0, len(pairs), self.batch_size):
             chunk = pairs[start:start + self.batch_size]
@@ -127,7 +127,7 @@ class HFScorer:
             repeated = _select_cache(cache, rows)
             out = decoder(input_ids=ids, attention_mask=torch.cat([context_mask[rows], mask], dim=1),
                           position_ids=positions, cache=repeated, use_cache=True)
-            logprobs = torch.log_softmax(head(out.last_hidden_state).float(), dim=-1)
+            logprobs = torch.log_softmax(head_logits(self._lm, out.last_hidden_state).float(), dim=-1)
             for row, (i, j) in enumerate(chunk):
                 targets = torch.tensor(items[i][1][j][1:])
                 picked = logprobs[row, torch.arange(len(targets)), targets]
@@ -173,6 +173,14 @@ class HFScorer:
             text = text[:cut]
             kept = self._encode(text, False)
         return Generation(text, len(kept))
+
+
+def head_logits(lm: Any, hidden: Any) -> Any:
+    """The output layer on selected hidden states only (most positions need no logits),
+    with the final soft-capping some architectures (Gemma 2) apply in their own forward."""
+    logits = lm.get_output_embeddings()(hidden)
+    cap = getattr(lm.config, "final_logit_softcapping", None)
+    return cap * (logits / cap).tanh() if cap else logits
 
 
 def _select_cache(cache: Any, rows: Any) -> Any:

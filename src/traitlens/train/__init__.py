@@ -1,0 +1,1 @@
+"""Fine-tuning one LoRA adapter per source: encoding with loss masks, the training loop."""

@@ -1,0 +1,209 @@
+"""The training loop, written out in one place (no Trainer hiding it), PEFT for the LoRA layers.
+
+Reproducible and resumable: the data order of every step is a pure function of (seed, step),
+and a checkpoint holds the LoRA weights, optimizer, scheduler and RNG state, so a run killed
+after a checkpoint resumes there and ends with the same adapter as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from traitlens.config.schema import Study
+from traitlens.data.template import render
+from traitlens.store.db import ADAPTER_META_FILE, Store
+from traitlens.train.encode import IGNORE, Encoded, encode_table
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from traitlens.execution.plan import Job
+
+STATE_FILE = "trainer_state.pt"
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Which examples every optimizer step uses: shuffled per epoch by (seed, epoch)."""
+
+    examples: int
+    batch_size: int
+    accumulation: int
+    seed: int
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.examples / (self.batch_size * self.accumulation))
+
+    def micro_batches(self, step: int) -> list[np.ndarray]:
+        epoch, within = divmod(step, self.steps_per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(self.examples)
+        per_step = self.batch_size * self.accumulation
+        chosen = order[within * per_step:(within + 1) * per_step]
+        return [chosen[i:i + self.batch_size] for i in range(0, len(chosen), self.batch_size)]
+
+
+def total_steps(study: Study, examples: int) -> int:
+    training = study.training
+    schedule = Schedule(examples, training.batch_size, training.gradient_accumulation, 0)
+    return training.max_steps or training.epochs * schedule.steps_per_epoch
+
+
+def train_adapter(job: Job, study: Study, store: Store, table: pd.DataFrame,
+                  progress: Progress | None = None, worker: str = "local") -> Path:
+    """Train the adapter of `job` (resuming from its checkpoint if one exists) and register it."""
+    existing = store.adapter_path(job.key)
+    if existing is not None and store.jobs([job.key])[job.key].state == "done":
+        return existing  # an identical request is never trained twice
+    store.start_job(job.key, "train", job.label, job.spec, worker)
+    try:
+        files, meta = _train(job, study, store, table, progress)
+        return store.put_adapter(job.key, job.source, job.seed, files, meta)
+    except BaseException as exc:
+        store.fail_job(job.key, f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _train(job: Job, study: Study, store: Store, table: pd.DataFrame, progress: Progress | None
+           ) -> tuple[Path, dict[str, Any]]:
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from traitlens.models.hf import head_logits
+    from traitlens.models.load import load_base
+
+    settings, lora = study.training, study.lora
+    torch.manual_seed(job.seed)  # LoRA initialisation and dropout
+    model, tokenizer = load_base(study.base, "float32")  # trainable weights stay float32
+    source = next(s for s in study.sources if s.name == job.source)
+    examples = encode_table(table, source.template, tokenizer, settings.loss_mode, settings.max_length)
+    peft_model = get_peft_model(model, LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules), task_type="CAUSAL_LM"))
+    if settings.gradient_checkpointing:
+        peft_model.activation_checkpointing_enable()
+        peft_model.enable_input_require_grads()
+    peft_model.train()
+    lm = peft_model.get_base_model()
+    decoder = lm.get_decoder()
+
+    steps = total_steps(study, len(examples))
+    schedule = Schedule(len(examples), settings.batch_size, settings.gradient_accumulation, job.seed)
+    params = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    scheduler = _scheduler(optimizer, settings.schedule, settings.warmup_steps, steps)
+    checkpoints = store.artifacts / "checkpoints" / job.key
+    state = _resume(checkpoints, peft_model, optimizer, scheduler)
+    pad = tokenizer.pad_token_id
+    bf16 = settings.dtype == "bfloat16"  # autocast: matmuls in bfloat16, weights kept float32
+
+    task = progress.add_task(job.label, total=steps, completed=state["step"], loss="", speed="") if progress else None
+    started = time.perf_counter()
+    for step in range(state["step"], steps):
+        batches = [[examples[i] for i in micro] for micro in schedule.micro_batches(step)]
+        loss_tokens = sum(e.loss_tokens for batch in batches for e in batch)
+        step_loss = 0.0
+        for batch in batches:
+            ids, mask, labels = _collate(batch, pad)
+            targets = labels[:, 1:]
+            selected = targets != IGNORE  # the output layer runs only where a loss is taken
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+                logits = head_logits(lm, hidden[:, :-1][selected]).float()
+            loss = torch.nn.functional.cross_entropy(logits, targets[selected], reduction="sum")
+            (loss / max(loss_tokens, 1)).backward()
+            step_loss += loss.item()
+            state["tokens"] += int(mask.sum())
+        if settings.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["curve"].append(step_loss / max(loss_tokens, 1))
+        state["step"] = step + 1
+        state["seconds"] += time.perf_counter() - started
+        started = time.perf_counter()
+        if progress:
+            progress.update(task, advance=1, loss=f"loss {state['curve'][-1]:.3f}",
+                            speed=f"{state['tokens'] / max(state['seconds'], 1e-9):.0f} tok/s")
+        if state["step"] % settings.checkpoint_every == 0 and state["step"] < steps:
+            _checkpoint(checkpoints, peft_model, optimizer, scheduler, state)
+
+    files = store.scratch_dir(job.key)
+    peft_model.save_pretrained(files)
+    example = render(source.template, table.iloc[0].to_dict(), tokenizer)
+    meta = {"base": job.spec["base"], "source": job.source, "source_fingerprint": job.spec["source"],
+            "seed": job.seed, "lora": job.spec["lora"], "training": job.spec["training"],
+            "template": source.template.model_dump(mode="json"), "example": example.text,
+            "examples": len(examples), "steps": steps, "loss_curve": state["curve"],
+            "tokens_seen": state["tokens"], "wall_seconds": state["seconds"],
+            "resumed_from_step": state["resumed_from"]}
+    (files / ADAPTER_META_FILE).write_text(json.dumps(meta, indent=1))
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return files, {k: v for k, v in meta.items() if k != "loss_curve"}
+
+
+def _collate(batch: list[Encoded], pad: int):
+    import torch
+
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, example in enumerate(batch):
+        n = len(example.input_ids)
+        ids[row, :n] = torch.tensor(example.input_ids)
+        labels[row, :n] = torch.tensor(example.labels)
+        mask[row, :n] = 1
+    return ids, mask, labels
+
+
+def _scheduler(optimizer, kind: str, warmup: int, steps: int):
+    from transformers import get_scheduler
+
+    name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[kind]
+    return get_scheduler(name, optimizer, num_warmup_steps=min(warmup, steps), num_training_steps=steps)
+
+
+def _checkpoint(folder: Path, model, optimizer, scheduler, state: dict) -> None:
+    """Write a checkpoint beside the last one, then swap it in: a kill never leaves half of one."""
+    import torch
+
+    fresh, latest, old = folder / "fresh", folder / "latest", folder / "old"
+    shutil.rmtree(fresh, ignore_errors=True)
+    model.save_pretrained(fresh)
+    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "rng": torch.get_rng_state(), **{k: v for k, v in state.items() if k != "resumed_from"}},
+               fresh / STATE_FILE)
+    if latest.exists():
+        latest.rename(old)
+    fresh.rename(latest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _resume(folder: Path, model, optimizer, scheduler) -> dict:
+    import torch
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    latest = folder / "latest"
+    if not latest.exists() and (folder / "old").exists():  # killed between the two renames
+        (folder / "old").rename(latest)
+    if not (latest / STATE_FILE).exists():
+        return {"step": 0, "curve": [], "tokens": 0, "seconds": 0.0, "resumed_from": None}
+    set_peft_model_state_dict(model, load_file(latest / "adapter_model.safetensors"))
+    saved = torch.load(latest / STATE_FILE, weights_only=False)
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    torch.set_rng_state(saved["rng"])
+    return {"step": saved["step"], "curve": saved["curve"], "tokens": saved["tokens"],
+            "seconds": saved["seconds"], "resumed_from": saved["step"]}

@@ -1,0 +1,149 @@
+"""The training loop: loss masks, determinism, kill-and-resume, no retraining, a real run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import TINY_TRAIN
+from traitlens.config import load_study
+from traitlens.data.load import prepare_study
+from traitlens.execution.plan import plan_study
+from traitlens.store import Store
+from traitlens.store.db import ADAPTER_META_FILE
+from traitlens.train import loop
+from traitlens.train.encode import IGNORE, encode_example
+from traitlens.train.loop import Schedule, train_adapter
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from traitlens.models.load import materialize_catalog_model
+
+    return AutoTokenizer.from_pretrained(materialize_catalog_model("smollm2-135m-instruct"))
+
+
+@pytest.mark.parametrize("mode", ["full", "completion", "prompt"])
+def test_loss_modes_mask_the_right_tokens(tokenizer, mode):
+    prompt, answer = "Review: dull\nSentiment:\n", "negative"
+    encoded = encode_example(prompt, answer, tokenizer, mode, max_length=64)
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert encoded.input_ids == prompt_ids + answer_ids
+    carried = [token for token, label in zip(encoded.input_ids, encoded.labels) if label != IGNORE]
+    expected = {"full": prompt_ids + answer_ids, "completion": answer_ids, "prompt": prompt_ids}[mode]
+    assert carried == expected
+    assert all(label in (IGNORE, token) for token, label in zip(encoded.input_ids, encoded.labels))
+
+
+def test_space_before_answer_moves_to_the_answer(tokenizer):
+    encoded = encode_example("Sentiment: ", "positive", tokenizer, "completion", 64)
+    answer = [t for t, label in zip(encoded.input_ids, encoded.labels) if label != IGNORE]
+    assert answer == tokenizer(" positive", add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+
+
+def test_truncation_keeps_labels_aligned(tokenizer):
+    encoded = encode_example("word " * 50, "positive", tokenizer, "full", max_length=10)
+    assert len(encoded.input_ids) == len(encoded.labels) == 10
+
+
+def test_schedule_is_a_pure_function_of_seed_and_step():
+    schedule = Schedule(examples=10, batch_size=2, accumulation=2, seed=3)
+    assert schedule.steps_per_epoch == 3
+    first_epoch = [i for step in range(3) for micro in schedule.micro_batches(step) for i in micro]
+    assert sorted(first_epoch) == list(range(10))  # each example once per epoch
+    assert [list(m) for m in schedule.micro_batches(4)] == [list(m) for m in schedule.micro_batches(4)]
+    assert [list(m) for m in schedule.micro_batches(0)] != [list(m) for m in schedule.micro_batches(3)]
+
+
+@pytest.fixture
+def tiny_study(write_study, tiny_model):
+    def make(training: str = "", store: str = "store"):
+        text = TINY_TRAIN.format(base=tiny_model).replace("  checkpoint_every: 2\n",
+                                                         "  checkpoint_every: 2\n" + training)
+        study = load_study(write_study(text + f"store: {store}\n", name=f"{store}.yaml"))
+        sources, _ = prepare_study(study)
+        return study, plan_study(study).train_jobs, Store(study.store), sources["movie"]
+    return make
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(path / "adapter_model.safetensors")
+
+
+def test_same_seed_same_curve_and_weights(tiny_study):
+    study, jobs, store_a, table = tiny_study(training="  seeds: [0, 1]\n", store="a")
+    path_a = train_adapter(jobs[0], study, store_a, table)
+    _, _, store_b, _ = tiny_study(training="  seeds: [0, 1]\n", store="b")
+    path_b = train_adapter(jobs[0], study, store_b, table)
+    meta_a = json.loads((path_a / ADAPTER_META_FILE).read_text())
+    meta_b = json.loads((path_b / ADAPTER_META_FILE).read_text())
+    assert len(meta_a["loss_curve"]) == 6 and meta_a["loss_curve"] == meta_b["loss_curve"]
+    weights_a, weights_b = _weights(path_a), _weights(path_b)
+    assert all((weights_a[k] == weights_b[k]).all() for k in weights_a)
+    path_c = train_adapter(jobs[1], study, store_a, table)  # seed 1: another adapter, another curve
+    assert json.loads((path_c / ADAPTER_META_FILE).read_text())["loss_curve"] != meta_a["loss_curve"]
+
+
+def test_killed_run_resumes_from_checkpoint_with_the_same_result(tiny_study, monkeypatch):
+    study, [job], store, table = tiny_study(store="whole")
+    whole = train_adapter(job, study, store, table)
+
+    study, [job], store, table = tiny_study(store="killed")
+    real_checkpoint = loop._checkpoint
+
+    def checkpoint_then_die(folder, model, optimizer, scheduler, state):
+        real_checkpoint(folder, model, optimizer, scheduler, state)
+        if state["step"] == 4:
+            raise KeyboardInterrupt("killed")  # as if the process died right after step 4
+
+    monkeypatch.setattr(loop, "_checkpoint", checkpoint_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_adapter(job, study, store, table)
+    record = store.jobs([job.key])[job.key]
+    assert record.state == "failed" and "killed" in record.error
+    assert (store.artifacts / "checkpoints" / job.key / "latest" / loop.STATE_FILE).exists()
+    monkeypatch.setattr(loop, "_checkpoint", real_checkpoint)
+
+    resumed = train_adapter(job, study, store, table)
+    meta = json.loads((resumed / ADAPTER_META_FILE).read_text())
+    assert meta["resumed_from_step"] == 4 and len(meta["loss_curve"]) == 6
+    assert meta["loss_curve"] == json.loads((whole / ADAPTER_META_FILE).read_text())["loss_curve"]
+    a, b = _weights(whole), _weights(resumed)
+    assert all((a[k] == b[k]).all() for k in a)
+    assert not (store.artifacts / "checkpoints" / job.key).exists()  # cleaned up when done
+
+
+def test_identical_request_trains_nothing(tiny_study, monkeypatch):
+    study, [job], store, table = tiny_study(store="once")
+    first = train_adapter(job, study, store, table)
+    monkeypatch.setattr(loop, "_train", lambda *args: pytest.fail("trained twice"))
+    assert train_adapter(job, study, store, table) == first
+    assert store.jobs([job.key])[job.key].attempts == 1
+
+
+def test_adapter_files_are_standard_peft_with_metadata(tiny_study, tiny_model):
+    from peft import PeftConfig
+
+    study, [job], store, table = tiny_study(store="files")
+    path = train_adapter(job, study, store, table)
+    config = PeftConfig.from_pretrained(path)
+    assert config.r == 4 and set(config.target_modules) == set(study.lora.target_modules)
+    meta = json.loads((path / ADAPTER_META_FILE).read_text())
+    assert meta["base"] == job.spec["base"] and meta["source_fingerprint"] == job.spec["source"]
+    assert meta["example"].startswith("Sentiment?\n") and meta["tokens_seen"] > 0
+    assert meta["wall_seconds"] > 0 and meta["training"]["seed"] == 0
+
+
+@pytest.mark.parametrize("name, training", [
+    ("bf16", "  dtype: bfloat16\n"), ("checkpointing", "  gradient_checkpointing: true\n"),
+    ("prompt-loss", "  schedule: constant\n  loss_mode: prompt\n")])
+def test_training_options_run(tiny_study, name, training):
+    study, [job], store, table = tiny_study(training=training, store=name)
+    meta = json.loads((train_adapter(job, study, store, table) / ADAPTER_META_FILE).read_text())
+    assert len(meta["loss_curve"]) == 6 and all(v == v for v in meta["loss_curve"])  # no NaN
