@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MINIMAL
+from conftest import MINIMAL, TINY_TRAIN
 
 REPO = Path(__file__).parent.parent
 
@@ -60,22 +60,34 @@ def test_plan_lists_jobs_without_creating_a_store():
     assert "34 jobs (4 training, 30 evaluation): 0 done, 34 to run" in result.stdout
 
 
-def test_run_evaluates_the_base_row_then_reruns_doing_nothing(write_study):
-    """A real run on the real model: the base row of a tiny study, then an idempotent rerun."""
-    study = write_study()
+def test_run_trains_evaluates_then_reruns_doing_nothing(write_study, tiny_model):
+    """A whole run through the CLI on a tiny real model, then an idempotent rerun."""
+    study = write_study(TINY_TRAIN.format(base=tiny_model))
     result = traitlens("run", str(study))
     assert result.returncode == 0, result.stderr
-    assert "0 jobs were already done, 2 ran now, 0 failed, 6 wait for training" in result.stdout
-    assert re.search(r"base\s+│\s+\d\.\d{3}\s+│\s+\d\.\d{3}", result.stdout), result.stdout
+    assert "0 jobs were already done, 3 ran now, 0 failed." in result.stdout
+    assert re.search(r"base\s+│\s+\d\.\d{3}\s+│", result.stdout), result.stdout
+    assert re.search(r"movie\s+│\s+\d\.\d{3}\s+│", result.stdout), result.stdout
     from traitlens.config import load_study
     from traitlens.store import Store
 
     store = Store(load_study(study).store)
-    assert store.study_config("tiny")["training"]["learning_rate"] == 0.001
+    assert store.study_config("tiny-train")["training"]["learning_rate"] == 0.01
     again = traitlens("run", str(study))
-    assert "2 jobs were already done, 0 ran now" in again.stdout
+    assert "3 jobs were already done, 0 ran now" in again.stdout
     planned = traitlens("plan", str(study))
-    assert "8 jobs (2 training, 6 evaluation): 2 done, 6 to run" in planned.stdout
+    assert "3 jobs (1 training, 2 evaluation): 3 done, 0 to run" in planned.stdout
+
+
+def test_train_command_trains_only_what_is_asked(write_study, tiny_model):
+    study = write_study(TINY_TRAIN.format(base=tiny_model).replace("  checkpoint_every: 2\n",
+                                                                   "  checkpoint_every: 2\n  seeds: [0, 1]\n"))
+    result = traitlens("train", str(study), "--seed", "1")
+    assert result.returncode == 0, result.stderr
+    assert "0 jobs were already done, 1 ran now, 0 failed." in result.stdout
+    assert "5 jobs (2 training, 3 evaluation): 1 done, 4 to run" in traitlens("plan", str(study)).stdout
+    wrong = traitlens("train", str(study), "--source", "moive")
+    assert wrong.returncode == 2 and "--source moive: not a source of tiny-train (movie)" in wrong.stderr
 
 
 def test_run_refuses_a_locked_store(tmp_path, write_study):
