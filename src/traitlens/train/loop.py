@@ -11,6 +11,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from traitlens.execution.plan import Job
 
 STATE_FILE = "trainer_state.pt"
+# PEFT still reads a transformers property that warns on every step; nothing for a user to do.
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 @dataclass(frozen=True)
