@@ -53,11 +53,15 @@ def test_missing_study_file_exits_2(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_plan_lists_jobs_without_creating_a_store():
-    result = traitlens("plan", "examples/quickstart.yaml")
+def test_plan_lists_jobs_without_creating_a_store(tmp_path):
+    study = tmp_path / "quickstart.yaml"
+    study.write_text((REPO / "examples" / "quickstart.yaml").read_text()
+                     .replace("store: ../.traitlens/quickstart", "store: fresh-store"))
+    result = traitlens("plan", str(study))
     assert result.returncode == 0, result.stderr
     assert "train movie (seed 0)" in result.stdout and "eval base on asdiv" in result.stdout
     assert "34 jobs (4 training, 30 evaluation): 0 done, 34 to run" in result.stdout
+    assert not (tmp_path / "fresh-store").exists()
 
 
 def test_run_trains_evaluates_then_reruns_doing_nothing(write_study, tiny_model):
@@ -123,3 +127,55 @@ def test_validate_reports_data_problems(tmp_path, write_study):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "sources[0] (movie).labels: answers outside the label set ['negative']" in result.stderr
     assert traitlens("validate", "--schema-only", str(study)).returncode == 0
+
+
+def test_traits_command_reads_the_store(write_study, tiny_model):
+    """Cells come from the fake scorer (in-process); the command itself only reads the store."""
+    from rich.console import Console
+
+    from traitlens.config import load_study
+    from traitlens.data.load import prepare_study
+    from traitlens.execution.local import run_plan
+    from traitlens.execution.plan import plan_study
+    from traitlens.models.scorer import FakeScorer
+    from traitlens.store import Store
+
+    text = TINY_TRAIN.format(base=tiny_model).replace("targets:\n", """\
+  - name: tweets
+    dataset: catalog:sentiment-tweets
+    transforms: [{subsample: 16}]
+  - name: math
+    dataset: catalog:arithmetic
+    transforms: [{subsample: 16}]
+targets:
+  - name: amazon
+    dataset: catalog:sentiment-amazon
+    kind: classification
+    labels: [negative, positive]
+    abilities: [sentiment]
+  - name: nyt
+    dataset: catalog:sentiment-nyt
+    kind: classification
+    labels: [negative, positive]
+    abilities: [sentiment]
+  - name: boolq
+    dataset: catalog:boolq
+    split: dev
+    kind: classification
+    labels: ["no", "yes"]
+    abilities: [reading]
+""").replace("  - name: movie\n    dataset: catalog:sentiment-movie\n    kind: classification\n"
+             "    labels: [negative, positive]\n    abilities: [sentiment]\n", "").replace("evaluation: {limit: 8}", "evaluation: {limit: 40}\nanalysis: {bootstrap_samples: 50}")
+    path = write_study(text)
+    assert traitlens("traits", str(path)).returncode == 2  # nothing run yet: a clear error
+    study = load_study(path)
+    sources, targets = prepare_study(study)
+    summary = run_plan(plan_study(study), Store(study.store), sources, targets, Console(quiet=True),
+                       make_scorer=lambda s: FakeScorer(bias={None: "negative"}))
+    assert not summary.failed and summary.ran == 3 + 4 * 3, summary
+    result = traitlens("traits", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "trait 1:" in result.stdout and "loadings (targets x traits)" in result.stdout
+    assert "median congruence" in result.stdout
+    stored = Store(study.store).analysis("tiny-train", "traits")
+    assert stored is not None and stored[1]["traits"][0]["loadings"]

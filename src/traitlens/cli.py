@@ -20,7 +20,7 @@ from traitlens.data.template import render
 from traitlens.errors import TraitlensError
 from traitlens.execution.local import RunSummary, run_plan
 from traitlens.execution.plan import Plan, plan_study
-from traitlens.store import Store
+from traitlens.store import Store, content_key
 
 console = Console(highlight=False)
 STATE_STYLE = {"done": "green", "failed": "red", "running": "yellow", "new": "cyan"}
@@ -137,6 +137,64 @@ def _finish(summary: RunSummary) -> None:
     if summary.failed:
         raise TraitlensError(f"{len(summary.failed)} job(s) failed (recorded in the store); fix the "
                              "cause and rerun to retry them.")
+
+
+@cli.command()
+@STUDY_ARG
+def traits(study_file: Path) -> None:
+    """Find the latent traits behind a study's transfer matrix.
+
+    Uses the finished cells in the store (run the study first): the matrix view, method,
+    rotation and number of traits come from the study's `analysis:` section. Prints each trait's
+    name, explained variance, bootstrap stability and loadings, the sources' scores, significant
+    side effects and asymmetries, and stores the result for the report.
+    """
+    from traitlens.analysis.analyze import analyze
+    from traitlens.analysis.collect import collect
+
+    study = load_study(study_file)
+    store = _open_store(study, create=False)
+    if store is None:
+        raise TraitlensError(f"no store at {study.store} yet: run `traitlens run {study_file}` first.")
+    plan = plan_study(study)
+    results = collect(plan, store)
+    result = analyze(results, study.analysis)
+    settings = study.analysis.model_dump(mode="json")
+    store.put_analysis(study.name, "traits", content_key("traits", {"cells": sorted(results.cells["key"]),
+                                                                    "settings": settings}), result.to_json())
+    _print_traits(result, study)
+
+
+def _print_traits(result, study: Study) -> None:
+    settings = study.analysis
+    console.print(f"[bold]{len(result.names)} trait(s)[/] from {settings.method} ({settings.rotation}) on "
+                  f"the {settings.view} matrix of {len(result.matrix)} sources x {result.matrix.shape[1]} targets"
+                  + (" (diagonal masked)" if settings.mask_diagonal else "") + ".")
+    for trait, name in zip(result.loadings.columns, result.names):
+        stable = result.stability.loc[trait]
+        console.print(f"  {trait}: [bold]{name}[/] - {result.explained[trait]:.0%} of variance, "
+                      f"stability {stable['median_congruence']:.2f} median congruence "
+                      f"({stable['share_at_least_0.85']:.0%} of {int(stable['refits'])} refits >= 0.85)")
+    for title, frame in (("loadings (targets x traits)", result.loadings),
+                         ("scores (sources x traits)", result.scores)):
+        console.print(title)  # not a table title: rich wraps those to a narrow table's width
+        table = Table()
+        table.add_column("")
+        for column in frame.columns:
+            table.add_column(column, justify="right")
+        for row, values in frame.iterrows():
+            table.add_row(str(row), *(f"{v:+.2f}" for v in values))
+        console.print(table)
+    if len(result.side_effects):
+        console.print("[bold]side effects[/] (significantly worse than the base):")
+        for row in result.side_effects.itertuples():
+            console.print(f"  {row.model} on {row.target}: {row.delta:+.3f} [{row.low:+.3f}, {row.high:+.3f}], q={row.q:.3g}")
+    else:
+        console.print(f"no significant negative transfer at q < {settings.alpha}.")
+    for row in result.asymmetry.itertuples():
+        console.print(f"asymmetry {row.a} -> {row.b}: {row.a_to_b:+.3f}, {row.b} -> {row.a}: {row.b_to_a:+.3f}")
+    if result.dropped:
+        console.print(f"[yellow]left out[/] (missing cells, or no variation): {', '.join(result.dropped)}")
 
 
 @cli.group()

@@ -127,6 +127,13 @@ class DatasetSpec(Strict):
 class Source(DatasetSpec):
     """A dataset an adapter is trained on."""
 
+    @field_validator("name")
+    @classmethod
+    def _not_base(cls, value: str) -> str:
+        if value == "base":
+            raise ValueError("'base' names the base model's row in the matrix; pick another name")
+        return value
+
 
 class Generation(Strict):
     max_new_tokens: PositiveInt = 64

@@ -78,6 +78,14 @@ CREATE TABLE IF NOT EXISTS items (
   generated_tokens INTEGER,
   PRIMARY KEY (cell_key, idx)
 );
+CREATE TABLE IF NOT EXISTS analyses (
+  study TEXT NOT NULL,
+  name TEXT NOT NULL,
+  input_key TEXT NOT NULL,
+  result_json TEXT NOT NULL,
+  created_at REAL NOT NULL,
+  PRIMARY KEY (study, name)
+);
 """
 
 ITEM_FIELDS = ("gold", "prediction", "score", "choice_logprobs", "generated", "generated_tokens")
@@ -233,6 +241,18 @@ class Store:
             return None
         return {"key": key, "model": row[0], "target": row[1], "metrics": json.loads(row[2]),
                 "meta": json.loads(row[3]), "n_items": row[4]}
+
+    def put_analysis(self, study: str, name: str, input_key: str, result: dict[str, Any]) -> None:
+        """Keep the latest analysis `name` of a study, with the key of the inputs it came from."""
+        with self._connect() as conn:
+            conn.execute("INSERT OR REPLACE INTO analyses VALUES (?, ?, ?, ?, ?)",
+                         (study, name, input_key, canonical_json(result), time.time()))
+
+    def analysis(self, study: str, name: str) -> tuple[str, dict[str, Any]] | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT input_key, result_json FROM analyses WHERE study = ? AND name = ?",
+                               (study, name)).fetchone()
+        return (row[0], json.loads(row[1])) if row else None
 
     def items(self, cell_key: str) -> list[dict[str, Any]]:
         with self._connect() as conn:

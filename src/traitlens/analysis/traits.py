@@ -1,0 +1,175 @@
+"""Latent traits of the transfer matrix: PCA and factor analysis as scikit-learn-style estimators.
+
+Both work on the adapters x targets matrix with targets standardised (so loadings read as
+correlations and no target dominates by scale), keep the labels (loadings per target, scores
+per source), choose the number of traits by parallel analysis unless told, and rotate with
+varimax (orthogonal) or promax (oblique). Rotations are written here because scikit-learn has
+no promax; they follow the standard definitions (Kaiser 1958; Hendrickson & White 1964, as in
+R's stats::varimax / stats::promax) and are checked against factor_analyzer in the tests.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+from sklearn.decomposition import FactorAnalysis
+
+ROTATIONS = ("none", "varimax", "promax")
+
+
+def varimax(loadings: np.ndarray, tol: float = 1e-6, max_iter: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """(rotated loadings, rotation matrix), with Kaiser row normalisation."""
+    p, k = loadings.shape
+    if k < 2:
+        return loadings.copy(), np.eye(k)
+    norms = np.sqrt((loadings ** 2).sum(axis=1, keepdims=True))
+    norms[norms == 0] = 1
+    x = loadings / norms
+    rotation = np.eye(k)
+    criterion = 0.0
+    for _ in range(max_iter):
+        z = x @ rotation
+        u, s, vt = np.linalg.svd(x.T @ (z ** 3 - z @ np.diag((z ** 2).sum(axis=0)) / p))
+        rotation = u @ vt
+        previous, criterion = criterion, s.sum()
+        if criterion < previous * (1 + tol):
+            break
+    return (x @ rotation) * norms, rotation
+
+
+def promax(loadings: np.ndarray, power: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """(rotated loadings, rotation matrix): varimax, then an oblique fit to a sharpened target."""
+    rotated, rotation = varimax(loadings)
+    if loadings.shape[1] < 2:
+        return rotated, rotation
+    target = rotated * np.abs(rotated) ** (power - 1)
+    coefficients = np.linalg.lstsq(rotated, target, rcond=None)[0]
+    coefficients = coefficients @ np.diag(np.sqrt(np.diag(np.linalg.inv(coefficients.T @ coefficients))))
+    return rotated @ coefficients, rotation @ coefficients
+
+
+def rotate(loadings: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
+    if method == "none":
+        return loadings.copy(), np.eye(loadings.shape[1])
+    if method == "varimax":
+        return varimax(loadings)
+    if method == "promax":
+        return promax(loadings)
+    raise ValueError(f"unknown rotation {method!r}; use one of {ROTATIONS}")
+
+
+def parallel_analysis(x: np.ndarray, samples: int = 200, quantile: float = 0.95, seed: int = 0) -> int:
+    """Horn's parallel analysis: how many leading eigenvalues of the correlation matrix beat
+    those of random normal data of the same shape (at the given quantile). At least 1."""
+    n, p = x.shape
+    observed = np.sort(np.linalg.eigvalsh(np.corrcoef(x, rowvar=False)))[::-1]
+    rng = np.random.default_rng(seed)
+    random = np.array([np.sort(np.linalg.eigvalsh(np.corrcoef(rng.standard_normal((n, p)), rowvar=False)))[::-1]
+                       for _ in range(samples)])
+    threshold = np.quantile(random, quantile, axis=0)
+    above = observed > threshold
+    return max(1, int(np.argmin(above)) if not above.all() else p)
+
+
+def congruence(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Tucker's congruence coefficient between the columns of a and b (a k x k matrix)."""
+    return (a.T @ b) / np.outer(np.linalg.norm(a, axis=0), np.linalg.norm(b, axis=0))
+
+
+def match(reference: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reorder and flip the columns of `other` to best match `reference`; also return the
+    congruence of each matched pair."""
+    phi = congruence(reference, other)
+    rows, cols = linear_sum_assignment(-np.abs(phi))
+    signs = np.sign(phi[rows, cols])
+    signs[signs == 0] = 1
+    aligned = other[:, cols] * signs
+    return aligned, np.abs(phi[rows, cols])
+
+
+class _Traits:
+    """Shared fitting: standardise, choose k, extract, rotate, orient, label."""
+
+    def __init__(self, n_traits: int | str = "auto", rotation: str = "varimax", pa_samples: int = 200,
+                 random_state: int = 0):
+        self.n_traits = n_traits
+        self.rotation = rotation
+        self.pa_samples = pa_samples
+        self.random_state = random_state
+
+    def fit(self, matrix: pd.DataFrame) -> _Traits:
+        if self.rotation not in ROTATIONS:
+            raise ValueError(f"rotation must be one of {ROTATIONS}; got {self.rotation!r}")
+        x = matrix.to_numpy(dtype=float)
+        x = np.where(np.isnan(x), np.nanmean(x, axis=0), x)  # masked cells: the target's mean
+        spread = x.std(axis=0, ddof=1)
+        kept = spread > 1e-12  # a target no adapter moves carries no trait information
+        self.dropped_targets_ = [t for t, k in zip(matrix.columns, kept) if not k]
+        if kept.sum() < 2 or x.shape[0] < 3:
+            raise ValueError(f"traits need at least 3 sources and 2 targets whose scores vary across "
+                             f"them; got {x.shape[0]} sources and {int(kept.sum())} varying targets "
+                             f"(constant: {', '.join(map(str, self.dropped_targets_)) or 'none'})")
+        z = (x[:, kept] - x[:, kept].mean(axis=0)) / spread[kept]
+        if self.n_traits == "auto":
+            k = parallel_analysis(z, self.pa_samples, seed=self.random_state)
+        else:
+            k = int(self.n_traits)
+        k = min(k, z.shape[1], max(1, z.shape[0] - 1))
+        loadings, uniqueness = self._extract(z, k)
+        loadings, self.rotation_matrix_ = rotate(loadings, self.rotation)
+        loadings = loadings * np.where(loadings.sum(axis=0) < 0, -1, 1)  # mostly-positive traits
+        order = np.argsort(-(loadings ** 2).sum(axis=0))
+        loadings = loadings[:, order]
+        names = [f"trait {i + 1}" for i in range(k)]
+        targets = [t for t, keep in zip(matrix.columns, kept) if keep]
+        self.n_traits_ = k
+        self.loadings_ = pd.DataFrame(loadings, index=targets, columns=names)
+        self.explained_variance_ratio_ = pd.Series((loadings ** 2).sum(axis=0) / z.shape[1], index=names)
+        # Least-squares scores weighted by uniqueness (Bartlett's for FA, plain projection for PCA).
+        weights = np.diag(1 / np.maximum(uniqueness, 1e-6))
+        scores = z @ weights @ loadings @ np.linalg.pinv(loadings.T @ weights @ loadings)
+        self.scores_ = pd.DataFrame(scores, index=matrix.index, columns=names)
+        return self
+
+
+class PCATraits(_Traits):
+    """Principal components, scaled to loadings (eigenvector x sqrt(eigenvalue))."""
+
+    def _extract(self, z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        eigenvalues, eigenvectors = np.linalg.eigh(np.cov(z, rowvar=False))
+        top = np.argsort(eigenvalues)[::-1][:k]
+        return eigenvectors[:, top] * np.sqrt(np.maximum(eigenvalues[top], 0)), np.ones(z.shape[1])
+
+
+class FactorTraits(_Traits):
+    """Maximum-likelihood factor analysis (scikit-learn's), on standardised targets."""
+
+    def _extract(self, z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        model = FactorAnalysis(n_components=k, random_state=self.random_state, max_iter=5000, tol=1e-8)
+        model.fit(z)
+        self.noise_variance_ = model.noise_variance_
+        return model.components_.T, model.noise_variance_
+
+
+ESTIMATORS = {"pca": PCATraits, "factor_analysis": FactorTraits}
+
+
+def name_trait(loadings: pd.Series, abilities: dict[str, list[str]], share: float = 0.5) -> str:
+    """A name from the ability tags of the strongest loadings, with the signed targets shown,
+    e.g. "sentiment (+movie, +amazon; -asdiv)"."""
+    strong = loadings[loadings.abs() >= share * loadings.abs().max()].sort_values(key=abs, ascending=False)
+    weights: dict[str, float] = {}
+    for target, value in strong.items():
+        if value > 0:  # the trait is named for what it raises; negatives are shown, not named
+            for tag in abilities.get(target, []):
+                weights[tag] = weights.get(tag, 0.0) + abs(value)
+    if not weights:
+        for target, value in strong.items():
+            for tag in abilities.get(target, []):
+                weights[tag] = weights.get(tag, 0.0) + abs(value)
+    ranked = sorted(weights, key=lambda tag: -weights[tag])
+    label = " + ".join(tag for tag in ranked if weights[tag] >= 0.75 * weights[ranked[0]]) or "unnamed"
+    positive = ", ".join(f"+{t}" for t, v in strong.items() if v > 0)
+    negative = ", ".join(f"-{t}" for t, v in strong.items() if v < 0)
+    return f"{label} ({'; '.join(part for part in (positive, negative) if part)})"

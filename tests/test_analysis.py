@@ -1,0 +1,180 @@
+"""Matrix views, uncertainty, traits, naming, side effects: on synthetic data with known truth."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from traitlens.analysis.analyze import analyze
+from traitlens.analysis.collect import Results
+from traitlens.analysis.effects import asymmetry, side_effects
+from traitlens.analysis.traits import FactorTraits, PCATraits, match, name_trait, parallel_analysis, promax, varimax
+from traitlens.analysis.uncertainty import cell_uncertainty, paired_bootstrap, paired_test
+from traitlens.analysis.views import raw_matrix, seed_spread, view
+from traitlens.config.schema import Analysis
+
+GOLDEN = json.loads((Path(__file__).parent / "golden" / "factor_analysis.json").read_text())
+
+
+def test_analysis_never_imports_torch():
+    code = ("import sys, traitlens.analysis.analyze, traitlens.analysis.collect; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize("rotation", ["varimax", "promax"])
+def test_factor_loadings_match_factor_analyzer_golden(rotation):
+    data = pd.DataFrame(GOLDEN["data"], columns=[f"t{i}" for i in range(8)])
+    ours = FactorTraits(n_traits=2, rotation=rotation).fit(data).loadings_.to_numpy()
+    expected = np.array(GOLDEN[rotation])
+    aligned, phi = match(expected, ours)
+    assert np.abs(aligned - expected).max() < 0.02 and phi.min() > 0.999
+
+
+def test_varimax_is_orthogonal_and_promax_oblique():
+    loadings = np.array(GOLDEN["varimax"]) @ np.array([[0.8, -0.6], [0.6, 0.8]])  # a rotated solution
+    rotated, rotation = varimax(loadings)
+    assert np.allclose(rotation.T @ rotation, np.eye(2), atol=1e-8)
+    assert np.allclose(rotated @ rotated.T, loadings @ loadings.T, atol=1e-8)  # communalities kept
+    _, oblique = promax(loadings)
+    assert not np.allclose(oblique.T @ oblique, np.eye(2), atol=1e-3)
+
+
+def planted(rng, adapters=40, noise=0.3):
+    """A matrix of 3 planted traits over 9 targets (3 targets each) plus noise."""
+    true = np.zeros((9, 3))
+    for trait in range(3):
+        true[3 * trait:3 * trait + 3, trait] = rng.uniform(0.7, 0.9, 3)
+    scores = rng.standard_normal((adapters, 3))
+    data = scores @ true.T + noise * rng.standard_normal((adapters, 9))
+    return pd.DataFrame(data, columns=[f"t{i}" for i in range(9)]), true
+
+
+@pytest.mark.parametrize("estimator", [PCATraits, FactorTraits])
+def test_planted_traits_are_recovered(estimator):
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        data, true = planted(rng)
+        fitted = estimator(n_traits=3, rotation="varimax").fit(data)
+        _, phi = match(true, fitted.loadings_.to_numpy())
+        assert phi.min() >= 0.95, phi
+
+
+def test_parallel_analysis_finds_the_planted_count():
+    rng = np.random.default_rng(1)
+    picks = [parallel_analysis(planted(rng)[0].to_numpy(), samples=100, seed=i) for i in range(20)]
+    assert picks.count(3) >= 16, picks
+    noise_only = rng.standard_normal((40, 9))
+    assert parallel_analysis(noise_only, samples=100) == 1  # the floor: at least one trait
+
+
+def test_auto_trait_count_and_labels():
+    data, _ = planted(np.random.default_rng(2))
+    data.index = [f"source{i}" for i in range(len(data))]
+    fitted = PCATraits().fit(data)
+    assert fitted.n_traits_ == 3
+    assert list(fitted.loadings_.index) == list(data.columns) and list(fitted.scores_.index) == list(data.index)
+    assert fitted.explained_variance_ratio_.is_monotonic_decreasing
+    assert 0.6 < fitted.explained_variance_ratio_.sum() <= 1.0
+
+
+def test_bootstrap_interval_covers_the_true_delta_at_its_nominal_rate():
+    rng = np.random.default_rng(3)
+    p_base, p_adapter, n = 0.6, 0.68, 150
+    covered = 0
+    trials = 300
+    for _ in range(trials):
+        ability = rng.uniform(size=n)  # a shared item difficulty makes the pair correlated
+        base = (ability < p_base).astype(float)
+        adapter = (rng.uniform(size=n) < np.where(base == 1, 0.9, (p_adapter - 0.9 * p_base) / (1 - p_base))).astype(float)
+        _, low, high = paired_bootstrap(base, adapter, 1000, 0.05, rng)
+        covered += low <= p_adapter - p_base <= high
+    assert 0.91 <= covered / trials <= 0.985, covered / trials
+
+
+def test_paired_test():
+    rng = np.random.default_rng(0)
+    same = np.array([1, 0, 1, 1, 0] * 20, float)
+    assert paired_test(same, same, rng) == 1.0
+    better = same.copy()
+    better[same == 0] = 1
+    assert paired_test(same, better, rng) < 1e-6  # 40 items gained, none lost
+    soft_base, soft = rng.uniform(size=60), rng.uniform(size=60)
+    assert 0 < paired_test(soft_base, soft, rng) <= 1
+
+
+def hand_results():
+    """Base + three sources, two seeds for one of them, three targets with item scores."""
+    rng = np.random.default_rng(4)
+    items, rows = {}, []
+    truth = {"base": (0.5, 0.5, 0.3), "movie": (0.9, 0.8, 0.1), "tweets": (0.8, 0.85, 0.2), "math": (0.5, 0.5, 0.7)}
+    models = [("base", None, None), ("movie", "movie", 0), ("tweets/s0", "tweets", 0), ("tweets/s1", "tweets", 1),
+              ("math", "math", 0)]
+    for t_index, target in enumerate(("movie", "amazon", "asdiv")):
+        table = {}
+        for model, source, seed in models:
+            p = truth[source or "base"][t_index]
+            table[model] = (rng.uniform(size=200) < p).astype(float)
+            rows.append({"model": model, "source": source, "seed": seed, "target": target,
+                         "key": f"{model}-{target}", "score": table[model].mean(), "n": 200})
+        items[target] = pd.DataFrame(table).T
+    return Results(pd.DataFrame(rows), items, {("movie", "movie"), ("math", "asdiv")},
+                   {"movie": ["sentiment"], "amazon": ["sentiment"], "asdiv": ["arithmetic"]})
+
+
+def test_views_and_diagonal():
+    results = hand_results()
+    raw = raw_matrix(results.cells)
+    assert list(raw.index) == ["base", "movie", "tweets", "math"]
+    assert raw.loc["tweets", "movie"] == pytest.approx(results.cells.query("source == 'tweets' and target == 'movie'")["score"].mean())
+    delta = view(raw, "delta")
+    assert delta.loc["movie", "amazon"] == pytest.approx(raw.loc["movie", "amazon"] - raw.loc["base", "amazon"])
+    relative = view(raw, "relative_delta")
+    assert relative.loc["math", "asdiv"] == pytest.approx(delta.loc["math", "asdiv"] / raw.loc["base", "asdiv"])
+    z = view(raw, "zscore")
+    assert np.allclose(z.mean(), 0) and np.allclose(z.std(ddof=1), 1)
+    masked = view(raw, "delta", results.diagonal, mask_diagonal=True)
+    assert np.isnan(masked.loc["movie", "movie"]) and np.isnan(masked.loc["math", "asdiv"])
+    assert not np.isnan(masked.loc["tweets", "movie"])
+    spread = seed_spread(results.cells)
+    assert spread.loc["tweets", "movie"] > 0 and np.isnan(spread.loc["movie", "movie"])
+
+
+def test_uncertainty_and_side_effects():
+    results = hand_results()
+    table = cell_uncertainty(results.cells, results.items, samples=500, seed=0)
+    assert len(table) == 4 * 3 and (table["low"] <= table["delta"]).all() and (table["delta"] <= table["high"]).all()
+    assert (table["q"] >= table["p"] - 1e-12).all()
+    movie = table.query("model == 'movie' and target == 'movie'").iloc[0]
+    assert movie.significant and movie.delta > 0.3
+    hurt = side_effects(table)
+    assert set(hurt["model"]) == {"movie", "tweets/s0", "tweets/s1"} and set(hurt["target"]) == {"asdiv"}
+    assert (hurt["delta"] < 0).all()
+
+
+def test_asymmetry():
+    delta = pd.DataFrame({"movie": [0.4, -0.1], "asdiv": [-0.2, 0.4]}, index=["movie", "math"])
+    table = asymmetry(delta, {("movie", "movie"), ("math", "asdiv")})
+    row = table.iloc[0]
+    assert (row.a, row.b) == ("movie", "math") and row.a_to_b == -0.2 and row.b_to_a == -0.1
+
+
+def test_trait_names():
+    loadings = pd.Series({"movie": 0.9, "amazon": 0.8, "boolq": 0.1, "asdiv": -0.7})
+    abilities = {"movie": ["sentiment"], "amazon": ["sentiment"], "boolq": ["reading"], "asdiv": ["arithmetic"]}
+    assert name_trait(loadings, abilities) == "sentiment (+movie, +amazon; -asdiv)"
+
+
+def test_analyze_end_to_end_is_json_ready():
+    result = analyze(hand_results(), Analysis(bootstrap_samples=50, n_traits=1))
+    assert list(result.matrix.index) == ["movie", "tweets", "math"]
+    assert result.names[0].startswith("sentiment") or result.names[0].startswith("arithmetic")
+    stored = result.to_json()
+    json.dumps(stored, allow_nan=False)
+    assert stored["traits"][0]["refits"] == 50 and 0 <= stored["traits"][0]["median_congruence"] <= 1
