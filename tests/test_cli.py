@@ -24,7 +24,8 @@ def test_version():
     assert result.returncode == 0 and result.stdout.startswith("traitlens, version ")
 
 
-@pytest.mark.parametrize("command", [[], ["validate"], ["plan"], ["run"]])
+@pytest.mark.parametrize("command", [[], ["validate"], ["plan"], ["run"], ["train"], ["status"],
+                                     ["traits"], ["data"], ["data", "list"], ["data", "show"]])
 def test_every_command_has_help(command):
     result = traitlens(*command, "--help")
     assert result.returncode == 0
@@ -179,3 +180,21 @@ targets:
     assert "median congruence" in result.stdout
     stored = Store(study.store).analysis("tiny-train", "traits")
     assert stored is not None and stored[1]["traits"][0]["loadings"]
+
+
+def test_status_shows_counts_and_errors(write_study):
+    from traitlens.config import load_study
+    from traitlens.execution.plan import plan_study
+    from traitlens.store import Store
+
+    study_path = write_study()
+    assert "│ train │    0 │       0 │      0 │   2 │" in traitlens("status", str(study_path)).stdout
+    study = load_study(study_path)
+    job = plan_study(study).train_jobs[0]
+    store = Store(study.store)
+    store.start_job(job.key, "train", job.label, job.spec, worker="test")
+    store.fail_job(job.key, "RuntimeError: disk full")
+    result = traitlens("status", str(study_path))
+    assert result.returncode == 0
+    assert "│ train │    0 │       0 │      1 │   1 │" in result.stdout
+    assert "failed train movie (seed 0) (attempt 1): RuntimeError: disk full" in result.stdout

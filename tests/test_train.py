@@ -122,7 +122,7 @@ def test_killed_run_resumes_from_checkpoint_with_the_same_result(tiny_study, mon
 def test_identical_request_trains_nothing(tiny_study, monkeypatch):
     study, [job], store, table = tiny_study(store="once")
     first = train_adapter(job, study, store, table)
-    monkeypatch.setattr(loop, "_train", lambda *args: pytest.fail("trained twice"))
+    monkeypatch.setattr(loop, "train_files", lambda *args: pytest.fail("trained twice"))
     assert train_adapter(job, study, store, table) == first
     assert store.jobs([job.key])[job.key].attempts == 1
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -77,11 +78,11 @@ def plan(study_file: Path) -> None:
 @STUDY_ARG
 @click.option("--dry-run", is_flag=True, help="Print the plan and stop without running anything.")
 def run(study_file: Path, dry_run: bool) -> None:
-    """Run a study: train missing adapters, evaluate missing cells.
+    """Run a study: train missing adapters, evaluate missing cells, find the traits.
 
     Idempotent: jobs already in the store are skipped, so an interrupted run resumes where it
-    stopped (training resumes from its last checkpoint), and a failed job is retried. Analysis
-    and the report are not built yet.
+    stopped (training resumes from its last checkpoint), and a failed job is retried. Ends
+    with the transfer matrix and its traits. The HTML report is not built yet.
     """
     study = load_study(study_file)
     plan = plan_study(study)
@@ -92,8 +93,18 @@ def run(study_file: Path, dry_run: bool) -> None:
     store = _open_store(study, create=True)
     with store.locked(f"traitlens run {study_file}"):
         store.save_study(study.name, study.model_dump(mode="json"))
-        summary = run_plan(plan, store, sources, targets, console)
+        summary = _executor(study)(plan, store, sources, targets, console)
     _print_matrix(plan, store)
+    if len(study.sources) >= 3 and not summary.failed and not summary.blocked:
+        try:
+            result = _analyze(plan, store)
+        except TraitlensError as exc:  # e.g. no target varies: the matrix stands on its own
+            console.print(f"[yellow]no traits[/]: {exc}")
+        else:
+            for trait, name in zip(result.loadings.columns, result.names):
+                console.print(f"{trait}: [bold]{name}[/], {result.explained[trait]:.0%} of variance, "
+                              f"stability {result.stability.loc[trait, 'median_congruence']:.2f} "
+                              f"(`traitlens traits {study_file}` for details)")
     _finish(summary)
 
 
@@ -124,8 +135,16 @@ def train(study_file: Path, source_names: tuple[str, ...], seeds: tuple[int, ...
                           and (not seeds or job.seed in seeds))
     with store.locked(f"traitlens train {study_file}"):
         store.save_study(study.name, study.model_dump(mode="json"))
-        summary = run_plan(plan, store, sources, targets, console, only=chosen)
+        summary = _executor(study)(plan, store, sources, targets, console, only=chosen)
     _finish(summary)
+
+
+def _executor(study: Study):
+    if study.execution.executor == "ray":
+        from traitlens.execution.distributed import run_plan_ray
+
+        return run_plan_ray
+    return run_plan
 
 
 def _finish(summary: RunSummary) -> None:
@@ -141,6 +160,38 @@ def _finish(summary: RunSummary) -> None:
 
 @cli.command()
 @STUDY_ARG
+def status(study_file: Path) -> None:
+    """Show what is done, running, failed and still to run, with the errors of failed jobs.
+
+    A job shown as running while no process holds the store's lock was interrupted; the next
+    run redoes it (training resumes from its last checkpoint).
+    """
+    study = load_study(study_file)
+    plan = plan_study(study)
+    store = _open_store(study, create=False)
+    states = plan.states(store) if store else {job.key: "new" for job in plan.jobs}
+    records = store.jobs(states) if store else {}
+    live = store is not None and store.lock_holder() is not None
+    table = Table(title=f"study {study.name}: status", title_justify="left")
+    for column in ("kind", "done", "running", "failed", "new"):
+        table.add_column(column, justify="left" if column == "kind" else "right")
+    for kind in ("train", "eval"):
+        counts = Counter(states[job.key] for job in plan.jobs if job.kind == kind)
+        table.add_row(kind, *(str(counts[state]) for state in ("done", "running", "failed", "new")))
+    console.print(table)
+    for job in plan.jobs:
+        record = records.get(job.key)
+        if record and record.state == "failed":
+            console.print(f"[red]failed[/] {job.label} (attempt {record.attempts}): {record.error}")
+        elif record and record.state == "running":
+            note = "in progress" if live else "interrupted; the next run redoes it"
+            console.print(f"[yellow]running[/] {job.label}: {note}")
+    if live:
+        console.print(f"the store is in use: {store.lock_holder()}")
+
+
+@cli.command()
+@STUDY_ARG
 def traits(study_file: Path) -> None:
     """Find the latent traits behind a study's transfer matrix.
 
@@ -149,20 +200,24 @@ def traits(study_file: Path) -> None:
     name, explained variance, bootstrap stability and loadings, the sources' scores, significant
     side effects and asymmetries, and stores the result for the report.
     """
-    from traitlens.analysis.analyze import analyze
-    from traitlens.analysis.collect import collect
-
     study = load_study(study_file)
     store = _open_store(study, create=False)
     if store is None:
         raise TraitlensError(f"no store at {study.store} yet: run `traitlens run {study_file}` first.")
-    plan = plan_study(study)
+    _print_traits(_analyze(plan_study(study), store), study)
+
+
+def _analyze(plan: Plan, store: Store):
+    """The trait analysis of the finished cells, stored for the report."""
+    from traitlens.analysis.analyze import analyze
+    from traitlens.analysis.collect import collect
+
     results = collect(plan, store)
-    result = analyze(results, study.analysis)
-    settings = study.analysis.model_dump(mode="json")
-    store.put_analysis(study.name, "traits", content_key("traits", {"cells": sorted(results.cells["key"]),
-                                                                    "settings": settings}), result.to_json())
-    _print_traits(result, study)
+    result = analyze(results, plan.study.analysis)
+    key = content_key("traits", {"cells": sorted(results.cells["key"]),
+                                 "settings": plan.study.analysis.model_dump(mode="json")})
+    store.put_analysis(plan.study.name, "traits", key, result.to_json())
+    return result
 
 
 def _print_traits(result, study: Study) -> None:

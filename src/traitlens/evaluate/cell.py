@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -35,29 +36,35 @@ def evaluate_cell(job: Job, study: Study, store: Store, scorer: Scorer, table: p
     cached = store.cell(job.key)
     if cached is not None:
         return cached
-    target = study.target(job.target)
     store.start_job(job.key, "eval", job.label, job.spec, worker)
     try:
-        items = select_items(table, job.spec["limit"], study.evaluation.seed)
-        if job.needs is None:
-            scorer.use_adapter(None)
-        else:
-            _activate_checked_adapter(job, store, scorer, prompts(target, items.head(PROBES), scorer))
-        results = evaluate_target(target, items, scorer)
-        metrics = cell_metrics(results, label_set(target, items))
-        example = prompts(target, items.head(1), scorer)[0] + str(items.iloc[0]["answer"])
-        meta = {"template": target.template.model_dump(mode="json"), "example": example,
-                "target": job.spec["target"], "adapter": job.needs}
-        store.put_cell(job.key, job.model, job.target, metrics, results, meta)
+        adapter = store.adapter_path(job.needs) if job.needs else None
+        store.put_cell(job.key, job.model, job.target, *score_cell(job, study, scorer, table, adapter))
     except BaseException as exc:
         store.fail_job(job.key, f"{type(exc).__name__}: {exc}")
         raise
     return store.cell(job.key)
 
 
-def _activate_checked_adapter(job: Job, store: Store, scorer: Scorer, probes: list[str]) -> None:
+def score_cell(job: Job, study: Study, scorer: Scorer, table: pd.DataFrame, adapter: Path | None
+               ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """(metrics, items, meta) of one cell, touching no store: executors call this anywhere."""
+    target = study.target(job.target)
+    items = select_items(table, job.spec["limit"], study.evaluation.seed)
+    if job.needs is None:
+        scorer.use_adapter(None)
+    else:
+        _activate_checked_adapter(job, adapter, scorer, prompts(target, items.head(PROBES), scorer))
+    results = evaluate_target(target, items, scorer)
+    metrics = cell_metrics(results, label_set(target, items))
+    example = prompts(target, items.head(1), scorer)[0] + str(items.iloc[0]["answer"])
+    meta = {"template": target.template.model_dump(mode="json"), "example": example,
+            "target": job.spec["target"], "adapter": job.needs}
+    return metrics, results, meta
+
+
+def _activate_checked_adapter(job: Job, path: Path | None, scorer: Scorer, probes: list[str]) -> None:
     """Refuse an adapter made for another base, or one that does not change the model."""
-    path = store.adapter_path(job.needs)
     if path is None:
         raise AdapterGuardError(f"{job.label}: adapter {job.needs[:12]} is not in the store; train it first.")
     meta_file = path / ADAPTER_META_FILE

@@ -21,7 +21,7 @@ from typing import Any
 from traitlens import __version__
 from traitlens.errors import TraitlensError
 from traitlens.store.keys import canonical_json, content_key
-from traitlens.store.lock import write_lock
+from traitlens.store.lock import holder, write_lock
 
 SCHEMA_VERSION = 1
 # Written by training next to the PEFT files: settings, base identity, data fingerprint, curve.
@@ -135,6 +135,9 @@ class Store:
 
     def locked(self, command: str):
         return write_lock(self.root, command)
+
+    def lock_holder(self) -> str | None:
+        return holder(self.root)
 
     # --- studies and jobs --------------------------------------------------------------
 

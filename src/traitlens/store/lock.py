@@ -40,13 +40,27 @@ def write_lock(store_dir: Path, command: str, timeout: float = 0) -> Iterator[No
         lock.release()
 
 
-def _held_message(store_dir: Path, note: Path) -> str:
+def holder(store_dir: Path) -> str | None:
+    """Who holds the store's write lock right now, or None when nobody does."""
+    lock = FileLock(store_dir / "store.lock", timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        return _describe(store_dir / "store.lock.json")
+    lock.release()
+    return None
+
+
+def _describe(note: Path) -> str:
     try:
         holder = json.loads(note.read_text())
-        who = (f"process {holder['pid']} on {holder['host']} running `{holder['command']}` "
-               f"since {holder['since']}")
+        return (f"process {holder['pid']} on {holder['host']} running `{holder['command']}` "
+                f"since {holder['since']}")
     except (OSError, ValueError, KeyError):
-        who = "another process (it left no note of who it is)"
-    return (f"the store {store_dir} is locked by {who}. Wait for it to finish, or point this "
-            "study at another `store:` directory. The lock is released automatically when that "
-            "process exits.")
+        return "another process (it left no note of who it is)"
+
+
+def _held_message(store_dir: Path, note: Path) -> str:
+    return (f"the store {store_dir} is locked by {_describe(note)}. Wait for it to finish, or "
+            "point this study at another `store:` directory. The lock is released automatically "
+            "when that process exits.")

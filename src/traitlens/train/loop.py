@@ -69,15 +69,18 @@ def train_adapter(job: Job, study: Study, store: Store, table: pd.DataFrame,
         return existing  # an identical request is never trained twice
     store.start_job(job.key, "train", job.label, job.spec, worker)
     try:
-        files, meta = _train(job, study, store, table, progress)
+        files = store.scratch_dir(job.key)
+        meta = train_files(job, study, table, files, store.artifacts / "checkpoints" / job.key, progress)
         return store.put_adapter(job.key, job.source, job.seed, files, meta)
     except BaseException as exc:
         store.fail_job(job.key, f"{type(exc).__name__}: {exc}")
         raise
 
 
-def _train(job: Job, study: Study, store: Store, table: pd.DataFrame, progress: Progress | None
-           ) -> tuple[Path, dict[str, Any]]:
+def train_files(job: Job, study: Study, table: pd.DataFrame, files: Path, checkpoints: Path,
+                progress: Progress | None = None) -> dict[str, Any]:
+    """Train into the folder `files` (PEFT files + traitlens.json), checkpointing into
+    `checkpoints`; touches no store, so executors can call it anywhere. Returns the metadata."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -104,7 +107,6 @@ def _train(job: Job, study: Study, store: Store, table: pd.DataFrame, progress: 
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     scheduler = _scheduler(optimizer, settings.schedule, settings.warmup_steps, steps)
-    checkpoints = store.artifacts / "checkpoints" / job.key
     state = _resume(checkpoints, peft_model, optimizer, scheduler)
     pad = tokenizer.pad_token_id
     bf16 = settings.dtype == "bfloat16"  # autocast: matmuls in bfloat16, weights kept float32
@@ -141,7 +143,6 @@ def _train(job: Job, study: Study, store: Store, table: pd.DataFrame, progress: 
         if state["step"] % settings.checkpoint_every == 0 and state["step"] < steps:
             _checkpoint(checkpoints, peft_model, optimizer, scheduler, state)
 
-    files = store.scratch_dir(job.key)
     peft_model.save_pretrained(files)
     example = render(source.template, table.iloc[0].to_dict(), tokenizer)
     meta = {"base": job.spec["base"], "source": job.source, "source_fingerprint": job.spec["source"],
@@ -152,7 +153,7 @@ def _train(job: Job, study: Study, store: Store, table: pd.DataFrame, progress: 
             "resumed_from_step": state["resumed_from"]}
     (files / ADAPTER_META_FILE).write_text(json.dumps(meta, indent=1))
     shutil.rmtree(checkpoints, ignore_errors=True)
-    return files, {k: v for k, v in meta.items() if k != "loss_curve"}
+    return {k: v for k, v in meta.items() if k != "loss_curve"}
 
 
 def _collate(batch: list[Encoded], pad: int):

@@ -1,0 +1,175 @@
+"""The Ray executor: training and evaluation run as Ray tasks; only the driver writes the store.
+
+Adapters travel as file bytes through Ray's object store, so workers need no shared disk. Each
+model's evaluations run as one task, so a worker loads the base and the adapter once for all
+targets. As soon as an adapter is trained its evaluation task is submitted, while other
+adapters are still training.
+"""
+
+from __future__ import annotations
+
+import socket
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from traitlens.config.schema import Study
+from traitlens.execution.local import RunSummary, default_scorer
+from traitlens.execution.plan import Job, Plan
+from traitlens.models.scorer import Scorer
+from traitlens.store.db import Store
+
+
+def _read_folder(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def _write_folder(files: dict[str, bytes], folder: Path) -> Path:
+    for name, content in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(content)
+    return folder
+
+
+def _threads(study: Study) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, int(study.execution.cpus_per_job)))  # don't oversubscribe the node
+
+
+def _train_task(job: Job, study: Study, table: pd.DataFrame, checkpoints: str) -> tuple[dict, dict[str, bytes]]:
+    from traitlens.train.loop import train_files
+
+    _threads(study)
+    with tempfile.TemporaryDirectory() as scratch:
+        # The store's checkpoint folder when this node shares its disk, else a local one: then a
+        # retried task starts over instead of resuming.
+        meta = train_files(job, study, table, Path(scratch), Path(checkpoints))
+        return meta, _read_folder(Path(scratch))
+
+
+def _eval_task(jobs: list[Job], study: Study, tables: dict[str, pd.DataFrame], adapter: dict[str, bytes] | None,
+               make_scorer: Callable[[Study], Scorer]) -> list[tuple[str, Any]]:
+    """One model on its targets; per job ("ok", (metrics, items, meta)) or ("error", message)."""
+    from traitlens.evaluate.cell import score_cell
+
+    _threads(study)
+    scorer = make_scorer(study)
+    out = []
+    with tempfile.TemporaryDirectory() as scratch:
+        path = _write_folder(adapter, Path(scratch)) if adapter is not None else None
+        for job in jobs:
+            try:
+                out.append(("ok", score_cell(job, study, scorer, tables[job.target], path)))
+            except Exception as exc:  # one failing target must not lose the model's other cells
+                out.append(("error", f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+def run_plan_ray(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], targets: dict[str, pd.DataFrame],
+                 console: Console, make_scorer: Callable[[Study], Scorer] = default_scorer,
+                 only: Callable[[Job], bool] = lambda job: True) -> RunSummary:
+    import ray
+
+    study, execution = plan.study, plan.study.execution
+    summary = RunSummary()
+    states = plan.states(store)
+    selected = [job for job in plan.jobs if only(job)]
+    summary.done = sum(states[job.key] == "done" for job in selected)
+    todo = [job for job in selected if states[job.key] != "done"]
+    if not todo:
+        return summary
+    started_here = not ray.is_initialized()
+    if started_here:
+        # `address` None starts a private local cluster; "auto" or "ray://..." joins one.
+        ray.init(address=execution.address, include_dashboard=False, log_to_driver=False,
+                 **({"num_cpus": None, "_node_ip_address": "127.0.0.1"} if execution.address is None else {}))
+    worker = f"ray@{socket.gethostname()}"
+    train = ray.remote(num_cpus=execution.cpus_per_job, num_gpus=execution.gpus_per_train_job)(_train_task)
+    evaluate = ray.remote(num_cpus=execution.cpus_per_job, num_gpus=execution.gpus_per_eval_job)(_eval_task)
+    evaluations: dict[str | None, list[Job]] = {}
+    for job in (j for j in todo if j.kind == "eval"):
+        evaluations.setdefault(job.needs, []).append(job)
+
+    pending: dict[Any, tuple[str, Any]] = {}
+
+    def submit_evaluations(adapter_key: str | None) -> None:
+        jobs = evaluations.pop(adapter_key, [])
+        if not jobs:
+            return
+        files = None
+        if adapter_key is not None:
+            path = store.adapter_path(adapter_key)
+            if path is None:  # its training failed: these cells wait for the next run
+                summary.blocked += len(jobs)
+                return
+            files = _read_folder(path)
+        for job in jobs:
+            store.start_job(job.key, "eval", job.label, job.spec, worker)
+        ref = evaluate.remote(jobs, study, {j.target: targets[j.target] for j in jobs}, files, make_scorer)
+        pending[ref] = ("eval", jobs)
+
+    for job in (j for j in todo if j.kind == "train"):
+        store.start_job(job.key, "train", job.label, job.spec, worker)
+        checkpoints = str(store.artifacts / "checkpoints" / job.key)
+        pending[train.remote(job, study, sources[job.source], checkpoints)] = ("train", job)
+    for adapter_key in list(evaluations):
+        if adapter_key is None or states.get(adapter_key) == "done":
+            submit_evaluations(adapter_key)
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("eta"), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console) as progress:
+            overall = progress.add_task(f"ray: all jobs on {ray.cluster_resources().get('CPU', 0):.0f} CPUs",
+                                        total=len(todo))
+            while pending:
+                [ready], _ = ray.wait(list(pending), num_returns=1)
+                kind, what = pending.pop(ready)
+                if kind == "train":
+                    _finish_training(ready, what, store, summary)
+                    submit_evaluations(what.key)
+                    progress.advance(overall)
+                else:
+                    _finish_evaluations(ready, what, store, summary)
+                    progress.advance(overall, len(what))
+            summary.blocked += sum(len(jobs) for jobs in evaluations.values())
+    finally:
+        if started_here:
+            ray.shutdown()
+    return summary
+
+
+def _finish_training(ref: Any, job: Job, store: Store, summary: RunSummary) -> None:
+    import ray
+
+    try:
+        meta, files = ray.get(ref)
+    except Exception as exc:  # the task's error, re-raised by Ray
+        store.fail_job(job.key, f"{type(exc).__name__}: {exc}")
+        summary.failed.append((job.label, str(exc).splitlines()[0]))
+        return
+    scratch = _write_folder(files, store.scratch_dir(job.key))
+    store.put_adapter(job.key, job.source, job.seed, scratch, meta)
+    summary.ran += 1
+
+
+def _finish_evaluations(ref: Any, jobs: list[Job], store: Store, summary: RunSummary) -> None:
+    import ray
+
+    try:
+        outcomes = ray.get(ref)
+    except Exception as exc:  # the whole task died (e.g. the worker was lost)
+        outcomes = [("error", f"{type(exc).__name__}: {exc}")] * len(jobs)
+    for job, (status, value) in zip(jobs, outcomes):
+        if status == "ok":
+            store.put_cell(job.key, job.model, job.target, *value)
+            summary.ran += 1
+        else:
+            store.fail_job(job.key, value)
+            summary.failed.append((job.label, value))
