@@ -82,7 +82,7 @@ def run(study_file: Path, dry_run: bool) -> None:
 
     Idempotent: jobs already in the store are skipped, so an interrupted run resumes where it
     stopped (training resumes from its last checkpoint), and a failed job is retried. Ends
-    with the transfer matrix and its traits. The HTML report is not built yet.
+    with the transfer matrix, its traits, and the path of the HTML report.
     """
     study = load_study(study_file)
     plan = plan_study(study)
@@ -105,6 +105,7 @@ def run(study_file: Path, dry_run: bool) -> None:
                 console.print(f"{trait}: [bold]{name}[/], {result.explained[trait]:.0%} of variance, "
                               f"stability {result.stability.loc[trait, 'median_congruence']:.2f} "
                               f"(`traitlens traits {study_file}` for details)")
+            console.print(f"report: {_write_report(plan, store, None)}")
     _finish(summary)
 
 
@@ -204,7 +205,9 @@ def traits(study_file: Path) -> None:
     store = _open_store(study, create=False)
     if store is None:
         raise TraitlensError(f"no store at {study.store} yet: run `traitlens run {study_file}` first.")
-    _print_traits(_analyze(plan_study(study), store), study)
+    with store.locked(f"traitlens traits {study_file}"):
+        result = _analyze(plan_study(study), store)
+    _print_traits(result, study)
 
 
 def _analyze(plan: Plan, store: Store):
@@ -250,6 +253,34 @@ def _print_traits(result, study: Study) -> None:
         console.print(f"asymmetry {row.a} -> {row.b}: {row.a_to_b:+.3f}, {row.b} -> {row.a}: {row.b_to_a:+.3f}")
     if result.dropped:
         console.print(f"[yellow]left out[/] (missing cells, or no variation): {', '.join(result.dropped)}")
+
+
+@cli.command()
+@STUDY_ARG
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="HTML file to write. Default: report/<study>.html in the study's store.")
+def report(study_file: Path, output: Path | None) -> None:
+    """Write the study's report: one self-contained HTML page, plus CSV/JSON tables beside it.
+
+    Built only from the store (no model is loaded), so it can be rebuilt anywhere the store is;
+    computes the trait analysis first if the store has none. Opens offline: the plotting
+    library is embedded in the page.
+    """
+    study = load_study(study_file)
+    store = _open_store(study, create=False)
+    if store is None:
+        raise TraitlensError(f"no store at {study.store} yet: run `traitlens run {study_file}` first.")
+    plan = plan_study(study)
+    if store.analysis(study.name, "traits") is None:
+        with store.locked(f"traitlens report {study_file}"):
+            _analyze(plan, store)
+    console.print(f"report: {_write_report(plan, store, output)}")
+
+
+def _write_report(plan: Plan, store: Store, output: Path | None) -> Path:
+    from traitlens.report.page import build_report
+
+    return build_report(plan, store, output or store.root / "report" / f"{plan.study.name}.html")
 
 
 @cli.group()

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from traitlens.config.schema import DatasetSpec
-from traitlens.data.reference import parse_reference
+from traitlens.data.reference import parse_reference, split_file
 from traitlens.errors import TraitlensError
 from traitlens.store.keys import file_digest
 
@@ -20,9 +20,10 @@ def fingerprint(spec: DatasetSpec, field: str) -> dict[str, Any]:
     """`field` names the spec in errors, e.g. "sources[2] (movie)"."""
     ref = parse_reference(spec.dataset)
     if ref.kind == "file":
-        path = Path(ref.value)
-        if not path.is_file():
-            raise TraitlensError(f"{field}.dataset: file {ref.value} does not exist; fix the path "
+        path = split_file(Path(ref.value), spec.split)
+        if path is None:
+            what = f"no {spec.split!r} split file in folder" if Path(ref.value).is_dir() else "file"
+            raise TraitlensError(f"{field}.dataset: {what} {ref.value} does not exist; fix the path "
                                  "(relative paths are relative to the study file).")
         origin: dict[str, Any] = {"file_sha256": _file_digest(path, path.stat().st_mtime_ns)}
     elif ref.kind == "catalog":

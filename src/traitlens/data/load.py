@@ -16,7 +16,7 @@ import pandas as pd
 from traitlens.config.schema import DatasetSpec, Study
 from traitlens.data.catalog import catalog_splits, materialize
 from traitlens.data.leakage import check_leakage
-from traitlens.data.reference import FILE_SUFFIXES, parse_reference
+from traitlens.data.reference import FILE_SUFFIXES, parse_reference, split_file
 from traitlens.data.transforms import apply_transform
 from traitlens.errors import TraitlensError
 
@@ -56,16 +56,15 @@ def read_table(spec: DatasetSpec, field: str) -> pd.DataFrame:
 
 def _read_local(path: Path, split: str, field: str) -> pd.DataFrame:
     """A file is one split, whatever `split:` says; a folder holds one file per split."""
-    if path.is_dir():
-        files = [path / f"{split}{suffix}" for suffix in FILE_SUFFIXES if (path / f"{split}{suffix}").is_file()]
-        if not files:
-            present = sorted({p.stem for p in path.iterdir() if p.suffix in FILE_SUFFIXES})
-            raise TraitlensError(f"{field}.split: no {split}.jsonl/.json/.csv/.parquet in {path}; "
-                                 f"splits there: {', '.join(present) or 'none'}.")
-        path = files[0]
-    if not path.is_file():
+    found = split_file(path, split)
+    if found is None and path.is_dir():
+        present = sorted({p.stem for p in path.iterdir() if p.suffix in FILE_SUFFIXES})
+        raise TraitlensError(f"{field}.split: no {split}.jsonl/.json/.csv/.parquet in {path}; "
+                             f"splits there: {', '.join(present) or 'none'}.")
+    if found is None:
         raise TraitlensError(f"{field}.dataset: file {path} does not exist; fix the path "
                              "(relative paths are relative to the study file).")
+    path = found
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":

@@ -35,3 +35,12 @@ def resolve_path(text: str, base_dir: Path) -> str:
     """A relative path in a study file means relative to that file, not to the working dir."""
     path = Path(text).expanduser()
     return str(path if path.is_absolute() else (base_dir / path).resolve())
+
+
+def split_file(path: Path, split: str) -> Path | None:
+    """The file a local dataset reads for `split`: the file itself, or `<split>.<suffix>` in a
+    folder of split files; None when there is none."""
+    if path.is_dir():
+        return next((path / f"{split}{suffix}" for suffix in FILE_SUFFIXES
+                     if (path / f"{split}{suffix}").is_file()), None)
+    return path if path.is_file() else None

@@ -1,0 +1,157 @@
+"""Build the report page and its CSV/JSON exports from what the store holds; no model needed."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import numpy as np
+import pandas as pd
+import plotly.io
+from plotly.offline import get_plotlyjs
+
+from traitlens import __version__
+from traitlens.analysis.collect import collect
+from traitlens.errors import TraitlensError
+from traitlens.execution.plan import BASE, Plan
+from traitlens.report import figures
+from traitlens.store.db import ADAPTER_META_FILE, Store
+
+SECTIONS = [("glance", "Study"), ("matrix", "Transfer matrix"), ("traits", "Traits"),
+            ("effects", "Side effects"), ("lengths", "Lengths"), ("confusion", "Confusion"),
+            ("pending", "Not yet")]
+
+
+def build_report(plan: Plan, store: Store, out: Path) -> Path:
+    """Write `out` (one HTML file) and `<out stem>-data/` (CSV and JSON tables); return `out`."""
+    study = plan.study
+    stored = store.analysis(study.name, "traits")
+    if stored is None:
+        raise TraitlensError("no trait analysis in the store yet: run `traitlens run` (or `traitlens traits`) first.")
+    analysis_key, analysis = stored
+    results = collect(plan, store)
+    # The stored JSON has sorted keys; show rows and columns in the study's order.
+    raw = pd.DataFrame(analysis["raw"])
+    raw = raw.reindex(index=[m for m in [BASE, *(s.name for s in study.sources)] if m in raw.index],
+                      columns=[t.name for t in study.targets if t.name in raw.columns])
+    delta = raw.drop(index=BASE) - raw.loc[BASE]
+    uncertainty = pd.DataFrame(analysis["uncertainty"])
+    loadings = pd.DataFrame({t["name"]: t["loadings"] for t in analysis["traits"]})
+    loadings = loadings.reindex([t for t in raw.columns if t in loadings.index])
+    scores = pd.DataFrame({t["name"]: t["scores"] for t in analysis["traits"]})
+    scores = scores.reindex([s for s in raw.index if s in scores.index])
+    names = [t["name"] for t in analysis["traits"]]
+    alpha = study.analysis.alpha
+
+    figs = {"delta": figures.delta_heatmap(delta, raw, uncertainty, alpha),
+            "scree": figures.scree(_eigenvalues(pd.DataFrame(analysis["matrix"])), len(names)),
+            "loadings": figures.loadings_heatmap(loadings, names),
+            "biplot": figures.biplot(scores, loadings)}
+    length_ids, confusion_ids = [], []
+    for target in study.targets:
+        jobs = [job for job in plan.eval_jobs if job.target == target.name and store.cell(job.key)]
+        if target.kind in ("generative", "generation_classification"):
+            figs[f"length-{target.name}"] = figures.lengths(target.name, {
+                job.model: [i["generated_tokens"] for i in store.items(job.key)] for job in jobs})
+            length_ids.append(f"length-{target.name}")
+        if target.kind != "generative":
+            matrices = {job.model: store.cell(job.key)["metrics"]["confusion"] for job in jobs
+                        if "confusion" in store.cell(job.key)["metrics"]}
+            if matrices:
+                figs[f"confusion-{target.name}"] = figures.confusion(target.name, matrices)
+                confusion_ids.append(f"confusion-{target.name}")
+
+    context = {
+        "study": study, "version": __version__, "store": str(store.root),
+        "built": time.strftime("%Y-%m-%d %H:%M"), "sections": SECTIONS, "alpha": alpha,
+        "confidence": round(100 * (1 - alpha)), "analysis_key": analysis_key,
+        "base_identity": json.dumps(plan.jobs[0].spec["base"]) if plan.jobs else "",
+        "settings": {name: json.dumps(getattr(study, name).model_dump(mode="json"))
+                     for name in ("analysis", "lora", "training", "evaluation")},
+        "sources": [_source_row(source, plan, store) for source in study.sources],
+        "targets": [_target_row(target, plan, store) for target in study.targets],
+        "matrix": {"columns": list(raw.columns),
+                   "rows": [(model, [_num(v) for v in row]) for model, row in raw.iterrows()]},
+        "cells": [{"model": r["model"], "target": r["target"], "delta": _num(r["delta"], True),
+                   "interval": f"[{_num(r['low'], True)}, {_num(r['high'], True)}]", "p": _num(r["p"], digits=4),
+                   "q": _num(r["q"], digits=4), "key": _cell_key(results.cells, r["model"], r["target"])}
+                  for r in analysis["uncertainty"]],
+        "traits_intro": (f"{len(names)} trait(s) from {study.analysis.method} with {study.analysis.rotation} "
+                         f"rotation on the {study.analysis.view} matrix"
+                         f"{' with the diagonal masked' if study.analysis.mask_diagonal else ''}."),
+        "traits": [{"trait": t["trait"], "name": t["name"], "explained": f"{t['explained']:.0%}",
+                    "stability": _num(t["median_congruence"]), "share": f"{t['share_at_least_0.85']:.0%}"}
+                   for t in analysis["traits"]],
+        "side_effects": [{"model": e["model"], "target": e["target"], "delta": _num(e["delta"], True),
+                          "interval": f"[{_num(e['low'], True)}, {_num(e['high'], True)}]", "q": _num(e["q"], digits=4)}
+                         for e in analysis["side_effects"]],
+        "asymmetry": [{**a, **{k: _num(a[k], True) for k in ("a_to_b", "b_to_a", "difference")}}
+                      for a in analysis["asymmetry"]],
+        "length_figures": length_ids, "confusion_figures": confusion_ids,
+        "figures": [(name, _script_json(figure)) for name, figure in figs.items()],
+        "plotly_js": get_plotlyjs(),
+    }
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("traitlens", "report"),
+                                     autoescape=True, undefined=jinja2.StrictUndefined)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(environment.get_template("template.html.j2").render(context), encoding="utf-8")
+    _export(out.with_name(f"{out.stem}-data"), raw, delta, uncertainty, loadings, scores, analysis)
+    return out
+
+
+def _export(folder: Path, raw, delta, uncertainty, loadings, scores, analysis: dict) -> None:
+    folder.mkdir(exist_ok=True)
+    raw.to_csv(folder / "matrix_raw.csv")
+    delta.to_csv(folder / "matrix_delta.csv")
+    uncertainty.to_csv(folder / "cells_uncertainty.csv", index=False)
+    loadings.to_csv(folder / "trait_loadings.csv")
+    scores.to_csv(folder / "trait_scores.csv")
+    (folder / "traits.json").write_text(json.dumps(analysis, indent=1))
+
+
+def _source_row(source, plan: Plan, store: Store) -> dict[str, Any]:
+    adapters = []
+    for job in plan.train_jobs:
+        path = store.adapter_path(job.key) if job.source == source.name else None
+        if path is not None and (path / ADAPTER_META_FILE).exists():
+            meta = json.loads((path / ADAPTER_META_FILE).read_text())
+            adapters.append({"seed": job.seed, "key": job.key, "steps": meta["steps"], "tokens": meta["tokens_seen"],
+                             "loss": f"{np.mean(meta['loss_curve'][-3:]):.3f}",
+                             "minutes": f"{meta['wall_seconds'] / 60:.1f}"})
+    return {"name": source.name, "dataset": source.dataset, "split": source.split,
+            "transforms": json.dumps([t.model_dump(exclude_none=True) for t in source.transforms]),
+            "adapters": adapters}
+
+
+def _target_row(target, plan: Plan, store: Store) -> dict[str, Any]:
+    cell = next((store.cell(j.key) for j in plan.eval_jobs if j.target == target.name and store.cell(j.key)), None)
+    return {"name": target.name, "dataset": target.dataset, "split": target.split, "kind": target.kind,
+            "abilities": ", ".join(target.abilities), "n_items": cell["n_items"] if cell else "-",
+            "example": cell["meta"]["example"] if cell else ""}
+
+
+def _cell_key(cells: pd.DataFrame, model: str, target: str) -> str:
+    match = cells[(cells["model"] == model) & (cells["target"] == target)]
+    return match["key"].iloc[0] if len(match) else ""
+
+
+def _eigenvalues(matrix: pd.DataFrame) -> np.ndarray:
+    x = matrix.to_numpy(dtype=float)
+    x = np.where(np.isnan(x), np.nanmean(x, axis=0), x)
+    x = x[:, x.std(axis=0) > 1e-12]
+    return np.sort(np.linalg.eigvalsh(np.corrcoef(x, rowvar=False)))[::-1] if x.shape[1] > 1 else np.ones(1)
+
+
+def _num(value: Any, signed: bool = False, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}g}" if digits != 3 else f"{value:.3f}"
+
+
+def _script_json(figure: dict) -> str:
+    """Figure JSON that is safe inside a <script> element: no "</script>" can close it early."""
+    text = plotly.io.json.to_json_plotly(figure)
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")

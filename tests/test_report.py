@@ -1,0 +1,112 @@
+"""The report opened in headless Chromium: every section, no console errors, no injection."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from conftest import TINY_TRAIN
+from traitlens.config import load_study
+from traitlens.data.load import prepare_study
+from traitlens.execution.local import run_plan
+from traitlens.execution.plan import plan_study
+from traitlens.models.scorer import FakeScorer
+from traitlens.report.page import SECTIONS
+from traitlens.store import Store
+
+CHROMIUM = shutil.which("chromium")
+EVIL = "<script>alert(1)</script>"
+EVIL_LABEL = "neg<img src=x onerror=alert(2)>"
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory, tiny_model) -> Path:
+    folder = tmp_path_factory.mktemp("report-study")
+    rows = [{"input": f"{EVIL} review {i}", "answer": EVIL_LABEL if i % 2 else "pos"} for i in range(40)]
+    for split, part in (("train", rows[:24]), ("test", rows[24:])):
+        (folder / "evil").mkdir(exist_ok=True)
+        (folder / "evil" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    text = TINY_TRAIN.format(base=tiny_model).replace("targets:\n", f"""\
+  - name: tweets
+    dataset: catalog:sentiment-tweets
+    transforms: [{{subsample: 16}}]
+  - name: evil
+    dataset: ./evil
+    labels: ["{EVIL_LABEL}", pos]
+targets:
+  - name: evil
+    dataset: ./evil
+    kind: classification
+    labels: ["{EVIL_LABEL}", pos]
+    abilities: [injection]
+  - name: amazon
+    dataset: catalog:sentiment-amazon
+    kind: classification
+    labels: [negative, positive]
+    abilities: [sentiment]
+  - name: arithmetic
+    dataset: catalog:arithmetic
+    kind: generative
+    abilities: [arithmetic]
+""").replace("evaluation: {limit: 8}", "evaluation: {limit: 40}\nanalysis: {bootstrap_samples: 30, mask_diagonal: false}")
+    path = folder / "study.yaml"
+    path.write_text(text)
+    study = load_study(path)
+    sources, targets = prepare_study(study)
+    summary = run_plan(plan_study(study), Store(study.store), sources, targets, Console(quiet=True),
+                       make_scorer=lambda s: FakeScorer())
+    assert not summary.failed
+    result = subprocess.run([sys.executable, "-m", "traitlens", "report", str(path), "-o", str(folder / "out.html")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return folder / "out.html"
+
+
+def test_exports_beside_the_report(report):
+    data = report.with_name("out-data")
+    assert {p.name for p in data.iterdir()} >= {"matrix_raw.csv", "matrix_delta.csv", "cells_uncertainty.csv",
+                                                 "trait_loadings.csv", "trait_scores.csv", "traits.json"}
+    raw = data / "matrix_raw.csv"
+    assert raw.read_text().splitlines()[0] == ",evil,amazon,arithmetic,movie"  # the study's order
+    assert raw.read_text().splitlines()[1].startswith("base,")
+
+
+def test_page_is_self_contained_and_escaped(report):
+    page = report.read_text()
+    assert "<script src=" not in page and "http://" not in page.split("<script>", 1)[0]
+    assert EVIL not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<img src=x" not in page
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (scripts/test.sh installs it)")
+def test_report_in_headless_chromium(report, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    errors, dialogs, requests = [], [], []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+        page.on("request", lambda request: request.url.startswith("file:") or requests.append(request.url))
+        page.goto(report.as_uri())
+        page.wait_for_selector("div.figure .main-svg")
+        for section, _ in SECTIONS:
+            assert page.locator(f"section#{section} h2").count() == 1, section
+        drawn = page.locator("div.figure .main-svg").count()
+        assert drawn >= page.locator("div.figure").count() >= 6
+        body = page.inner_text("body")
+        assert EVIL in body and EVIL_LABEL in body  # shown as text
+        page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
+        browser.close()
+    assert errors == [] and dialogs == [] and requests == []
+    assert (tmp_path / "report.png").stat().st_size > 10_000
