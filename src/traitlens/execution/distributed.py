@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from traitlens.config.schema import Study
-from traitlens.execution.local import RunSummary, default_scorer
+from traitlens.execution.local import RunSummary, default_scorer, pending_jobs
 from traitlens.execution.plan import Job, Plan
 from traitlens.models.scorer import Scorer
 from traitlens.store.db import Store
@@ -77,11 +77,7 @@ def run_plan_ray(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], tar
     import ray
 
     study, execution = plan.study, plan.study.execution
-    summary = RunSummary()
-    states = plan.states(store)
-    selected = [job for job in plan.jobs if only(job)]
-    summary.done = sum(states[job.key] == "done" for job in selected)
-    todo = [job for job in selected if states[job.key] != "done"]
+    summary, states, todo = pending_jobs(plan, store, only)
     if not todo:
         return summary
     started_here = not ray.is_initialized()

@@ -29,6 +29,16 @@ class RunSummary:
     blocked: int = 0  # evaluations whose adapter failed to train
 
 
+def pending_jobs(plan: Plan, store: Store, only: Callable[[Job], bool]
+                 ) -> tuple[RunSummary, dict[str, str], list[Job]]:
+    """A summary counting the selected jobs already done, every job's state, and the selected
+    jobs still to run, in plan order (training before the evaluations that need it)."""
+    states = plan.states(store)
+    selected = [job for job in plan.jobs if only(job)]
+    summary = RunSummary(done=sum(states[job.key] == "done" for job in selected))
+    return summary, states, [job for job in selected if states[job.key] != "done"]
+
+
 def default_scorer(study: Study) -> Scorer:
     from traitlens.models.hf import HFScorer
 
@@ -41,11 +51,7 @@ def run_plan(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], targets
     """Run every job of `plan` that `only` selects and the store does not have yet."""
     from traitlens.train.loop import train_adapter  # imports torch: only when there is work
 
-    summary = RunSummary()
-    states = plan.states(store)
-    selected = [job for job in plan.jobs if only(job)]
-    summary.done = sum(states[job.key] == "done" for job in selected)
-    todo = [job for job in selected if states[job.key] != "done"]
+    summary, states, todo = pending_jobs(plan, store, only)
     if not todo:
         return summary
     columns = (TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(),
