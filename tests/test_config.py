@@ -142,3 +142,8 @@ def test_execution_address_checked(write_study):
     assert "address must be `auto` or `ray://host:port`" in joined
     study = load_study(write_study(MINIMAL + "execution: {executor: ray, address: 'ray://10.0.0.1:10001'}\n"))
     assert study.execution.address == "ray://10.0.0.1:10001"
+
+
+def test_unbuilt_packing_is_refused_not_ignored(write_study):
+    [problem] = problems_of(write_study(MINIMAL + "  packing: true\n"))
+    assert "training.packing: packing is not implemented" in problem

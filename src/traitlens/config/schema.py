@@ -196,6 +196,13 @@ class Training(Strict):
     gradient_checkpointing: bool = False
     checkpoint_every: PositiveInt = 50
 
+    @field_validator("packing")
+    @classmethod
+    def _packing_not_built(cls, value: bool) -> bool:
+        if value:
+            raise ValueError("packing is not implemented in this traitlens version; set it to false")
+        return value
+
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, value: list[int]) -> list[int]:
