@@ -25,7 +25,8 @@ def test_version():
 
 
 @pytest.mark.parametrize("command", [[], ["validate"], ["plan"], ["run"], ["train"], ["status"],
-                                     ["traits"], ["data"], ["data", "list"], ["data", "show"]])
+                                     ["traits"], ["explain"], ["report"], ["data"], ["data", "list"],
+                                     ["data", "show"]])
 def test_every_command_has_help(command):
     result = traitlens(*command, "--help")
     assert result.returncode == 0
@@ -180,6 +181,12 @@ targets:
     assert "median congruence" in result.stdout
     stored = Store(study.store).analysis("tiny-train", "traits")
     assert stored is not None and stored[1]["traits"][0]["loadings"]
+    explained = traitlens("explain", str(path))
+    assert explained.returncode == 0, explained.stderr
+    assert "verdict: too small to tell: 3 sources" in explained.stdout
+    assert "strongest correlations" in explained.stdout and "source profiles" in explained.stdout
+    saved = Store(study.store).analysis("tiny-train", "explain")[1]
+    assert set(saved["source_profiles"]) == {"movie", "tweets", "math"} and saved["correlations"]
 
 
 def test_status_shows_counts_and_errors(write_study):

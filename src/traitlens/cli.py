@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 import click
+import pandas as pd
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -94,18 +95,9 @@ def run(study_file: Path, dry_run: bool) -> None:
     with store.locked(f"traitlens run {study_file}"):
         store.save_study(study.name, study.model_dump(mode="json"))
         summary = _executor(study)(plan, store, sources, targets, console)
-    _print_matrix(plan, store)
-    if len(study.sources) >= 3 and not summary.failed and not summary.blocked:
-        try:
-            result = _analyze(plan, store)
-        except TraitlensError as exc:  # e.g. no target varies: the matrix stands on its own
-            console.print(f"[yellow]no traits[/]: {exc}")
-        else:
-            for trait, name in zip(result.loadings.columns, result.names):
-                console.print(f"{trait}: [bold]{name}[/], {result.explained[trait]:.0%} of variance, "
-                              f"stability {result.stability.loc[trait, 'median_congruence']:.2f} "
-                              f"(`traitlens traits {study_file}` for details)")
-            console.print(f"report: {_write_report(plan, store, None)}")
+        _print_matrix(plan, store)
+        if len(study.sources) >= 3 and not summary.failed and not summary.blocked:
+            _summarize(plan, store, study_file)
     _finish(summary)
 
 
@@ -138,6 +130,22 @@ def train(study_file: Path, source_names: tuple[str, ...], seeds: tuple[int, ...
         store.save_study(study.name, study.model_dump(mode="json"))
         summary = _executor(study)(plan, store, sources, targets, console, only=chosen)
     _finish(summary)
+
+
+def _summarize(plan: Plan, store: Store, study_file: Path) -> None:
+    """The end of a run: traits, the explanation's verdict, the report."""
+    try:
+        result = _analyze(plan, store)
+    except TraitlensError as exc:  # e.g. no target varies: the matrix stands on its own
+        console.print(f"[yellow]no traits[/]: {exc}")
+        return
+    for trait, name in zip(result.loadings.columns, result.names):
+        console.print(f"{trait}: [bold]{name}[/], {result.explained[trait]:.0%} of variance, "
+                      f"stability {result.stability.loc[trait, 'median_congruence']:.2f} "
+                      f"(`traitlens traits {study_file}` for details)")
+    explanation, _ = _explain(plan, store)
+    console.print(f"why: {explanation.verdict} (`traitlens explain {study_file}`)")
+    console.print(f"report: {_write_report(plan, store, None)}")
 
 
 def _executor(study: Study):
@@ -211,7 +219,8 @@ def traits(study_file: Path) -> None:
 
 
 def _analyze(plan: Plan, store: Store):
-    """The trait analysis of the finished cells, stored for the report."""
+    """The trait analysis of the finished cells, stored for the report (the caller holds the
+    store's lock)."""
     from traitlens.analysis.analyze import analyze
     from traitlens.analysis.collect import collect
 
@@ -257,23 +266,105 @@ def _print_traits(result, study: Study) -> None:
 
 @cli.command()
 @STUDY_ARG
+@click.option("--top", default=12, show_default=True, help="Feature correlations to print.")
+def explain(study_file: Path, top: int) -> None:
+    """Which source features explain transfer, and does any feature group predict it?
+
+    Profiles every source and target (class distribution, token lengths, lexical diversity,
+    readability, digits, questions, negation), measures each source's similarity to each target
+    (vocabulary overlap, TF-IDF), reads each adapter's behaviour from its cells (generated
+    length vs the base, label collapse), then reports Spearman correlations with transfer and
+    with the trait scores (intervals from resampling sources) and compares the feature groups
+    by leave-one-source-out prediction of held-out cells. Results are stored for the report.
+    """
+    study = load_study(study_file)
+    store = _open_store(study, create=False)
+    if store is None:
+        raise TraitlensError(f"no store at {study.store} yet: run `traitlens run {study_file}` first.")
+    with store.locked(f"traitlens explain {study_file}"):
+        result, source_profiles = _explain(plan_study(study), store)
+    console.print(f"[bold]verdict[/]: {result.verdict}")
+    if not result.groups.empty:
+        _print_frame("feature groups: held-out R2 over the target-mean baseline (95% interval)",
+                     result.groups.set_index("group"))
+    shown = result.correlations.head(top).set_index(["feature", "outcome"])[["rho", "low", "high"]]
+    _print_frame(f"strongest correlations (Spearman rho, 95% interval), top {top}", shown)
+    _print_frame("source profiles", source_profiles[["size", "n_classes", "class_entropy_norm",
+                                                     "answer_tokens_mean", "input_tokens_mean", "mtld",
+                                                     "readability", "duplicate_rate"]])
+
+
+def _explain(plan: Plan, store: Store):
+    """Profiles, similarities, behaviour and the explanation of a study's cells, stored (the
+    caller holds the store's lock)."""
+    from transformers import AutoTokenizer
+
+    from traitlens.analysis.collect import collect
+    from traitlens.analysis.explain import behaviour
+    from traitlens.analysis.explain import explain as explain_transfer
+    from traitlens.analysis.views import raw_matrix, view
+    from traitlens.data.profile import HIDDEN_FEATURES, profile_study
+    from traitlens.models.load import resolve
+
+    study = plan.study
+    stored = store.analysis(study.name, "traits")
+    results = collect(plan, store)
+    if results.cells.empty or results.cells["source"].isna().all():
+        raise TraitlensError("no adapter cells in the store yet: run the study first.")
+    sources, targets = prepare_study(study)
+    tokenizer = AutoTokenizer.from_pretrained(resolve(study.base), revision=study.base.revision,
+                                              trust_remote_code=study.base.trust_remote_code)
+    source_profiles, target_profiles, similar = profile_study(sources, targets, tokenizer)
+    delta = view(raw_matrix(results.cells), "delta", results.diagonal, study.analysis.mask_diagonal).dropna(how="all")
+    groups = {"hidden": source_profiles[list(HIDDEN_FEATURES)], "similarity": similar,
+              "quality": source_profiles[["duplicate_rate"]], "behaviour": behaviour(results.cells)}
+    scores = pd.DataFrame({t["trait"]: t["scores"] for t in stored[1]["traits"]}) if stored else None
+    result = explain_transfer(delta, groups, scores, ["hidden", "similarity", "quality"],
+                              study.analysis.bootstrap_samples, study.analysis.seed)
+    store.put_analysis(study.name, "explain", content_key("explain", {"cells": sorted(results.cells["key"])}),
+                       result.to_json() | {"source_profiles": _records(source_profiles),
+                                           "target_profiles": _records(target_profiles)})
+    return result, source_profiles
+
+
+def _records(frame: pd.DataFrame) -> dict:
+    return frame.astype(object).where(frame.notna(), None).to_dict("index")
+
+
+def _print_frame(title: str, frame: pd.DataFrame) -> None:
+    console.print(title)
+    table = Table()
+    for name in frame.index.names:
+        table.add_column(str(name or ""))
+    for column in frame.columns:
+        table.add_column(str(column), justify="right")
+    for index, row in frame.iterrows():
+        labels = index if isinstance(index, tuple) else (index,)
+        table.add_row(*map(str, labels), *("-" if pd.isna(v) else f"{v:.3g}" for v in row))
+    console.print(table)
+
+
+@cli.command()
+@STUDY_ARG
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="HTML file to write. Default: report/<study>.html in the study's store.")
 def report(study_file: Path, output: Path | None) -> None:
     """Write the study's report: one self-contained HTML page, plus CSV/JSON tables beside it.
 
-    Built only from the store (no model is loaded), so it can be rebuilt anywhere the store is;
-    computes the trait analysis first if the store has none. Opens offline: the plotting
-    library is embedded in the page.
+    Built from the store (no model is loaded), so it can be rebuilt anywhere the store is;
+    computes the trait analysis and the explanation first if the store has none (that reads the
+    datasets and the base model's tokenizer). Opens offline: the plotting library is embedded.
     """
     study = load_study(study_file)
     store = _open_store(study, create=False)
     if store is None:
         raise TraitlensError(f"no store at {study.store} yet: run `traitlens run {study_file}` first.")
     plan = plan_study(study)
-    if store.analysis(study.name, "traits") is None:
-        with store.locked(f"traitlens report {study_file}"):
+    with store.locked(f"traitlens report {study_file}"):
+        if store.analysis(study.name, "traits") is None:
             _analyze(plan, store)
+        if store.analysis(study.name, "explain") is None:
+            _explain(plan, store)
     console.print(f"report: {_write_report(plan, store, output)}")
 
 

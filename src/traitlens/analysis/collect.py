@@ -15,7 +15,7 @@ from traitlens.store.db import Store
 class Results:
     """Everything analysis needs, with no model or store attached.
 
-    `cells`: one row per finished cell (model, source, seed, target, key, score).
+    `cells`: one row per finished cell (model, source, seed, target, key, score, n, metrics).
     `items`: per target, a models x items table of item scores (the same items for every model).
     `diagonal`: (source, target) pairs where the source was trained on the target's dataset.
     `abilities`: each target's ability tags.
@@ -44,13 +44,14 @@ def collect(plan: Plan, store: Store) -> Results:
         source = None if job.model == BASE else next(t.source for t in plan.train_jobs if t.key == job.needs)
         seed = None if job.model == BASE else next(t.seed for t in plan.train_jobs if t.key == job.needs)
         rows.append({"model": job.model, "source": source, "seed": seed, "target": job.target,
-                     "key": job.key, "score": cell["metrics"]["accuracy"], "n": cell["n_items"]})
+                     "key": job.key, "score": cell["metrics"]["accuracy"], "n": cell["n_items"],
+                     "metrics": cell["metrics"]})
         scores = np.array([item["score"] for item in store.items(job.key)], dtype=float)
         items.setdefault(job.target, {})[job.model] = scores
     study = plan.study
     datasets = {s.name: (s.dataset, s.subset) for s in study.sources}
     diagonal = {(source, target.name) for source, origin in datasets.items()
                 for target in study.targets if (target.dataset, target.subset) == origin}
-    return Results(pd.DataFrame(rows, columns=["model", "source", "seed", "target", "key", "score", "n"]),
+    return Results(pd.DataFrame(rows, columns=["model", "source", "seed", "target", "key", "score", "n", "metrics"]),
                    {target: pd.DataFrame(by_model).T for target, by_model in items.items()},
                    diagonal, {t.name: list(t.abilities) for t in study.targets})

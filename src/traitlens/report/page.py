@@ -21,8 +21,11 @@ from traitlens.report import figures
 from traitlens.store.db import ADAPTER_META_FILE, Store
 
 SECTIONS = [("glance", "Study"), ("matrix", "Transfer matrix"), ("traits", "Traits"),
-            ("effects", "Side effects"), ("lengths", "Lengths"), ("confusion", "Confusion"),
-            ("pending", "Not yet")]
+            ("effects", "Side effects"), ("profiles", "Profiles"), ("explanation", "Why"),
+            ("lengths", "Lengths"), ("confusion", "Confusion"), ("pending", "Not yet")]
+PROFILE_COLUMNS = ("size", "n_classes", "class_entropy_norm", "majority_share", "answer_tokens_mean",
+                   "input_tokens_mean", "mtld", "readability", "digit_density", "question_rate",
+                   "negation_rate", "duplicate_rate")
 
 
 def build_report(plan: Plan, store: Store, out: Path) -> Path:
@@ -64,7 +67,9 @@ def build_report(plan: Plan, store: Store, out: Path) -> Path:
                 figs[f"confusion-{target.name}"] = figures.confusion(target.name, matrices)
                 confusion_ids.append(f"confusion-{target.name}")
 
+    explained = store.analysis(study.name, "explain")
     context = {
+        "explanation": _explanation(explained[1]) if explained else None,
         "study": study, "version": __version__, "store": str(store.root),
         "built": time.strftime("%Y-%m-%d %H:%M"), "sections": SECTIONS, "alpha": alpha,
         "confidence": round(100 * (1 - alpha)), "analysis_key": analysis_key,
@@ -76,8 +81,8 @@ def build_report(plan: Plan, store: Store, out: Path) -> Path:
         "matrix": {"columns": list(raw.columns),
                    "rows": [(model, [_num(v) for v in row]) for model, row in raw.iterrows()]},
         "cells": [{"model": r["model"], "target": r["target"], "delta": _num(r["delta"], True),
-                   "interval": f"[{_num(r['low'], True)}, {_num(r['high'], True)}]", "p": _num(r["p"], digits=4),
-                   "q": _num(r["q"], digits=4), "key": _cell_key(results.cells, r["model"], r["target"])}
+                   "interval": f"[{_num(r['low'], True)}, {_num(r['high'], True)}]", "p": _p(r["p"]),
+                   "q": _p(r["q"]), "key": _cell_key(results.cells, r["model"], r["target"])}
                   for r in analysis["uncertainty"]],
         "traits_intro": (f"{len(names)} trait(s) from {study.analysis.method} with {study.analysis.rotation} "
                          f"rotation on the {study.analysis.view} matrix"
@@ -86,7 +91,7 @@ def build_report(plan: Plan, store: Store, out: Path) -> Path:
                     "stability": _num(t["median_congruence"]), "share": f"{t['share_at_least_0.85']:.0%}"}
                    for t in analysis["traits"]],
         "side_effects": [{"model": e["model"], "target": e["target"], "delta": _num(e["delta"], True),
-                          "interval": f"[{_num(e['low'], True)}, {_num(e['high'], True)}]", "q": _num(e["q"], digits=4)}
+                          "interval": f"[{_num(e['low'], True)}, {_num(e['high'], True)}]", "q": _p(e["q"])}
                          for e in analysis["side_effects"]],
         "asymmetry": [{**a, **{k: _num(a[k], True) for k in ("a_to_b", "b_to_a", "difference")}}
                       for a in analysis["asymmetry"]],
@@ -98,11 +103,27 @@ def build_report(plan: Plan, store: Store, out: Path) -> Path:
                                      autoescape=True, undefined=jinja2.StrictUndefined)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(environment.get_template("template.html.j2").render(context), encoding="utf-8")
-    _export(out.with_name(f"{out.stem}-data"), raw, delta, uncertainty, loadings, scores, analysis)
+    _export(out.with_name(f"{out.stem}-data"), raw, delta, uncertainty, loadings, scores, analysis,
+            explained[1] if explained else None)
     return out
 
 
-def _export(folder: Path, raw, delta, uncertainty, loadings, scores, analysis: dict) -> None:
+def _explanation(stored: dict[str, Any]) -> dict[str, Any]:
+    profile_rows = lambda profiles: [(name, [_num(values.get(c)) for c in PROFILE_COLUMNS])
+                                     for name, values in profiles.items()]
+    return {
+        "verdict": stored["verdict"], "columns": PROFILE_COLUMNS,
+        "sources": profile_rows(stored["source_profiles"]), "targets": profile_rows(stored["target_profiles"]),
+        "groups": [{"group": g["group"], "r2": _num(g["r2"], True),
+                    "interval": f"[{_num(g['low'], True)}, {_num(g['high'], True)}]"} for g in stored["groups"]],
+        "correlations": [{"feature": c["feature"], "outcome": c["outcome"], "rho": _num(c["rho"], True),
+                          "interval": f"[{_num(c['low'], True)}, {_num(c['high'], True)}]"}
+                         for c in stored["correlations"][:20]],
+    }
+
+
+def _export(folder: Path, raw, delta, uncertainty, loadings, scores, analysis: dict,
+            explained: dict | None) -> None:
     folder.mkdir(exist_ok=True)
     raw.to_csv(folder / "matrix_raw.csv")
     delta.to_csv(folder / "matrix_delta.csv")
@@ -110,6 +131,11 @@ def _export(folder: Path, raw, delta, uncertainty, loadings, scores, analysis: d
     loadings.to_csv(folder / "trait_loadings.csv")
     scores.to_csv(folder / "trait_scores.csv")
     (folder / "traits.json").write_text(json.dumps(analysis, indent=1))
+    if explained:
+        pd.DataFrame(explained["source_profiles"]).T.to_csv(folder / "source_profiles.csv")
+        pd.DataFrame(explained["target_profiles"]).T.to_csv(folder / "target_profiles.csv")
+        pd.DataFrame(explained["correlations"]).to_csv(folder / "feature_correlations.csv", index=False)
+        (folder / "explanation.json").write_text(json.dumps(explained, indent=1))
 
 
 def _source_row(source, plan: Plan, store: Store) -> dict[str, Any]:
@@ -145,10 +171,16 @@ def _eigenvalues(matrix: pd.DataFrame) -> np.ndarray:
     return np.sort(np.linalg.eigvalsh(np.corrcoef(x, rowvar=False)))[::-1] if x.shape[1] > 1 else np.ones(1)
 
 
-def _num(value: Any, signed: bool = False, digits: int = 3) -> str:
+def _num(value: Any, signed: bool = False) -> str:
+    """Three decimals (signed for deltas); "-" where there is no value."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "-"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}g}" if digits != 3 else f"{value:.3f}"
+    return f"{value:+.3f}" if signed else f"{value:.3f}"
+
+
+def _p(value: Any) -> str:
+    """p- and q-values: three significant digits, so small ones stay readable."""
+    return "-" if value is None else f"{value:.3g}"
 
 
 def _script_json(figure: dict) -> str:

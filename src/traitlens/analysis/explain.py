@@ -1,0 +1,164 @@
+"""Why transfer happens: which source features track transfer, and which feature group predicts
+held-out cells best (the paper's claim: hidden statistics beat surface similarity and quality).
+
+Every cell (source s, target t) gets the features of its group: s's profile (hidden
+statistics), s-to-t similarity, s's quality proxies, and the adapter's behaviour (generated
+length vs the base, label collapse; known only after training, so reported, not for prediction).
+Prediction is scored leave-one-source-out against a baseline that predicts each target's mean
+transfer; uncertainty comes from resampling sources, since a source's cells share its features.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+MIN_SOURCES = 5  # below this, leave-one-source-out has too few sources to fit on
+
+
+@dataclass
+class Explanation:
+    correlations: pd.DataFrame  # feature, group, outcome, rho, low, high
+    groups: pd.DataFrame  # group, r2 (held-out, vs target-mean baseline), low, high
+    verdict: str
+
+    def to_json(self) -> dict[str, Any]:
+        clean = lambda df: df.astype(object).where(df.notna(), None).to_dict("records")
+        return {"correlations": clean(self.correlations), "groups": clean(self.groups), "verdict": self.verdict}
+
+
+def behaviour(cells: pd.DataFrame) -> pd.DataFrame:
+    """Per source (seeds averaged): generated length relative to the base on targets where the
+    model writes its answer, and label collapse: the total-variation distance between the
+    predicted and the gold label distribution, averaged over classification targets."""
+    base = {row.target: row.metrics for row in cells[cells["source"].isna()].itertuples()}
+    rows = []
+    for row in cells[cells["source"].notna()].itertuples():
+        metrics, reference = row.metrics, base.get(row.target, {})
+        length = (metrics["generated_tokens"]["mean"] / max(reference["generated_tokens"]["mean"], 1e-9)
+                  if "generated_tokens" in metrics and "generated_tokens" in reference else np.nan)
+        skew = (0.5 * sum(abs(metrics["predicted_distribution"].get(label, 0.0) - share)
+                          for label, share in metrics["gold_distribution"].items())
+                if "gold_distribution" in metrics else np.nan)
+        rows.append({"source": row.source, "length_vs_base": length, "label_skew": skew})
+    return pd.DataFrame(rows).groupby("source").mean()
+
+
+def cell_features(delta: pd.DataFrame, groups: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per observed cell: source, target, delta, and every feature with its group as a
+    column prefix ("hidden:mtld"). Group frames are indexed by source, or by (source, target)."""
+    rows = delta.stack().rename("delta").reset_index().rename(columns={"level_0": "source", "level_1": "target"})
+    for group, frame in groups.items():
+        frame = frame.add_prefix(f"{group}:")
+        keys = ["source", "target"] if isinstance(frame.index, pd.MultiIndex) else ["source"]
+        rows = rows.merge(frame, left_on=keys, right_index=True, how="left")
+    return rows
+
+
+def correlations(cells: pd.DataFrame, scores: pd.DataFrame | None, samples: int, seed: int) -> pd.DataFrame:
+    """Spearman rho of each feature with cell transfer and with each trait score, with
+    intervals from resampling sources."""
+    rng = np.random.default_rng(seed)
+    features = [c for c in cells.columns if ":" in c and cells[c].nunique() > 1]
+    sources = cells["source"].unique()
+    draws = [rng.choice(sources, len(sources)) for _ in range(samples)]
+    out = []
+    for feature in features:
+        group = feature.split(":")[0]
+        out.append(_rho(cells[feature], cells["delta"], cells["source"], draws) | {
+            "feature": feature, "group": group, "outcome": "transfer"})
+        if scores is not None:
+            per_source = cells.groupby("source")[feature].mean()
+            for trait in scores.columns:
+                x = per_source.reindex(scores.index)
+                out.append(_rho(x, scores[trait], pd.Series(scores.index, index=scores.index), draws)
+                           | {"feature": feature, "group": group, "outcome": trait})
+    table = pd.DataFrame(out, columns=["feature", "group", "outcome", "rho", "low", "high"])
+    return table.sort_values("rho", key=lambda r: -r.abs().fillna(0)).reset_index(drop=True)
+
+
+def _rho(x: pd.Series, y: pd.Series, cluster: pd.Series, draws: list[np.ndarray]) -> dict[str, float]:
+    valid = x.notna() & y.notna()
+    x, y, cluster = x[valid].to_numpy(float), y[valid].to_numpy(float), cluster[valid].to_numpy()
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return {"rho": np.nan, "low": np.nan, "high": np.nan}
+    rho = stats.spearmanr(x, y).statistic
+    boot = []
+    for draw in draws:
+        index = np.concatenate([np.flatnonzero(cluster == s) for s in draw])
+        if len(index) >= 3 and np.ptp(x[index]) > 0 and np.ptp(y[index]) > 0:
+            boot.append(stats.spearmanr(x[index], y[index]).statistic)
+    low, high = np.quantile(boot, [0.025, 0.975]) if boot else (np.nan, np.nan)
+    return {"rho": float(rho), "low": float(low), "high": float(high)}
+
+
+def compare_groups(cells: pd.DataFrame, predictive: list[str], samples: int, seed: int,
+                   alpha: float = 1.0) -> pd.DataFrame:
+    """Leave-one-source-out held-out R^2 of a ridge model per feature group, over the baseline
+    that predicts each target's mean transfer from the other sources."""
+    from sklearn.linear_model import Ridge
+
+    sources = cells["source"].unique()
+    errors: dict[str, list[float]] = {"baseline": []}
+    held: list[str] = []
+    for source in sources:
+        train, test = cells[cells["source"] != source], cells[cells["source"] == source]
+        target_mean = train.groupby("target")["delta"].mean()
+        base_train = train["target"].map(target_mean).to_numpy()
+        base_test = test["target"].map(target_mean).fillna(train["delta"].mean()).to_numpy()
+        errors["baseline"] += list((test["delta"].to_numpy() - base_test) ** 2)
+        held += [source] * len(test)
+        for group in predictive:
+            columns = [c for c in cells.columns if c.startswith(f"{group}:") and train[c].nunique() > 1]
+            prediction = base_test
+            if columns:
+                x_train, x_test = train[columns].to_numpy(float), test[columns].to_numpy(float)
+                mean, std = np.nanmean(x_train, axis=0), np.nanstd(x_train, axis=0) + 1e-9
+                x_train = np.nan_to_num((x_train - mean) / std)
+                x_test = np.nan_to_num((x_test - mean) / std)
+                model = Ridge(alpha=alpha).fit(x_train, train["delta"].to_numpy() - base_train)
+                prediction = base_test + model.predict(x_test)
+            errors.setdefault(group, []).extend((test["delta"].to_numpy() - prediction) ** 2)
+    held_arr = np.array(held)
+    rng = np.random.default_rng(seed)
+    baseline = np.array(errors["baseline"])
+    rows = []
+    for group in predictive:
+        group_errors = np.array(errors[group])
+        boot = []
+        for _ in range(samples):
+            index = np.concatenate([np.flatnonzero(held_arr == s) for s in rng.choice(sources, len(sources))])
+            boot.append(1 - group_errors[index].sum() / max(baseline[index].sum(), 1e-12))
+        r2 = 1 - group_errors.sum() / max(baseline.sum(), 1e-12)
+        low, high = np.quantile(boot, [0.025, 0.975])
+        rows.append({"group": group, "r2": float(r2), "low": float(low), "high": float(high)})
+    return pd.DataFrame(rows).sort_values("r2", ascending=False).reset_index(drop=True)
+
+
+def explain(delta: pd.DataFrame, groups: dict[str, pd.DataFrame], scores: pd.DataFrame | None,
+            predictive: list[str], samples: int = 500, seed: int = 0) -> Explanation:
+    cells = cell_features(delta, groups)
+    table = correlations(cells, scores, samples, seed)
+    n_sources = cells["source"].nunique()
+    if n_sources < MIN_SOURCES:
+        ranked = pd.DataFrame(columns=["group", "r2", "low", "high"])
+        verdict = (f"too small to tell: {n_sources} sources; comparing feature groups needs at least "
+                   f"{MIN_SOURCES} for leave-one-source-out.")
+        return Explanation(table, ranked, verdict)
+    ranked = compare_groups(cells, predictive, samples, seed)
+    best, second = ranked.iloc[0], ranked.iloc[1] if len(ranked) > 1 else None
+    if best.r2 <= 0 or best.low <= 0:
+        verdict = (f"no feature group predicts held-out transfer better than each target's mean "
+                   f"(best: {best.group}, R2 {best.r2:+.2f} [{best.low:+.2f}, {best.high:+.2f}]).")
+    elif second is not None and best.low <= second.r2:
+        verdict = (f"{best.group} predicts best (R2 {best.r2:+.2f} [{best.low:+.2f}, {best.high:+.2f}]) but "
+                   f"not clearly ahead of {second.group} ({second.r2:+.2f}); the study is too small to tell.")
+    else:
+        verdict = (f"{best.group} explains held-out transfer best: R2 {best.r2:+.2f} [{best.low:+.2f}, "
+                   f"{best.high:+.2f}] over the target-mean baseline"
+                   + (f", ahead of {second.group} ({second.r2:+.2f})." if second is not None else "."))
+    return Explanation(table, ranked, verdict)

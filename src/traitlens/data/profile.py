@@ -1,0 +1,132 @@
+"""Profiles of datasets: the hidden statistics the paper says explain transfer, and surface
+similarity between a source and a target (the baseline that claim is tested against).
+
+Readability and MTLD are written here: textstat >= 0.7.5 downloads NLTK's cmudict at run time
+(fails offline) and 0.7.4 needs pkg_resources; lexicalrichness ships only as an sdist. Syllables
+come from pyphen's hyphenation dictionaries, which work offline. Token lengths use the base
+model's own tokenizer, so "long answers" means long for the model being trained.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+WORD = re.compile(r"[A-Za-z']+|\d+(?:[.,]\d+)*")
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+SENTENCE_END = re.compile(r"[.!?]+(?:\s|$)")
+NEGATIONS = frozenset({"not", "no", "never", "none", "nothing", "nobody", "neither", "nor", "cannot",
+                       "without", "n't", "dont", "doesnt", "didnt", "isnt", "wasnt", "arent", "wont"})
+MTLD_THRESHOLD = 0.72  # McCarthy & Jarvis (2010)
+
+# Which profile columns form the "hidden statistics" feature group.
+HIDDEN_FEATURES = ("n_classes", "class_entropy_norm", "majority_share", "imbalance_ratio",
+                   "answer_tokens_mean", "input_tokens_mean", "mtld", "type_token_ratio",
+                   "readability", "digit_density", "question_rate", "negation_rate")
+
+
+def words(text: str) -> list[str]:
+    return [w.lower() for w in WORD.findall(text)]
+
+
+def class_statistics(answers: pd.Series) -> dict[str, float]:
+    counts = answers.value_counts()
+    shares = counts / counts.sum()
+    entropy = float(-(shares * np.log2(shares)).sum())
+    return {"n_classes": float(len(counts)), "class_entropy": entropy,
+            "class_entropy_norm": entropy / math.log2(len(counts)) if len(counts) > 1 else 0.0,
+            "majority_share": float(shares.max()), "imbalance_ratio": float(counts.max() / counts.min())}
+
+
+def mtld(tokens: list[str], threshold: float = MTLD_THRESHOLD) -> float:
+    """Measure of textual lexical diversity: mean length of word runs whose type-token ratio
+    stays above the threshold, averaged over both reading directions."""
+    def one_way(sequence: list[str]) -> float:
+        factors, types, count = 0.0, set(), 0
+        for token in sequence:
+            types.add(token)
+            count += 1
+            if len(types) / count <= threshold:
+                factors, types, count = factors + 1, set(), 0
+        if count:  # the partial factor at the end counts in proportion to how far it got
+            factors += (1 - len(types) / count) / (1 - threshold)
+        return len(sequence) / factors if factors else float(len(sequence))
+
+    return (one_way(tokens) + one_way(tokens[::-1])) / 2 if tokens else 0.0
+
+
+def flesch_reading_ease(texts: list[str]) -> float:
+    import pyphen
+
+    dictionary = pyphen.Pyphen(lang="en_US")
+    n_words = n_sentences = n_syllables = 0
+    for text in texts:
+        found = [w for w in WORD.findall(text) if not w[0].isdigit()]
+        n_words += len(found)
+        n_sentences += max(1, len(SENTENCE_END.findall(text)))
+        n_syllables += sum(max(1, len(dictionary.positions(w)) + 1) for w in found)
+    if not n_words:
+        return 0.0
+    return 206.835 - 1.015 * n_words / n_sentences - 84.6 * n_syllables / n_words
+
+
+def profile(table: pd.DataFrame, tokenizer: Any, labels: list[str] | None = None) -> dict[str, float]:
+    """The profile of one prepared dataset (canonical columns input, answer, passage?). Class
+    statistics are computed when there is a label set, or at most 20 distinct answers."""
+    inputs = (table["passage"].fillna("") + " " + table["input"]) if "passage" in table else table["input"]
+    answers = table["answer"].astype(str)
+    encode = lambda texts: np.array([len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]])
+    input_tokens, answer_tokens = encode(inputs), encode(answers)
+    all_words = [w for text in inputs for w in words(text)]
+    texts = list(inputs)
+    out = {"size": float(len(table)),
+           "input_tokens_mean": float(input_tokens.mean()), "input_tokens_median": float(np.median(input_tokens)),
+           "input_tokens_p90": float(np.percentile(input_tokens, 90)),
+           "answer_tokens_mean": float(answer_tokens.mean()), "answer_tokens_median": float(np.median(answer_tokens)),
+           "answer_tokens_p90": float(np.percentile(answer_tokens, 90)),
+           "mtld": mtld(all_words), "type_token_ratio": len(set(all_words)) / max(1, len(all_words)),
+           "vocabulary_size": float(len(set(all_words))), "readability": flesch_reading_ease(texts),
+           "digit_density": sum(c.isdigit() for t in texts for c in t) / max(1, sum(len(t) for t in texts)),
+           "number_density": sum(len(NUMBER.findall(t)) for t in texts) / max(1, len(all_words)),
+           "question_rate": float(np.mean(["?" in t for t in table["input"]])),
+           "negation_rate": float(np.mean([any(w in NEGATIONS for w in words(t)) for t in texts])),
+           "duplicate_rate": float(inputs.duplicated().mean())}
+    # Free-form answers (math, generation) have no class distribution worth the name.
+    classes = class_statistics(answers) if labels or answers.nunique() <= 20 else {
+        "n_classes": float(answers.nunique()), "class_entropy": float("nan"), "class_entropy_norm": float("nan"),
+        "majority_share": float(answers.value_counts(normalize=True).max()), "imbalance_ratio": float("nan")}
+    return out | classes
+
+
+def similarity(source: pd.DataFrame, target: pd.DataFrame) -> dict[str, float]:
+    """Surface similarity of a source to a target: vocabulary overlap and TF-IDF cosine."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    def text(table: pd.DataFrame) -> pd.Series:
+        return (table["passage"].fillna("") + " " + table["input"]) if "passage" in table else table["input"]
+
+    source_words, target_words = Counter(w for t in text(source) for w in words(t)), Counter(w for t in text(target) for w in words(t))
+    shared = set(source_words) & set(target_words)
+    jaccard = len(shared) / max(1, len(set(source_words) | set(target_words)))
+    coverage = sum(target_words[w] for w in shared) / max(1, sum(target_words.values()))
+    vectorizer = TfidfVectorizer(token_pattern=WORD.pattern, lowercase=True).fit(pd.concat([text(source), text(target)]))
+    centroid = lambda t: np.asarray(vectorizer.transform(text(t)).mean(axis=0)).ravel()
+    a, b = centroid(source), centroid(target)
+    cosine = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) if a.any() and b.any() else 0.0
+    return {"vocabulary_jaccard": jaccard, "target_token_coverage": coverage, "tfidf_cosine": cosine}
+
+
+def profile_study(sources: dict[str, pd.DataFrame], targets: dict[str, pd.DataFrame], tokenizer: Any
+                  ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(source profiles, target profiles, similarity of every source to every target)."""
+    source_profiles = pd.DataFrame({n: profile(t, tokenizer, None) for n, t in sources.items()}).T
+    target_profiles = pd.DataFrame({n: profile(t, tokenizer, None) for n, t in targets.items()}).T
+    pairs = {(s, t): similarity(source, target) for s, source in sources.items() for t, target in targets.items()}
+    similar = pd.DataFrame(pairs).T
+    similar.index.names = ["source", "target"]
+    return source_profiles, target_profiles, similar

@@ -1,0 +1,91 @@
+"""Profiles on hand-made data, and the explanation on a study with a planted cause."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from traitlens.analysis.explain import explain
+from traitlens.data.profile import class_statistics, flesch_reading_ease, mtld, profile, similarity
+
+
+class WordTokenizer:
+    """One token per whitespace-separated word: makes token lengths easy to check by hand."""
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [text.split() for text in texts]}
+
+
+def test_class_statistics_exact():
+    stats = class_statistics(pd.Series(["a", "a", "a", "b"]))
+    entropy = -(0.75 * math.log2(0.75) + 0.25 * math.log2(0.25))
+    assert stats["class_entropy"] == pytest.approx(entropy) and stats["class_entropy_norm"] == pytest.approx(entropy)
+    assert stats["majority_share"] == 0.75 and stats["imbalance_ratio"] == 3 and stats["n_classes"] == 2
+    uniform = class_statistics(pd.Series(["x", "y", "z"] * 4))
+    assert uniform["class_entropy_norm"] == pytest.approx(1.0) and uniform["imbalance_ratio"] == 1
+
+
+def test_profile_lengths_and_rates():
+    table = pd.DataFrame({"input": ["is it good ?", "not bad at all", "I paid 12 dollars"],
+                          "answer": ["yes", "very positive indeed", "no"]})
+    result = profile(table, WordTokenizer(), labels=None)
+    assert result["size"] == 3
+    assert result["input_tokens_mean"] == pytest.approx((4 + 4 + 4) / 3)
+    assert result["answer_tokens_mean"] == pytest.approx((1 + 3 + 1) / 3) and result["answer_tokens_median"] == 1
+    assert result["question_rate"] == pytest.approx(1 / 3) and result["negation_rate"] == pytest.approx(1 / 3)
+    assert result["digit_density"] == pytest.approx(2 / sum(len(t) for t in table["input"]))
+    assert result["duplicate_rate"] == 0 and result["n_classes"] == 3
+
+
+def test_mtld_and_readability_behave():
+    varied = "the quick brown fox jumps over a lazy dog while seven wizards hum".split()
+    assert mtld(varied) > mtld(["the", "cat"] * 7)  # repetition lowers diversity
+    easy = flesch_reading_ease(["The cat sat. The dog ran."])
+    hard = flesch_reading_ease(["Institutional considerations necessitate comprehensive reorganization."])
+    assert easy > 90 > 0 > hard
+
+
+def test_similarity():
+    a = pd.DataFrame({"input": ["great movie", "awful movie"], "answer": ["p", "n"]})
+    b = pd.DataFrame({"input": ["great film", "awful film"], "answer": ["p", "n"]})
+    c = pd.DataFrame({"input": ["what is 2 plus 3"], "answer": ["5"]})
+    near, far = similarity(a, b), similarity(a, c)
+    assert near["vocabulary_jaccard"] == pytest.approx(2 / 4) and far["vocabulary_jaccard"] == 0
+    assert near["tfidf_cosine"] > far["tfidf_cosine"] == 0
+
+
+def planted_study(seed: int, sources: int = 10, targets: int = 6):
+    """Transfer planted to follow one hidden statistic (answer length) of each source."""
+    rng = np.random.default_rng(seed)
+    names = [f"s{i}" for i in range(sources)]
+    hidden = pd.DataFrame({"answer_tokens_mean": rng.uniform(1, 30, sources),
+                           "mtld": rng.uniform(20, 80, sources), "majority_share": rng.uniform(0.3, 0.9, sources)},
+                          index=names)
+    weights = rng.uniform(0.5, 1.0, targets)
+    cause = (hidden["answer_tokens_mean"] - hidden["answer_tokens_mean"].mean()) / hidden["answer_tokens_mean"].std()
+    delta = pd.DataFrame(0.05 * np.outer(cause, weights) + 0.01 * rng.standard_normal((sources, targets)),
+                         index=names, columns=[f"t{j}" for j in range(targets)])
+    pairs = pd.MultiIndex.from_product([names, delta.columns], names=["source", "target"])
+    similar = pd.DataFrame({"tfidf_cosine": rng.uniform(0, 1, len(pairs)),
+                            "vocabulary_jaccard": rng.uniform(0, 0.5, len(pairs))}, index=pairs)
+    quality = pd.DataFrame({"duplicate_rate": rng.uniform(0, 0.2, sources)}, index=names)
+    return delta, {"hidden": hidden, "similarity": similar, "quality": quality}
+
+
+def test_planted_feature_ranks_first_and_its_group_wins():
+    delta, groups = planted_study(0)
+    result = explain(delta, groups, None, ["hidden", "similarity", "quality"], samples=200)
+    transfer = result.correlations[result.correlations["outcome"] == "transfer"]
+    assert transfer.iloc[0]["feature"] == "hidden:answer_tokens_mean"
+    assert result.groups.iloc[0]["group"] == "hidden" and result.groups.iloc[0]["low"] > 0
+    assert result.verdict.startswith("hidden explains held-out transfer best")
+
+
+def test_small_study_says_so():
+    delta, groups = planted_study(1, sources=4)
+    result = explain(delta, groups, None, ["hidden", "similarity"], samples=50)
+    assert result.verdict.startswith("too small to tell: 4 sources") and result.groups.empty
+    assert len(result.correlations)  # correlations are still reported, with their intervals
