@@ -25,7 +25,8 @@ def test_version():
 
 
 @pytest.mark.parametrize("command", [[], ["validate"], ["plan"], ["run"], ["train"], ["status"],
-                                     ["traits"], ["explain"], ["report"], ["data"], ["data", "list"],
+                                     ["traits"], ["explain"], ["recommend"], ["report"], ["data"],
+                                     ["data", "list"],
                                      ["data", "show"]])
 def test_every_command_has_help(command):
     result = traitlens(*command, "--help")
@@ -187,6 +188,15 @@ targets:
     assert "strongest correlations" in explained.stdout and "source profiles" in explained.stdout
     saved = Store(study.store).analysis("tiny-train", "explain")[1]
     assert set(saved["source_profiles"]) == {"movie", "tweets", "math"} and saved["correlations"]
+    spec = path.parent / "new-target.yaml"
+    spec.write_text("name: movie-new\ndataset: catalog:sentiment-movie\nkind: classification\n"
+                    "labels: [negative, positive]\nabilities: [sentiment]\n")
+    ranked = traitlens("recommend", str(path), "--target", str(spec))
+    assert ranked.returncode == 0, ranked.stderr
+    assert "sources ranked by predicted transfer to movie-new" in ranked.stdout
+    assert "mean held-out Spearman" in ranked.stdout
+    both = traitlens("recommend", str(path))
+    assert both.returncode == 2 and "exactly one of --target" in both.stderr
 
 
 def test_status_shows_counts_and_errors(write_study):

@@ -89,3 +89,36 @@ def test_small_study_says_so():
     result = explain(delta, groups, None, ["hidden", "similarity"], samples=50)
     assert result.verdict.startswith("too small to tell: 4 sources") and result.groups.empty
     assert len(result.correlations)  # correlations are still reported, with their intervals
+
+
+def test_recommend_ranks_sources_for_an_unseen_target():
+    from scipy import stats
+
+    from traitlens.analysis.explain import pair_rows, recommend
+
+    delta, groups = planted_study(2, sources=10, targets=6)
+    truth = delta["t5"].copy()
+    target_features = pd.DataFrame({"size": [100.0] * 6}, index=delta.columns)
+    rows = pair_rows(delta.drop(columns="t5"), groups["hidden"], target_features, groups["similarity"])
+    ranking, quality = recommend(rows, "t5", by="target")
+    assert list(ranking.columns) == ["source", "predicted"] and len(ranking) == 10
+    assert stats.spearmanr(ranking["predicted"], truth[ranking["source"]].to_numpy()).statistic > 0.8
+    assert len(quality) == 5 and quality["spearman"].mean() > 0.8
+    source_ranking, _ = recommend(pair_rows(delta.drop(index="s9"), groups["hidden"], target_features,
+                                            groups["similarity"]), "s9", by="source")
+    assert set(source_ranking["target"]) == set(delta.columns)
+
+
+def test_spec_file_errors_name_the_field(tmp_path):
+    from traitlens.config.load import load_spec
+    from traitlens.config.schema import Target
+    from traitlens.errors import ConfigError
+
+    path = tmp_path / "t.yaml"
+    path.write_text("name: new\ndataset: catalog:boolq\nkind: classification\nlabls: [no, yes]\nabilities: [reading]\n")
+    with pytest.raises(ConfigError) as info:
+        load_spec(path, Target)
+    text = str(info.value)
+    assert "t.yaml:4: labls: unknown key. Did you mean 'labels'?" in text
+    path.write_text("name: new\ndataset: catalog:boolq\nkind: multiple_choice\nabilities: [reading]\n")
+    assert load_spec(path, Target).kind == "multiple_choice"

@@ -133,19 +133,29 @@ def train(study_file: Path, source_names: tuple[str, ...], seeds: tuple[int, ...
 
 
 def _summarize(plan: Plan, store: Store, study_file: Path) -> None:
-    """The end of a run: traits, the explanation's verdict, the report."""
+    """The end of a run: traits, the explanation's verdict, the report. Analyses whose inputs
+    have not changed since they were stored are reused, so a finished study reruns quickly."""
+    cells = [job.key for job in plan.eval_jobs]
     try:
-        result = _analyze(plan, store)
+        for name, compute in (("traits", _analyze), ("explain", _explain)):
+            stored = store.analysis(plan.study.name, name)
+            if stored is None or stored[0] != _analysis_key(name, plan, cells):
+                compute(plan, store)
     except TraitlensError as exc:  # e.g. no target varies: the matrix stands on its own
         console.print(f"[yellow]no traits[/]: {exc}")
         return
-    for trait, name in zip(result.loadings.columns, result.names):
-        console.print(f"{trait}: [bold]{name}[/], {result.explained[trait]:.0%} of variance, "
-                      f"stability {result.stability.loc[trait, 'median_congruence']:.2f} "
-                      f"(`traitlens traits {study_file}` for details)")
-    explanation, _ = _explain(plan, store)
-    console.print(f"why: {explanation.verdict} (`traitlens explain {study_file}`)")
+    for trait in store.analysis(plan.study.name, "traits")[1]["traits"]:
+        console.print(f"{trait['trait']}: [bold]{trait['name']}[/], {trait['explained']:.0%} of variance, "
+                      f"stability {trait['median_congruence']:.2f} (`traitlens traits {study_file}` for details)")
+    verdict = store.analysis(plan.study.name, "explain")[1]["verdict"]
+    console.print(f"why: {verdict} (`traitlens explain {study_file}`)")
     console.print(f"report: {_write_report(plan, store, None)}")
+
+
+def _analysis_key(name: str, plan: Plan, cell_keys) -> str:
+    """What an analysis depends on: the cells (whose keys cover models, data and settings) and
+    the study's analysis settings."""
+    return content_key(name, {"cells": sorted(cell_keys), "settings": plan.study.analysis.model_dump(mode="json")})
 
 
 def _executor(study: Study):
@@ -226,9 +236,8 @@ def _analyze(plan: Plan, store: Store):
 
     results = collect(plan, store)
     result = analyze(results, plan.study.analysis)
-    key = content_key("traits", {"cells": sorted(results.cells["key"]),
-                                 "settings": plan.study.analysis.model_dump(mode="json")})
-    store.put_analysis(plan.study.name, "traits", key, result.to_json())
+    store.put_analysis(plan.study.name, "traits", _analysis_key("traits", plan, results.cells["key"]),
+                       result.to_json())
     return result
 
 
@@ -272,8 +281,9 @@ def explain(study_file: Path, top: int) -> None:
 
     Profiles every source and target (class distribution, token lengths, lexical diversity,
     readability, digits, questions, negation), measures each source's similarity to each target
-    (vocabulary overlap, TF-IDF), reads each adapter's behaviour from its cells (generated
-    length vs the base, label collapse), then reports Spearman correlations with transfer and
+    (vocabulary overlap, TF-IDF, sentence embeddings) and its quality (duplicates, base-model
+    perplexity of its answers), reads each adapter's behaviour from its cells (generated length
+    vs the base, label collapse), then reports Spearman correlations with transfer and
     with the trait scores (intervals from resampling sources) and compares the feature groups
     by leave-one-source-out prediction of held-out cells. Results are stored for the report.
     """
@@ -291,20 +301,16 @@ def explain(study_file: Path, top: int) -> None:
     _print_frame(f"strongest correlations (Spearman rho, 95% interval), top {top}", shown)
     _print_frame("source profiles", source_profiles[["size", "n_classes", "class_entropy_norm",
                                                      "answer_tokens_mean", "input_tokens_mean", "mtld",
-                                                     "readability", "duplicate_rate"]])
+                                                     "readability", "answer_perplexity"]])
 
 
 def _explain(plan: Plan, store: Store):
-    """Profiles, similarities, behaviour and the explanation of a study's cells, stored (the
-    caller holds the store's lock)."""
-    from transformers import AutoTokenizer
-
+    """Features and the explanation of a study's cells, stored (the caller holds the lock)."""
     from traitlens.analysis.collect import collect
     from traitlens.analysis.explain import behaviour
     from traitlens.analysis.explain import explain as explain_transfer
     from traitlens.analysis.views import raw_matrix, view
-    from traitlens.data.profile import HIDDEN_FEATURES, profile_study
-    from traitlens.models.load import resolve
+    from traitlens.execution.features import PREDICTIVE, study_features
 
     study = plan.study
     stored = store.analysis(study.name, "traits")
@@ -312,19 +318,72 @@ def _explain(plan: Plan, store: Store):
     if results.cells.empty or results.cells["source"].isna().all():
         raise TraitlensError("no adapter cells in the store yet: run the study first.")
     sources, targets = prepare_study(study)
-    tokenizer = AutoTokenizer.from_pretrained(resolve(study.base), revision=study.base.revision,
-                                              trust_remote_code=study.base.trust_remote_code)
-    source_profiles, target_profiles, similar = profile_study(sources, targets, tokenizer)
+    features = study_features(study, sources, targets, behaviour(results.cells))
     delta = view(raw_matrix(results.cells), "delta", results.diagonal, study.analysis.mask_diagonal).dropna(how="all")
-    groups = {"hidden": source_profiles[list(HIDDEN_FEATURES)], "similarity": similar,
-              "quality": source_profiles[["duplicate_rate"]], "behaviour": behaviour(results.cells)}
     scores = pd.DataFrame({t["trait"]: t["scores"] for t in stored[1]["traits"]}) if stored else None
-    result = explain_transfer(delta, groups, scores, ["hidden", "similarity", "quality"],
+    result = explain_transfer(delta, features.groups, scores, PREDICTIVE,
                               study.analysis.bootstrap_samples, study.analysis.seed)
-    store.put_analysis(study.name, "explain", content_key("explain", {"cells": sorted(results.cells["key"])}),
-                       result.to_json() | {"source_profiles": _records(source_profiles),
-                                           "target_profiles": _records(target_profiles)})
-    return result, source_profiles
+    store.put_analysis(study.name, "explain", _analysis_key("explain", plan, results.cells["key"]),
+                       result.to_json() | {"source_profiles": _records(features.source_profiles),
+                                           "target_profiles": _records(features.target_profiles)})
+    return result, features.source_profiles
+
+
+@cli.command()
+@STUDY_ARG
+@click.option("--target", "target_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML file with one target spec (as under `targets:`) to rank the study's sources for.")
+@click.option("--source", "source_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="YAML file with one source spec (as under `sources:`) to rank the study's targets for.")
+def recommend(study_file: Path, target_file: Path | None, source_file: Path | None) -> None:
+    """Predict transfer for a dataset that is not in the matrix, before training anything.
+
+    With --target: which of the study's sources would help that target most. With --source:
+    which of the study's targets that source would help. The prediction is a ridge model on the
+    source, target and pair features (profiles, similarities, quality) fitted to the study's
+    cells; its ranking quality is measured on the study itself by holding out each existing
+    target (or source) in turn.
+    """
+    from traitlens.analysis.collect import collect
+    from traitlens.analysis.explain import pair_rows
+    from traitlens.analysis.explain import recommend as rank
+    from traitlens.analysis.views import raw_matrix, view
+    from traitlens.config.load import load_spec
+    from traitlens.config.schema import Source, Target
+    from traitlens.execution.features import study_features
+
+    if (target_file is None) == (source_file is None):
+        raise TraitlensError("give exactly one of --target SPEC.yaml or --source SPEC.yaml.")
+    study = load_study(study_file)
+    store = _open_store(study, create=False)
+    plan = plan_study(study)
+    results = collect(plan, store) if store else None
+    if results is None or results.cells["source"].isna().all():
+        raise TraitlensError(f"no adapter cells yet: run `traitlens run {study_file}` first.")
+    by = "target" if target_file else "source"
+    spec = load_spec(target_file or source_file, Target if target_file else Source)
+    sources, targets = prepare_study(study)
+    side = targets if by == "target" else sources
+    if spec.name in side:
+        raise TraitlensError(f"{by} {spec.name!r} is already in the study; give the new one another name.")
+    side[spec.name] = prepare(spec, f"{by} {spec.name}")
+    features = study_features(study, sources, targets, extra=[spec])
+    delta = view(raw_matrix(results.cells), "delta", results.diagonal, study.analysis.mask_diagonal)
+    from traitlens.data.profile import HIDDEN_FEATURES
+
+    rows = pair_rows(delta, features.source_profiles[list(HIDDEN_FEATURES) + ["answer_perplexity"]],
+                     features.target_profiles[list(HIDDEN_FEATURES)], features.groups["similarity"])
+    ranking, quality = rank(rows, spec.name, by)
+    other = "sources" if by == "target" else "targets"
+    _print_frame(f"{other} ranked by predicted transfer {'to' if by == 'target' else 'from'} {spec.name}",
+                 ranking.set_index("source" if by == "target" else "target"))
+    if quality.empty:
+        console.print("ranking quality: too few cells to hold any out.")
+    else:
+        _print_frame(f"ranking quality: Spearman of predicted vs observed transfer, each {by} held out",
+                     quality.set_index(by))
+        console.print(f"mean held-out Spearman: {quality['spearman'].mean():+.2f} over {len(quality)} {by}s"
+                      + (" (too few to trust)" if len(quality) < 5 else ""))
 
 
 def _records(frame: pd.DataFrame) -> dict:

@@ -162,3 +162,43 @@ def explain(delta: pd.DataFrame, groups: dict[str, pd.DataFrame], scores: pd.Dat
                    f"{best.high:+.2f}] over the target-mean baseline"
                    + (f", ahead of {second.group} ({second.r2:+.2f})." if second is not None else "."))
     return Explanation(table, ranked, verdict)
+
+
+def pair_rows(delta: pd.DataFrame | None, sources: pd.DataFrame, targets: pd.DataFrame,
+              similar: pd.DataFrame) -> pd.DataFrame:
+    """One row per (source, target) pair in `similar`, with source, target and pair features
+    (prefixed source:, target:, pair:) and the observed delta where there is one."""
+    rows = similar.add_prefix("pair:").reset_index()
+    rows = rows.merge(sources.add_prefix("source:"), left_on="source", right_index=True, how="left")
+    rows = rows.merge(targets.add_prefix("target:"), left_on="target", right_index=True, how="left")
+    if delta is not None:
+        observed = delta.stack().rename("delta").reset_index()
+        observed.columns = ["source", "target", "delta"]
+        rows = rows.merge(observed, on=["source", "target"], how="left")
+    return rows
+
+
+def _ridge(train: pd.DataFrame, test: pd.DataFrame, alpha: float = 1.0) -> np.ndarray:
+    from sklearn.linear_model import Ridge
+
+    columns = [c for c in train.columns if ":" in c and train[c].nunique() > 1]
+    x_train, x_test = train[columns].to_numpy(float), test[columns].to_numpy(float)
+    mean, std = np.nanmean(x_train, axis=0), np.nanstd(x_train, axis=0) + 1e-9
+    model = Ridge(alpha=alpha).fit(np.nan_to_num((x_train - mean) / std), train["delta"].to_numpy())
+    return model.predict(np.nan_to_num((x_test - mean) / std))
+
+
+def recommend(rows: pd.DataFrame, new: str, by: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rank the pairs of a new dataset (`by` = "target": a new target, ranked over sources; or
+    "source") by predicted transfer, with the ranking quality measured by holding out each
+    existing dataset of the same side in turn (Spearman of predicted vs observed transfer)."""
+    known = rows[rows["delta"].notna()]
+    ranking = rows[rows[by] == new].assign(predicted=lambda r: _ridge(known, r))
+    other = "source" if by == "target" else "target"
+    ranking = ranking[[other, "predicted"]].sort_values("predicted", ascending=False).reset_index(drop=True)
+    quality = []
+    for held in known[by].unique():
+        train, test = known[known[by] != held], known[known[by] == held]
+        if len(test) >= 3 and test["delta"].nunique() > 1:
+            quality.append({by: held, "spearman": stats.spearmanr(_ridge(train, test), test["delta"]).statistic})
+    return ranking, pd.DataFrame(quality, columns=[by, "spearman"])

@@ -54,6 +54,24 @@ def load_study(path: str | Path) -> Study:
     return study
 
 
+def load_spec(path: str | Path, model: type[BaseModel]) -> BaseModel:
+    """One dataset spec (a source or a target) from its own YAML file, checked like a study."""
+    path = Path(path)
+    data, positions, problems = _read_yaml(path, ())
+    if isinstance(data, dict):
+        _resolve_spec_paths(data, path.parent)
+        try:
+            spec = model.model_validate(data)
+        except ValidationError as exc:
+            problems += _describe(exc, data, positions, model)
+        else:
+            if not problems:
+                return spec
+    else:
+        problems.append(f"{path}: the file must be one {model.__name__.lower()} mapping (name:, dataset:, ...)")
+    raise ConfigError(str(path), sorted(problems, key=_file_line))
+
+
 def _file_line(problem: str) -> tuple[str, int]:
     file, _, rest = problem.partition(":")
     line = rest.partition(":")[0]
@@ -171,14 +189,15 @@ def _resolve_spec_paths(item: dict, base_dir: Path) -> None:
 # --- Error messages ------------------------------------------------------------------------
 
 
-def _describe(exc: ValidationError, data: dict, positions: dict[Loc, Position]) -> list[str]:
+def _describe(exc: ValidationError, data: dict, positions: dict[Loc, Position],
+              root: type[BaseModel] = Study) -> list[str]:
     grouped: dict[Loc, list[dict]] = {}
     for error in exc.errors():
         grouped.setdefault(_data_loc(error["loc"], data), []).append(error)
     problems = []
     for loc, errors in grouped.items():
         where = _position(loc, positions)
-        problems.append(f"{where}: {_dotted(loc) or '(top level)'}: {_explain(loc, errors)}")
+        problems.append(f"{where}: {_dotted(loc) or '(top level)'}: {_explain(loc, errors, root)}")
     return problems
 
 
@@ -214,11 +233,11 @@ def _dotted(loc: Loc) -> str:
     return out
 
 
-def _explain(loc: Loc, errors: list[dict]) -> str:
+def _explain(loc: Loc, errors: list[dict], root: type[BaseModel]) -> str:
     first = errors[0]
     kind, given = first["type"], first.get("input")
     if kind == "extra_forbidden":
-        allowed = _allowed_keys(loc[:-1])
+        allowed = _allowed_keys(loc[:-1], root)
         guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
         hint = f" Did you mean '{guess[0]}'?" if guess else ""
         return f"unknown key.{hint} Allowed keys here: {', '.join(allowed)}."
@@ -242,8 +261,8 @@ def _explain(loc: Loc, errors: list[dict]) -> str:
     return f"{message}; got {given!r}."
 
 
-def _allowed_keys(loc: Loc) -> list[str]:
-    model: Any = Study
+def _allowed_keys(loc: Loc, root: type[BaseModel]) -> list[str]:
+    model: Any = root
     for part in loc:
         if isinstance(part, int):
             continue  # list element: _unwrap already stepped into the item type

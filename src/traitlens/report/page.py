@@ -25,7 +25,7 @@ SECTIONS = [("glance", "Study"), ("matrix", "Transfer matrix"), ("traits", "Trai
             ("lengths", "Lengths"), ("confusion", "Confusion"), ("pending", "Not yet")]
 PROFILE_COLUMNS = ("size", "n_classes", "class_entropy_norm", "majority_share", "answer_tokens_mean",
                    "input_tokens_mean", "mtld", "readability", "digit_density", "question_rate",
-                   "negation_rate", "duplicate_rate")
+                   "negation_rate", "duplicate_rate", "answer_perplexity")
 
 
 def build_report(plan: Plan, store: Store, out: Path) -> Path:
