@@ -100,8 +100,6 @@ def compare_groups(cells: pd.DataFrame, predictive: list[str], samples: int, see
                    alpha: float = 1.0) -> pd.DataFrame:
     """Leave-one-source-out held-out R^2 of a ridge model per feature group, over the baseline
     that predicts each target's mean transfer from the other sources."""
-    from sklearn.linear_model import Ridge
-
     sources = cells["source"].unique()
     errors: dict[str, list[float]] = {"baseline": []}
     held: list[str] = []
@@ -115,13 +113,9 @@ def compare_groups(cells: pd.DataFrame, predictive: list[str], samples: int, see
         for group in predictive:
             columns = [c for c in cells.columns if c.startswith(f"{group}:") and train[c].nunique() > 1]
             prediction = base_test
-            if columns:
-                x_train, x_test = train[columns].to_numpy(float), test[columns].to_numpy(float)
-                mean, std = np.nanmean(x_train, axis=0), np.nanstd(x_train, axis=0) + 1e-9
-                x_train = np.nan_to_num((x_train - mean) / std)
-                x_test = np.nan_to_num((x_test - mean) / std)
-                model = Ridge(alpha=alpha).fit(x_train, train["delta"].to_numpy() - base_train)
-                prediction = base_test + model.predict(x_test)
+            if columns:  # the group models what the target means leave over
+                residual = train[columns].assign(delta=train["delta"].to_numpy() - base_train)
+                prediction = base_test + _ridge(residual, test[columns], alpha)
             errors.setdefault(group, []).extend((test["delta"].to_numpy() - prediction) ** 2)
     held_arr = np.array(held)
     rng = np.random.default_rng(seed)

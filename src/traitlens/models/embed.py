@@ -69,10 +69,6 @@ def embed(texts: list[str], batch_size: int = 32) -> np.ndarray:
     return np.concatenate(rows) if rows else np.zeros((0, 384))
 
 
-def centroid_cosine(first: list[str], second: list[str]) -> float:
-    return cosine(embed(first).mean(axis=0), embed(second).mean(axis=0))
-
-
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
