@@ -77,7 +77,7 @@ def biplot(scores: pd.DataFrame, loadings: pd.DataFrame) -> dict:
     a bar chart of the scores when there is one trait)."""
     if scores.shape[1] < 2:
         fig = go.Figure(go.Bar(x=[esc(s) for s in scores.index], y=scores.iloc[:, 0]))
-        fig.update_yaxes(title=esc(scores.columns[0]))
+        fig.update_yaxes(title=esc(scores.columns[0].split(" (")[0]))  # the name without its targets
         return _layout(fig, "Source scores on the trait", 360)
     first, second = scores.columns[:2]
     fig = go.Figure(go.Scatter(x=scores[first], y=scores[second], mode="markers+text", name="sources",

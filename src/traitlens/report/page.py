@@ -69,7 +69,8 @@ def build_report(plan: Plan, store: Store, out: Path) -> Path:
 
     explained = store.analysis(study.name, "explain")
     context = {
-        "explanation": _explanation(explained[1]) if explained else None,
+        "explanation": _explanation(explained[1], [s.name for s in study.sources],
+                                    [t.name for t in study.targets]) if explained else None,
         "study": study, "version": __version__, "store": str(store.root),
         "built": time.strftime("%Y-%m-%d %H:%M"), "sections": SECTIONS, "alpha": alpha,
         "confidence": round(100 * (1 - alpha)), "analysis_key": analysis_key,
@@ -108,12 +109,14 @@ def build_report(plan: Plan, store: Store, out: Path) -> Path:
     return out
 
 
-def _explanation(stored: dict[str, Any]) -> dict[str, Any]:
-    profile_rows = lambda profiles: [(name, [_num(values.get(c)) for c in PROFILE_COLUMNS])
-                                     for name, values in profiles.items()]
+def _explanation(stored: dict[str, Any], sources: list[str], targets: list[str]) -> dict[str, Any]:
+    """Profiles in the study's order (the stored JSON has sorted keys) and the explanation."""
+    profile_rows = lambda profiles, order: [(name, [_num(profiles[name].get(c)) for c in PROFILE_COLUMNS])
+                                            for name in order if name in profiles]
     return {
         "verdict": stored["verdict"], "columns": PROFILE_COLUMNS,
-        "sources": profile_rows(stored["source_profiles"]), "targets": profile_rows(stored["target_profiles"]),
+        "sources": profile_rows(stored["source_profiles"], sources),
+        "targets": profile_rows(stored["target_profiles"], targets),
         "groups": [{"group": g["group"], "r2": _num(g["r2"], True),
                     "interval": f"[{_num(g['low'], True)}, {_num(g['high'], True)}]"} for g in stored["groups"]],
         "correlations": [{"feature": c["feature"], "outcome": c["outcome"], "rho": _num(c["rho"], True),
