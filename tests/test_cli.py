@@ -185,6 +185,7 @@ targets:
     explained = traitlens("explain", str(path))
     assert explained.returncode == 0, explained.stderr
     assert "verdict: too small to tell: 3 sources" in explained.stdout
+    assert "feature groups: held-out R2" in explained.stdout
     assert "strongest correlations" in explained.stdout and "source profiles" in explained.stdout
     saved = Store(study.store).analysis("tiny-train", "explain")[1]
     assert set(saved["source_profiles"]) == {"movie", "tweets", "math"} and saved["correlations"]

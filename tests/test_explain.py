@@ -87,8 +87,10 @@ def test_planted_feature_ranks_first_and_its_group_wins():
 def test_small_study_says_so():
     delta, groups = planted_study(1, sources=4)
     result = explain(delta, groups, None, ["hidden", "similarity"], samples=50)
-    assert result.verdict.startswith("too small to tell: 4 sources") and result.groups.empty
-    assert len(result.correlations)  # correlations are still reported, with their intervals
+    assert result.verdict.startswith("too small to tell: 4 sources")
+    assert list(result.groups["group"]) and len(result.correlations)  # still reported, with intervals
+    tiny = explain(delta.iloc[:2], groups, None, ["hidden"], samples=20)
+    assert tiny.verdict.startswith("too small to tell: 2 sources") and tiny.groups.empty
 
 
 def test_recommend_ranks_sources_for_an_unseen_target():
@@ -122,3 +124,10 @@ def test_spec_file_errors_name_the_field(tmp_path):
     assert "t.yaml:4: labls: unknown key. Did you mean 'labels'?" in text
     path.write_text("name: new\ndataset: catalog:boolq\nkind: multiple_choice\nabilities: [reading]\n")
     assert load_spec(path, Target).kind == "multiple_choice"
+
+
+def test_masked_cells_are_not_observations():
+    delta, groups = planted_study(3, sources=6)
+    delta.iloc[0, 0] = np.nan  # a masked diagonal cell
+    result = explain(delta, groups, None, ["hidden", "similarity"], samples=20)
+    assert result.groups["r2"].notna().all()

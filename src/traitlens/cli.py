@@ -153,9 +153,12 @@ def _summarize(plan: Plan, store: Store, study_file: Path) -> None:
 
 
 def _analysis_key(name: str, plan: Plan, cell_keys) -> str:
-    """What an analysis depends on: the cells (whose keys cover models, data and settings) and
-    the study's analysis settings."""
-    return content_key(name, {"cells": sorted(cell_keys), "settings": plan.study.analysis.model_dump(mode="json")})
+    """What an analysis depends on: the cells (whose keys cover models, data and settings), the
+    study's analysis settings and the analysis code's version."""
+    from traitlens.analysis import ANALYSIS_CODE_VERSION
+
+    return content_key(name, {"cells": sorted(cell_keys), "code": ANALYSIS_CODE_VERSION,
+                              "settings": plan.study.analysis.model_dump(mode="json")})
 
 
 def _executor(study: Study):

@@ -51,7 +51,9 @@ def behaviour(cells: pd.DataFrame) -> pd.DataFrame:
 def cell_features(delta: pd.DataFrame, groups: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per observed cell: source, target, delta, and every feature with its group as a
     column prefix ("hidden:mtld"). Group frames are indexed by source, or by (source, target)."""
-    rows = delta.stack().rename("delta").reset_index().rename(columns={"level_0": "source", "level_1": "target"})
+    # Masked (diagonal) and missing cells are not observations.
+    rows = delta.stack().dropna().rename("delta").reset_index()
+    rows.columns = ["source", "target", "delta"]
     for group, frame in groups.items():
         frame = frame.add_prefix(f"{group}:")
         keys = ["source", "target"] if isinstance(frame.index, pd.MultiIndex) else ["source"]
@@ -138,14 +140,15 @@ def explain(delta: pd.DataFrame, groups: dict[str, pd.DataFrame], scores: pd.Dat
     cells = cell_features(delta, groups)
     table = correlations(cells, scores, samples, seed)
     n_sources = cells["source"].nunique()
-    if n_sources < MIN_SOURCES:
-        ranked = pd.DataFrame(columns=["group", "r2", "low", "high"])
-        verdict = (f"too small to tell: {n_sources} sources; comparing feature groups needs at least "
-                   f"{MIN_SOURCES} for leave-one-source-out.")
-        return Explanation(table, ranked, verdict)
+    if n_sources < 3:
+        return Explanation(table, pd.DataFrame(columns=["group", "r2", "low", "high"]),
+                           f"too small to tell: {n_sources} sources; leave-one-source-out needs at least 3.")
     ranked = compare_groups(cells, predictive, samples, seed)
     best, second = ranked.iloc[0], ranked.iloc[1] if len(ranked) > 1 else None
-    if best.r2 <= 0 or best.low <= 0:
+    if n_sources < MIN_SOURCES:
+        verdict = (f"too small to tell: {n_sources} sources (the held-out scores below fit on "
+                   f"{n_sources - 1} at a time; trust a comparison from {MIN_SOURCES} sources on).")
+    elif best.r2 <= 0 or best.low <= 0:
         verdict = (f"no feature group predicts held-out transfer better than each target's mean "
                    f"(best: {best.group}, R2 {best.r2:+.2f} [{best.low:+.2f}, {best.high:+.2f}]).")
     elif second is not None and best.low <= second.r2:
