@@ -131,3 +131,17 @@ def test_masked_cells_are_not_observations():
     delta.iloc[0, 0] = np.nan  # a masked diagonal cell
     result = explain(delta, groups, None, ["hidden", "similarity"], samples=20)
     assert result.groups["r2"].notna().all()
+
+
+def test_held_out_recommendations_hide_the_target_they_rank():
+    from scipy import stats
+
+    from traitlens.analysis.explain import held_out_recommendations, pair_rows
+
+    delta, groups = planted_study(4, sources=10, targets=4)
+    rows = pair_rows(delta, groups["hidden"], pd.DataFrame({"size": [1.0] * 4}, index=delta.columns),
+                     groups["similarity"])
+    table = held_out_recommendations(rows)
+    assert len(table) == 10 * 4 and set(table["rank"]) == set(range(1, 11))
+    for _, ranked in table.groupby("target"):
+        assert stats.spearmanr(ranked["predicted"], ranked["observed"]).statistic > 0.7

@@ -310,7 +310,7 @@ def explain(study_file: Path, top: int) -> None:
 def _explain(plan: Plan, store: Store):
     """Features and the explanation of a study's cells, stored (the caller holds the lock)."""
     from traitlens.analysis.collect import collect
-    from traitlens.analysis.explain import behaviour
+    from traitlens.analysis.explain import behaviour, held_out_recommendations
     from traitlens.analysis.explain import explain as explain_transfer
     from traitlens.analysis.views import raw_matrix, view
     from traitlens.execution.features import PREDICTIVE, study_features
@@ -326,9 +326,12 @@ def _explain(plan: Plan, store: Store):
     scores = pd.DataFrame({t["trait"]: t["scores"] for t in stored[1]["traits"]}) if stored else None
     result = explain_transfer(delta, features.groups, scores, PREDICTIVE,
                               study.analysis.bootstrap_samples, study.analysis.seed)
+    recommendations = held_out_recommendations(features.pairs(delta))
     store.put_analysis(study.name, "explain", _analysis_key("explain", plan, results.cells["key"]),
                        result.to_json() | {"source_profiles": _records(features.source_profiles),
-                                           "target_profiles": _records(features.target_profiles)})
+                                           "target_profiles": _records(features.target_profiles),
+                                           "recommendations": recommendations.astype(object)
+                                           .where(recommendations.notna(), None).to_dict("records")})
     return result, features.source_profiles
 
 
@@ -348,7 +351,6 @@ def recommend(study_file: Path, target_file: Path | None, source_file: Path | No
     target (or source) in turn.
     """
     from traitlens.analysis.collect import collect
-    from traitlens.analysis.explain import pair_rows
     from traitlens.analysis.explain import recommend as rank
     from traitlens.analysis.views import raw_matrix, view
     from traitlens.config.load import load_spec
@@ -372,11 +374,7 @@ def recommend(study_file: Path, target_file: Path | None, source_file: Path | No
     side[spec.name] = prepare(spec, f"{by} {spec.name}")
     features = study_features(study, sources, targets, extra=[spec])
     delta = view(raw_matrix(results.cells), "delta", results.diagonal, study.analysis.mask_diagonal)
-    from traitlens.data.profile import HIDDEN_FEATURES
-
-    rows = pair_rows(delta, features.source_profiles[list(HIDDEN_FEATURES) + ["answer_perplexity"]],
-                     features.target_profiles[list(HIDDEN_FEATURES)], features.groups["similarity"])
-    ranking, quality = rank(rows, spec.name, by)
+    ranking, quality = rank(features.pairs(delta), spec.name, by)
     other = "sources" if by == "target" else "targets"
     _print_frame(f"{other} ranked by predicted transfer {'to' if by == 'target' else 'from'} {spec.name}",
                  ranking.set_index("source" if by == "target" else "target"))

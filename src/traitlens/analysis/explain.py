@@ -199,3 +199,16 @@ def recommend(rows: pd.DataFrame, new: str, by: str) -> tuple[pd.DataFrame, pd.D
         if len(test) >= 3 and test["delta"].nunique() > 1:
             quality.append({by: held, "spearman": stats.spearmanr(_ridge(train, test), test["delta"]).statistic})
     return ranking, pd.DataFrame(quality, columns=[by, "spearman"])
+
+
+def held_out_recommendations(rows: pd.DataFrame) -> pd.DataFrame:
+    """For every target, the ranking of sources the model would have given had that target been
+    new (its cells hidden), next to the observed transfer: one row per (target, source)."""
+    out = []
+    for target in rows.loc[rows["delta"].notna(), "target"].unique():
+        hidden = rows.assign(delta=rows["delta"].where(rows["target"] != target))
+        ranking, _ = recommend(hidden, target, by="target")
+        observed = rows[rows["target"] == target].set_index("source")["delta"]
+        out += [{"target": target, "rank": rank + 1, "source": row.source, "predicted": row.predicted,
+                 "observed": observed.get(row.source)} for rank, row in enumerate(ranking.itertuples())]
+    return pd.DataFrame(out, columns=["target", "rank", "source", "predicted", "observed"])

@@ -26,6 +26,14 @@ class StudyFeatures:
     target_profiles: pd.DataFrame
     groups: dict[str, pd.DataFrame]  # group -> features by source, or by (source, target)
 
+    def pairs(self, delta: pd.DataFrame | None) -> pd.DataFrame:
+        """Every (source, target) pair with the features a prediction may use, known before
+        training: source statistics and quality, target statistics, pair similarity."""
+        from traitlens.analysis.explain import pair_rows
+
+        return pair_rows(delta, self.source_profiles[[*HIDDEN_FEATURES, "answer_perplexity"]],
+                         self.target_profiles[list(HIDDEN_FEATURES)], self.groups["similarity"])
+
 
 def study_features(study: Study, sources: dict[str, pd.DataFrame], targets: dict[str, pd.DataFrame],
                    behaviour: pd.DataFrame | None = None, extra: list[DatasetSpec] = ()) -> StudyFeatures:

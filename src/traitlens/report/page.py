@@ -22,7 +22,8 @@ from traitlens.store.db import ADAPTER_META_FILE, Store
 
 SECTIONS = [("glance", "Study"), ("matrix", "Transfer matrix"), ("traits", "Traits"),
             ("effects", "Side effects"), ("profiles", "Profiles"), ("explanation", "Why"),
-            ("lengths", "Lengths"), ("confusion", "Confusion"), ("pending", "Not yet")]
+            ("recommendations", "Recommendations"), ("lengths", "Lengths"), ("confusion", "Confusion"),
+            ("pending", "Not yet")]
 PROFILE_COLUMNS = ("size", "n_classes", "class_entropy_norm", "majority_share", "answer_tokens_mean",
                    "input_tokens_mean", "mtld", "readability", "digit_density", "question_rate",
                    "negation_rate", "duplicate_rate", "answer_perplexity")
@@ -119,6 +120,8 @@ def _explanation(stored: dict[str, Any], sources: list[str], targets: list[str])
         "targets": profile_rows(stored["target_profiles"], targets),
         "groups": [{"group": g["group"], "r2": _num(g["r2"], True),
                     "interval": f"[{_num(g['low'], True)}, {_num(g['high'], True)}]"} for g in stored["groups"]],
+        "recommendations": [{**r, "predicted": _num(r["predicted"], True), "observed": _num(r["observed"], True)}
+                            for r in stored.get("recommendations", [])],
         "correlations": [{"feature": c["feature"], "outcome": c["outcome"], "rho": _num(c["rho"], True),
                           "interval": f"[{_num(c['low'], True)}, {_num(c['high'], True)}]"}
                          for c in stored["correlations"][:20]],
