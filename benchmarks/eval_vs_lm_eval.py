@@ -52,13 +52,16 @@ def lm_eval_task(folder: Path, name: str, target: Target, items, tokenizer) -> l
             choices, gold = [text for _, text in parsed], [letter for letter, _ in parsed].index(row["answer"])
         rows.append({"prompt": context, "choices": choices, "gold": gold})
         golds.append(gold)
+    # lm-eval puts `target_delimiter` (a space by default) between prompt and choice; a prompt
+    # that ends its line already (the paper's "Trigger:\n" format) needs none.
+    delimiter = '""' if rows and rows[0]["prompt"].endswith("\n") else '" "'
     data = folder / f"{name}.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     (folder / f"{name}.yaml").write_text(
         f"task: bench_{name.replace('-', '_')}\ndataset_path: json\n"
         f"dataset_kwargs:\n  data_files:\n    test: {data}\ntest_split: test\n"
         "output_type: multiple_choice\ndoc_to_text: \"{{prompt}}\"\ndoc_to_choice: \"{{choices}}\"\n"
-        "doc_to_target: \"{{gold}}\"\nmetric_list:\n  - metric: acc\n")
+        f"doc_to_target: \"{{{{gold}}}}\"\ntarget_delimiter: {delimiter}\nmetric_list:\n  - metric: acc\n")
     return golds
 
 

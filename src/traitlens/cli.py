@@ -20,9 +20,10 @@ from traitlens.data.load import prepare, prepare_study
 from traitlens.data.reference import parse_reference
 from traitlens.data.template import render
 from traitlens.errors import TraitlensError
+from traitlens.execution.analyses import ensure_analyses, run_explain, run_traits
 from traitlens.execution.local import RunSummary, run_plan
 from traitlens.execution.plan import Plan, plan_study
-from traitlens.store import Store, content_key
+from traitlens.store import Store
 
 console = Console(highlight=False)
 STATE_STYLE = {"done": "green", "failed": "red", "running": "yellow", "new": "cyan"}
@@ -135,12 +136,8 @@ def train(study_file: Path, source_names: tuple[str, ...], seeds: tuple[int, ...
 def _summarize(plan: Plan, store: Store, study_file: Path) -> None:
     """The end of a run: traits, the explanation's verdict, the report. Analyses whose inputs
     have not changed since they were stored are reused, so a finished study reruns quickly."""
-    cells = [job.key for job in plan.eval_jobs]
     try:
-        for name, compute in (("traits", _analyze), ("explain", _explain)):
-            stored = store.analysis(plan.study.name, name)
-            if stored is None or stored[0] != _analysis_key(name, plan, cells):
-                compute(plan, store)
+        ensure_analyses(plan, store)
     except TraitlensError as exc:  # e.g. no target varies: the matrix stands on its own
         console.print(f"[yellow]no traits[/]: {exc}")
         return
@@ -150,15 +147,6 @@ def _summarize(plan: Plan, store: Store, study_file: Path) -> None:
     verdict = store.analysis(plan.study.name, "explain")[1]["verdict"]
     console.print(f"why: {verdict} (`traitlens explain {study_file}`)")
     console.print(f"report: {_write_report(plan, store, None)}")
-
-
-def _analysis_key(name: str, plan: Plan, cell_keys) -> str:
-    """What an analysis depends on: the cells (whose keys cover models, data and settings), the
-    study's analysis settings and the analysis code's version."""
-    from traitlens.analysis import ANALYSIS_CODE_VERSION
-
-    return content_key(name, {"cells": sorted(cell_keys), "code": ANALYSIS_CODE_VERSION,
-                              "settings": plan.study.analysis.model_dump(mode="json")})
 
 
 def _executor(study: Study):
@@ -227,21 +215,8 @@ def traits(study_file: Path) -> None:
     if store is None:
         raise TraitlensError(f"no store at {study.store} yet: run `traitlens run {study_file}` first.")
     with store.locked(f"traitlens traits {study_file}"):
-        result = _analyze(plan_study(study), store)
+        result = run_traits(plan_study(study), store)
     _print_traits(result, study)
-
-
-def _analyze(plan: Plan, store: Store):
-    """The trait analysis of the finished cells, stored for the report (the caller holds the
-    store's lock)."""
-    from traitlens.analysis.analyze import analyze
-    from traitlens.analysis.collect import collect
-
-    results = collect(plan, store)
-    result = analyze(results, plan.study.analysis)
-    store.put_analysis(plan.study.name, "traits", _analysis_key("traits", plan, results.cells["key"]),
-                       result.to_json())
-    return result
 
 
 def _print_traits(result, study: Study) -> None:
@@ -295,7 +270,7 @@ def explain(study_file: Path, top: int) -> None:
     if store is None:
         raise TraitlensError(f"no store at {study.store} yet: run `traitlens run {study_file}` first.")
     with store.locked(f"traitlens explain {study_file}"):
-        result, source_profiles = _explain(plan_study(study), store)
+        result, source_profiles = run_explain(plan_study(study), store)
     console.print(f"[bold]verdict[/]: {result.verdict}")
     if not result.groups.empty:
         _print_frame("feature groups: held-out R2 over the target-mean baseline (95% interval)",
@@ -305,34 +280,6 @@ def explain(study_file: Path, top: int) -> None:
     _print_frame("source profiles", source_profiles[["size", "n_classes", "class_entropy_norm",
                                                      "answer_tokens_mean", "input_tokens_mean", "mtld",
                                                      "readability", "answer_perplexity"]])
-
-
-def _explain(plan: Plan, store: Store):
-    """Features and the explanation of a study's cells, stored (the caller holds the lock)."""
-    from traitlens.analysis.collect import collect
-    from traitlens.analysis.explain import behaviour, held_out_recommendations
-    from traitlens.analysis.explain import explain as explain_transfer
-    from traitlens.analysis.views import raw_matrix, view
-    from traitlens.execution.features import PREDICTIVE, study_features
-
-    study = plan.study
-    stored = store.analysis(study.name, "traits")
-    results = collect(plan, store)
-    if results.cells.empty or results.cells["source"].isna().all():
-        raise TraitlensError("no adapter cells in the store yet: run the study first.")
-    sources, targets = prepare_study(study)
-    features = study_features(study, sources, targets, behaviour(results.cells))
-    delta = view(raw_matrix(results.cells), "delta", results.diagonal, study.analysis.mask_diagonal).dropna(how="all")
-    scores = pd.DataFrame({t["trait"]: t["scores"] for t in stored[1]["traits"]}) if stored else None
-    result = explain_transfer(delta, features.groups, scores, PREDICTIVE,
-                              study.analysis.bootstrap_samples, study.analysis.seed)
-    recommendations = held_out_recommendations(features.pairs(delta))
-    store.put_analysis(study.name, "explain", _analysis_key("explain", plan, results.cells["key"]),
-                       result.to_json() | {"source_profiles": _records(features.source_profiles),
-                                           "target_profiles": _records(features.target_profiles),
-                                           "recommendations": recommendations.astype(object)
-                                           .where(recommendations.notna(), None).to_dict("records")})
-    return result, features.source_profiles
 
 
 @cli.command()
@@ -387,10 +334,6 @@ def recommend(study_file: Path, target_file: Path | None, source_file: Path | No
                       + (" (too few to trust)" if len(quality) < 5 else ""))
 
 
-def _records(frame: pd.DataFrame) -> dict:
-    return frame.astype(object).where(frame.notna(), None).to_dict("index")
-
-
 def _print_frame(title: str, frame: pd.DataFrame) -> None:
     console.print(title)
     table = Table()
@@ -422,9 +365,9 @@ def report(study_file: Path, output: Path | None) -> None:
     plan = plan_study(study)
     with store.locked(f"traitlens report {study_file}"):
         if store.analysis(study.name, "traits") is None:
-            _analyze(plan, store)
+            run_traits(plan, store)
         if store.analysis(study.name, "explain") is None:
-            _explain(plan, store)
+            run_explain(plan, store)
     console.print(f"report: {_write_report(plan, store, output)}")
 
 

@@ -1,0 +1,73 @@
+"""The analysis stages of a study: traits and explanation computed from the store's cells and
+stored back, each under a key of its inputs so an unchanged study reuses them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pandas as pd
+
+from traitlens.analysis import ANALYSIS_CODE_VERSION
+from traitlens.analysis.analyze import TraitAnalysis, analyze
+from traitlens.analysis.collect import collect
+from traitlens.analysis.explain import Explanation, behaviour, held_out_recommendations
+from traitlens.analysis.explain import explain as explain_transfer
+from traitlens.analysis.views import raw_matrix, view
+from traitlens.data.load import prepare_study
+from traitlens.execution.features import PREDICTIVE, study_features
+from traitlens.errors import TraitlensError
+from traitlens.execution.plan import Plan
+from traitlens.store.db import Store
+from traitlens.store.keys import content_key
+
+
+def analysis_key(name: str, plan: Plan, cell_keys: Iterable[str]) -> str:
+    """What an analysis depends on: the cells (whose keys cover models, data and settings), the
+    study's analysis settings and the analysis code's version."""
+    return content_key(name, {"cells": sorted(cell_keys), "code": ANALYSIS_CODE_VERSION,
+                              "settings": plan.study.analysis.model_dump(mode="json")})
+
+
+def run_traits(plan: Plan, store: Store) -> TraitAnalysis:
+    """The trait analysis of the finished cells, stored for the report (the caller holds the
+    store's lock)."""
+    results = collect(plan, store)
+    result = analyze(results, plan.study.analysis)
+    store.put_analysis(plan.study.name, "traits", analysis_key("traits", plan, results.cells["key"]),
+                       result.to_json())
+    return result
+
+
+def run_explain(plan: Plan, store: Store) -> tuple[Explanation, pd.DataFrame]:
+    """Features and the explanation of a study's cells, stored (the caller holds the lock)."""
+    study = plan.study
+    stored = store.analysis(study.name, "traits")
+    results = collect(plan, store)
+    if results.cells.empty or results.cells["source"].isna().all():
+        raise TraitlensError("no adapter cells in the store yet: run the study first.")
+    sources, targets = prepare_study(study)
+    features = study_features(study, sources, targets, behaviour(results.cells))
+    delta = view(raw_matrix(results.cells), "delta", results.diagonal, study.analysis.mask_diagonal).dropna(how="all")
+    scores = pd.DataFrame({t["trait"]: t["scores"] for t in stored[1]["traits"]}) if stored else None
+    result = explain_transfer(delta, features.groups, scores, PREDICTIVE,
+                              study.analysis.bootstrap_samples, study.analysis.seed)
+    recommendations = held_out_recommendations(features.pairs(delta))
+    store.put_analysis(study.name, "explain", analysis_key("explain", plan, results.cells["key"]),
+                       result.to_json() | {"source_profiles": records(features.source_profiles),
+                                           "target_profiles": records(features.target_profiles),
+                                           "recommendations": recommendations.astype(object)
+                                           .where(recommendations.notna(), None).to_dict("records")})
+    return result, features.source_profiles
+
+
+def ensure_analyses(plan: Plan, store: Store) -> None:
+    """Compute the traits and the explanation unless the stored ones have the same inputs."""
+    cells = [job.key for job in plan.eval_jobs]
+    for name, compute in (("traits", run_traits), ("explain", run_explain)):
+        stored = store.analysis(plan.study.name, name)
+        if stored is None or stored[0] != analysis_key(name, plan, cells):
+            compute(plan, store)
+
+
+def records(frame: pd.DataFrame) -> dict:
+    return frame.astype(object).where(frame.notna(), None).to_dict("index")
