@@ -178,3 +178,20 @@ def test_analyze_end_to_end_is_json_ready():
     stored = result.to_json()
     json.dumps(stored, allow_nan=False)
     assert stored["traits"][0]["refits"] == 50 and 0 <= stored["traits"][0]["median_congruence"] <= 1
+
+
+def test_stability_skips_refits_that_cannot_be_fitted():
+    from traitlens.analysis.stability import trait_stability
+
+    results = hand_results()
+    reference = pd.DataFrame({"trait 1": [0.9, 0.8, -0.5]}, index=["movie", "amazon", "asdiv"])
+    calls = []
+
+    def refit(cells):
+        calls.append(1)
+        if len(calls) % 2:
+            raise ValueError("too few targets vary in this resample")
+        return reference
+
+    table = trait_stability(reference, refit, results.cells, results.items, samples=10)
+    assert table.loc["trait 1", "refits"] == 5 and table.loc["trait 1", "median_congruence"] == pytest.approx(1.0)

@@ -72,18 +72,17 @@ def analyze(results: Results, settings: Analysis) -> TraitAnalysis:
     cells = results.cells[results.cells["source"].isin(sources) | (results.cells["model"] == BASE)]
     estimator = ESTIMATORS[settings.method]
 
-    def fit(cells_: pd.DataFrame):
+    def fit(cells_: pd.DataFrame, n_traits: int | str):
         matrix_ = view(raw_matrix(cells_), settings.view, results.diagonal, settings.mask_diagonal)
         return estimator(n_traits, settings.rotation, random_state=settings.seed).fit(matrix_), matrix_
 
-    n_traits = settings.n_traits
     try:
-        traits, matrix = fit(cells)
+        traits, matrix = fit(cells, settings.n_traits)
     except ValueError as exc:
         raise TraitlensError(f"{exc}. Add sources or targets, or more items per target.") from None
-    n_traits = traits.n_traits_  # refits keep the full-data trait count
-    stability = trait_stability(traits.loadings_, lambda c: fit(c)[0].loadings_, cells, results.items,
-                                settings.bootstrap_samples, settings.seed)
+    # Refits keep the full-data trait count, so their traits can be matched one to one.
+    stability = trait_stability(traits.loadings_, lambda c: fit(c, traits.n_traits_)[0].loadings_, cells,
+                                results.items, settings.bootstrap_samples, settings.seed)
     uncertainty = cell_uncertainty(cells, results.items, settings.bootstrap_samples, settings.alpha, settings.seed)
     delta = view(complete, "delta")
     return TraitAnalysis(

@@ -28,12 +28,16 @@ def resampled_cells(cells: pd.DataFrame, items: dict[str, pd.DataFrame], rng: np
 def trait_stability(reference: pd.DataFrame, refit: Callable[[pd.DataFrame], pd.DataFrame],
                     cells: pd.DataFrame, items: dict[str, pd.DataFrame], samples: int, seed: int = 0
                     ) -> pd.DataFrame:
-    """Per trait: median congruence with the reference loadings and the share of refits at or
-    above 0.85. `refit(cells)` returns the loadings of a refit on resampled cells."""
+    """Per trait: median congruence with the reference loadings, the share of refits at or
+    above 0.85, and how many refits succeeded. `refit(cells)` returns the loadings of a refit
+    on resampled cells."""
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(samples):
-        loadings = refit(resampled_cells(cells, items, rng)).reindex(reference.index).fillna(0.0)
+        try:
+            loadings = refit(resampled_cells(cells, items, rng)).reindex(reference.index).fillna(0.0)
+        except ValueError:  # a resample where too few targets vary: no traits to compare
+            continue
         if loadings.shape[1] != reference.shape[1]:
             continue
         _, phi = match(reference.to_numpy(), loadings.to_numpy())
