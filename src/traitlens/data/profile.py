@@ -121,6 +121,12 @@ def similarity(source: pd.DataFrame, target: pd.DataFrame) -> dict[str, float]:
     return {"vocabulary_jaccard": jaccard, "target_token_coverage": coverage, "tfidf_cosine": cosine}
 
 
+def answer_lengths(table: pd.DataFrame, tokenizer: Any, sample: int = 200, seed: int = 0) -> list[int]:
+    """Token lengths of a seeded sample of the answers, for length distributions in the report."""
+    rows = table.sample(n=min(sample, len(table)), random_state=seed)
+    return [len(ids) for ids in tokenizer(list(rows["answer"].astype(str)), add_special_tokens=False)["input_ids"]]
+
+
 def profile_study(sources: dict[str, pd.DataFrame], targets: dict[str, pd.DataFrame], tokenizer: Any
                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(source profiles, target profiles, similarity of every source to every target)."""

@@ -53,7 +53,8 @@ def run_explain(plan: Plan, store: Store) -> tuple[Explanation, pd.DataFrame]:
                               study.analysis.bootstrap_samples, study.analysis.seed)
     recommendations = held_out_recommendations(features.pairs(delta))
     store.put_analysis(study.name, "explain", analysis_key("explain", plan, results.cells["key"]),
-                       result.to_json() | {"source_profiles": records(features.source_profiles),
+                       result.to_json() | {"answer_lengths": features.answer_lengths,
+                                           "source_profiles": records(features.source_profiles),
                                            "target_profiles": records(features.target_profiles),
                                            "recommendations": recommendations.astype(object)
                                            .where(recommendations.notna(), None).to_dict("records")})

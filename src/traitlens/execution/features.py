@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from traitlens.config.schema import DatasetSpec, Study
-from traitlens.data.profile import HIDDEN_FEATURES, profile_study
+from traitlens.data.profile import HIDDEN_FEATURES, answer_lengths, profile_study
 
 PREDICTIVE = ["hidden", "similarity", "quality"]  # known before training; behaviour is not
 SAMPLE = 32  # examples per dataset for embeddings and perplexity: enough for a mean, and fast
@@ -25,6 +25,7 @@ class StudyFeatures:
     source_profiles: pd.DataFrame
     target_profiles: pd.DataFrame
     groups: dict[str, pd.DataFrame]  # group -> features by source, or by (source, target)
+    answer_lengths: dict[str, dict[str, list[int]]]  # "sources"/"targets" -> name -> token lengths
 
     def pairs(self, delta: pd.DataFrame | None) -> pd.DataFrame:
         """Every (source, target) pair with the features a prediction may use, known before
@@ -55,4 +56,6 @@ def study_features(study: Study, sources: dict[str, pd.DataFrame], targets: dict
               "quality": source_profiles[["duplicate_rate", "answer_perplexity"]]}
     if behaviour is not None and not behaviour.empty:
         groups["behaviour"] = behaviour
-    return StudyFeatures(source_profiles, target_profiles, groups)
+    lengths = {side: {name: answer_lengths(table, scorer.tokenizer) for name, table in tables.items()}
+               for side, tables in (("sources", sources), ("targets", targets))}
+    return StudyFeatures(source_profiles, target_profiles, groups, lengths)

@@ -98,20 +98,24 @@ def confusion(target: str, matrices: dict[str, dict[str, dict[str, int]]]) -> di
     models = list(matrices)
     for index, model in enumerate(models):
         gold = list(matrices[model])
-        predicted = list(next(iter(matrices[model].values())))
+        # Stored JSON sorts keys: show the labels in gold order, then invalid outputs last.
+        predicted = [*gold, *sorted(set(next(iter(matrices[model].values()))) - set(gold))]
         z = [[matrices[model][g][p] for p in predicted] for g in gold]
         fig.add_trace(go.Heatmap(z=z, x=[esc(p) for p in predicted], y=[esc(g) for g in gold], visible=index == 0,
                                  text=z, texttemplate="%{text}", colorscale="Blues", showscale=False))
     buttons = [{"label": esc(model), "method": "update",
                 "args": [{"visible": [i == j for j in range(len(models))]}]} for i, model in enumerate(models)]
-    fig.update_layout(updatemenus=[{"buttons": buttons, "direction": "right", "x": 0, "y": 1.18,
-                                    "xanchor": "left", "type": "buttons"}])
+    fig.update_layout(updatemenus=[{"buttons": buttons, "direction": "right", "x": 1, "y": 1.18,
+                                    "xanchor": "right", "type": "buttons"}])
     fig.update_xaxes(title="predicted")
     fig.update_yaxes(title="gold", autorange="reversed")
     return _layout(fig, f"Confusion matrices: {target}", 380)
 
 
-def lengths(target: str, by_model: dict[str, list[int]]) -> dict:
-    fig = go.Figure([go.Box(y=values, name=esc(model), boxmean=True) for model, values in by_model.items()])
-    fig.update_yaxes(title="generated tokens")
+def lengths(target: str, by_model: dict[str, list[int]], answers: dict[str, list[int]]) -> dict:
+    """Generated length per model next to the answer lengths of the target and the sources."""
+    fig = go.Figure([go.Box(y=values, name=esc(model), boxmean=True) for model, values in by_model.items()]
+                    + [go.Box(y=values, name=esc(label), boxmean=True, marker_color="#888")
+                       for label, values in answers.items()])
+    fig.update_yaxes(title="tokens")
     return _layout(fig, f"Generated length: {target}", 380)

@@ -23,7 +23,7 @@ from traitlens.store.db import ADAPTER_META_FILE, Store
 SECTIONS = [("glance", "Study"), ("matrix", "Transfer matrix"), ("traits", "Traits"),
             ("effects", "Side effects"), ("profiles", "Profiles"), ("explanation", "Why"),
             ("recommendations", "Recommendations"), ("lengths", "Lengths"), ("confusion", "Confusion"),
-            ("pending", "Not yet")]
+            ("provenance", "Provenance")]
 PROFILE_COLUMNS = ("size", "n_classes", "class_entropy_norm", "majority_share", "answer_tokens_mean",
                    "input_tokens_mean", "mtld", "readability", "digit_density", "question_rate",
                    "negation_rate", "duplicate_rate", "answer_perplexity")
@@ -50,6 +50,7 @@ def build_report(plan: Plan, store: Store, out: Path) -> Path:
     names = [t["name"] for t in analysis["traits"]]
     alpha = study.analysis.alpha
 
+    explained = store.analysis(study.name, "explain")
     figs = {"delta": figures.delta_heatmap(delta, raw, uncertainty, alpha),
             "scree": figures.scree(_eigenvalues(pd.DataFrame(analysis["matrix"])), len(names)),
             "loadings": figures.loadings_heatmap(loadings, names),
@@ -58,8 +59,12 @@ def build_report(plan: Plan, store: Store, out: Path) -> Path:
     for target in study.targets:
         jobs = [job for job in plan.eval_jobs if job.target == target.name and store.cell(job.key)]
         if target.kind in ("generative", "generation_classification"):
+            answers = explained[1].get("answer_lengths", {}) if explained else {}
+            reference = {f"{target.name} answers": answers.get("targets", {}).get(target.name, [])}
+            reference |= {f"{name} answers (source)": values for name, values in answers.get("sources", {}).items()}
             figs[f"length-{target.name}"] = figures.lengths(target.name, {
-                job.model: [i["generated_tokens"] for i in store.items(job.key)] for job in jobs})
+                job.model: [i["generated_tokens"] for i in store.items(job.key)] for job in jobs},
+                {label: values for label, values in reference.items() if values})
             length_ids.append(f"length-{target.name}")
         if target.kind != "generative":
             matrices = {job.model: store.cell(job.key)["metrics"]["confusion"] for job in jobs
@@ -68,7 +73,6 @@ def build_report(plan: Plan, store: Store, out: Path) -> Path:
                 figs[f"confusion-{target.name}"] = figures.confusion(target.name, matrices)
                 confusion_ids.append(f"confusion-{target.name}")
 
-    explained = store.analysis(study.name, "explain")
     context = {
         "explanation": _explanation(explained[1], [s.name for s in study.sources],
                                     [t.name for t in study.targets]) if explained else None,
