@@ -37,6 +37,7 @@ def build_report(plan: Plan, store: Store, out: Path) -> Path:
         raise TraitlensError("no trait analysis in the store yet: run `traitlens run` (or `traitlens traits`) first.")
     analysis_key, analysis = stored
     results = collect(plan, store)
+    cells = {job.key: cell for job in plan.eval_jobs if (cell := store.cell(job.key)) is not None}
     # The stored JSON has sorted keys; show rows and columns in the study's order.
     raw = pd.DataFrame(analysis["raw"])
     raw = raw.reindex(index=[m for m in [BASE, *(s.name for s in study.sources)] if m in raw.index],
@@ -57,7 +58,7 @@ def build_report(plan: Plan, store: Store, out: Path) -> Path:
             "biplot": figures.biplot(scores, loadings)}
     length_ids, confusion_ids = [], []
     for target in study.targets:
-        jobs = [job for job in plan.eval_jobs if job.target == target.name and store.cell(job.key)]
+        jobs = [job for job in plan.eval_jobs if job.target == target.name and job.key in cells]
         if target.kind in ("generative", "generation_classification"):
             answers = explained[1].get("answer_lengths", {}) if explained else {}
             reference = {f"{target.name} answers": answers.get("targets", {}).get(target.name, [])}
@@ -67,8 +68,8 @@ def build_report(plan: Plan, store: Store, out: Path) -> Path:
                 {label: values for label, values in reference.items() if values})
             length_ids.append(f"length-{target.name}")
         if target.kind != "generative":
-            matrices = {job.model: store.cell(job.key)["metrics"]["confusion"] for job in jobs
-                        if "confusion" in store.cell(job.key)["metrics"]}
+            matrices = {job.model: cells[job.key]["metrics"]["confusion"] for job in jobs
+                        if "confusion" in cells[job.key]["metrics"]}
             if matrices:
                 figs[f"confusion-{target.name}"] = figures.confusion(target.name, matrices)
                 confusion_ids.append(f"confusion-{target.name}")
@@ -83,7 +84,7 @@ def build_report(plan: Plan, store: Store, out: Path) -> Path:
         "settings": {name: json.dumps(getattr(study, name).model_dump(mode="json"))
                      for name in ("analysis", "lora", "training", "evaluation")},
         "sources": [_source_row(source, plan, store) for source in study.sources],
-        "targets": [_target_row(target, plan, store) for target in study.targets],
+        "targets": [_target_row(target, plan, cells) for target in study.targets],
         "matrix": {"columns": list(raw.columns),
                    "rows": [(model, [_num(v) for v in row]) for model, row in raw.iterrows()]},
         "cells": [{"model": r["model"], "target": r["target"], "delta": _num(r["delta"], True),
@@ -162,8 +163,8 @@ def _source_row(source, plan: Plan, store: Store) -> dict[str, Any]:
             "adapters": adapters}
 
 
-def _target_row(target, plan: Plan, store: Store) -> dict[str, Any]:
-    cell = next((store.cell(j.key) for j in plan.eval_jobs if j.target == target.name and store.cell(j.key)), None)
+def _target_row(target, plan: Plan, cells: dict[str, dict]) -> dict[str, Any]:
+    cell = next((cells[j.key] for j in plan.eval_jobs if j.target == target.name and j.key in cells), None)
     return {"name": target.name, "dataset": target.dataset, "split": target.split, "kind": target.kind,
             "abilities": ", ".join(target.abilities), "n_items": cell["n_items"] if cell else "-",
             "example": cell["meta"]["example"] if cell else ""}
