@@ -30,6 +30,11 @@ HIDDEN_FEATURES = ("n_classes", "class_entropy_norm", "majority_share", "imbalan
                    "readability", "digit_density", "question_rate", "negation_rate")
 
 
+def question_text(table: pd.DataFrame) -> pd.Series:
+    """What a model reads before answering: the passage (if any) and the input."""
+    return (table["passage"].fillna("") + " " + table["input"]) if "passage" in table else table["input"]
+
+
 def words(text: str) -> list[str]:
     return [w.lower() for w in WORD.findall(text)]
 
@@ -78,7 +83,7 @@ def flesch_reading_ease(texts: list[str]) -> float:
 def profile(table: pd.DataFrame, tokenizer: Any, labels: list[str] | None = None) -> dict[str, float]:
     """The profile of one prepared dataset (canonical columns input, answer, passage?). Class
     statistics are computed when there is a label set, or at most 20 distinct answers."""
-    inputs = (table["passage"].fillna("") + " " + table["input"]) if "passage" in table else table["input"]
+    inputs = question_text(table)
     answers = table["answer"].astype(str)
     encode = lambda texts: np.array([len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]])
     input_tokens, answer_tokens = encode(inputs), encode(answers)
@@ -107,16 +112,15 @@ def similarity(source: pd.DataFrame, target: pd.DataFrame) -> dict[str, float]:
     """Surface similarity of a source to a target: vocabulary overlap and TF-IDF cosine."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    def text(table: pd.DataFrame) -> pd.Series:
-        return (table["passage"].fillna("") + " " + table["input"]) if "passage" in table else table["input"]
-
-    source_words, target_words = Counter(w for t in text(source) for w in words(t)), Counter(w for t in text(target) for w in words(t))
+    source_text, target_text = question_text(source), question_text(target)
+    source_words = Counter(w for t in source_text for w in words(t))
+    target_words = Counter(w for t in target_text for w in words(t))
     shared = set(source_words) & set(target_words)
     jaccard = len(shared) / max(1, len(set(source_words) | set(target_words)))
     coverage = sum(target_words[w] for w in shared) / max(1, sum(target_words.values()))
-    vectorizer = TfidfVectorizer(token_pattern=WORD.pattern, lowercase=True).fit(pd.concat([text(source), text(target)]))
-    centroid = lambda t: np.asarray(vectorizer.transform(text(t)).mean(axis=0)).ravel()
-    a, b = centroid(source), centroid(target)
+    vectorizer = TfidfVectorizer(token_pattern=WORD.pattern, lowercase=True).fit(pd.concat([source_text, target_text]))
+    centroid = lambda texts: np.asarray(vectorizer.transform(texts).mean(axis=0)).ravel()
+    a, b = centroid(source_text), centroid(target_text)
     cosine = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) if a.any() and b.any() else 0.0
     return {"vocabulary_jaccard": jaccard, "target_token_coverage": coverage, "tfidf_cosine": cosine}
 

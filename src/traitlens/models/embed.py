@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from traitlens.cache import PACKAGES, cache_dir, fetch_package
+from traitlens.data.profile import question_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,6 +79,5 @@ def centroids(tables: dict[str, "pd.DataFrame"], sample: int = 64, seed: int = 0
     out = {}
     for name, table in tables.items():
         rows = table.sample(n=min(sample, len(table)), random_state=seed)
-        texts = (rows["passage"].fillna("") + " " + rows["input"]) if "passage" in rows else rows["input"]
-        out[name] = embed(list(texts)).mean(axis=0)
+        out[name] = embed(list(question_text(rows))).mean(axis=0)
     return out
