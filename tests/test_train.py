@@ -147,3 +147,90 @@ def test_training_options_run(tiny_study, name, training):
     study, [job], store, table = tiny_study(training=training, store=name)
     meta = json.loads((train_adapter(job, study, store, table) / ADAPTER_META_FILE).read_text())
     assert len(meta["loss_curve"]) == 6 and all(v == v for v in meta["loss_curve"])  # no NaN
+
+
+def _tiny_peft(tiny_model):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    with torch.no_grad():  # random weights this small give near-uniform logits: make context matter
+        for name, weight in model.named_parameters():
+            if "norm" not in name:
+                weight.normal_(0, 0.5)
+    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                             init_lora_weights=False))  # non-zero B: the adapter counts
+    return peft, peft.get_base_model()
+
+
+def _batch(tokenizer, lengths):
+    from traitlens.train.encode import Encoded
+
+    return [encode_example("word " * n, "positive", tokenizer, "full", 512) for n in lengths] + [
+        Encoded([5, 6, 7], [IGNORE, 6, 7])]
+
+
+def test_packing_fills_rows_no_wider_than_the_longest_example(tokenizer):
+    batch = _batch(tokenizer, [30, 3, 12, 14, 2])
+    ids, positions, labels = loop._pack(batch, pad=0)
+    width = max(len(e.input_ids) for e in batch)
+    assert ids.shape[1] == width and ids.shape[0] < len(batch)  # fewer rows than padded batching
+    packed = [(int(r), int(c)) for r, c in zip(*(positions == 0).nonzero(as_tuple=True))]
+    starts = {r: [c for rr, c in packed if rr == r] for r in range(ids.shape[0])}
+    found = []
+    for r, cols in starts.items():
+        bounds = cols + [width]
+        found += [ids[r, a:b].tolist() for a, b in zip(bounds, bounds[1:])]
+        assert all(labels[r, c] == IGNORE for c in cols)  # no loss across an example boundary
+    for example in batch:  # every example once, whole, with its own positions from 0
+        assert found.count(example.input_ids) == 1
+    assert int((labels != IGNORE).sum()) == sum(e.loss_tokens for e in batch)
+
+
+def test_packed_and_padded_batches_give_the_same_loss_and_gradients(tokenizer, tiny_model):
+    import torch
+
+    model, lm = _tiny_peft(tiny_model)
+    batch = _batch(tokenizer, [20, 3, 9, 11])
+    grads = []
+    for packed in (True, False):
+        model.zero_grad()
+        logits, targets = loop._loss_logits(lm.get_decoder(), lm, batch, tokenizer.pad_token_id, packed)
+        loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+        loss.backward()
+        grads.append((loss.item(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    (packed_loss, packed_grads), (padded_loss, padded_grads) = grads
+    assert packed_loss == pytest.approx(padded_loss, rel=1e-5)
+    for a, b in zip(packed_grads, padded_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert loop._packing_is_exact(model, lm.get_decoder(), lm, batch, tokenizer.pad_token_id)
+
+
+def test_a_model_that_ignores_position_restarts_trains_padded(tokenizer, tiny_model):
+    model, lm = _tiny_peft(tiny_model)
+    decoder = lm.get_decoder()
+
+    def leaky(input_ids, position_ids=None, attention_mask=None, use_cache=False):
+        # Stands in for an architecture that does not mask packed examples from each other.
+        return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
+
+    batch = _batch(tokenizer, [20, 3, 9, 11])
+    assert not loop._packing_is_exact(model, leaky, lm, batch, tokenizer.pad_token_id)
+
+
+def test_bfloat16_frozen_weights_change_nothing_under_autocast(tokenizer, tiny_model):
+    import torch
+
+    batch = _batch(tokenizer, [20, 3, 9])
+    losses = []
+    for cast in (False, True):
+        model, lm = _tiny_peft(tiny_model)
+        if cast:
+            loop._frozen_weights_to_bfloat16(model)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits, targets = loop._loss_logits(lm.get_decoder(), lm, batch, tokenizer.pad_token_id, True)
+        losses.append(torch.nn.functional.cross_entropy(logits.float(), targets).item())
+    assert losses[0] == losses[1]
+    assert model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight.dtype == torch.bfloat16
