@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import sqlite3
@@ -68,8 +69,12 @@ def test_a_failing_job_does_not_stop_the_others_and_is_retried(write_study, tiny
             return super().loglikelihood(requests)
 
     tables = {**targets, "amazon": targets["amazon"].assign(input=lambda t: "amazon: " + t["input"])}
-    summary = run_plan(plan, store, sources, tables, QUIET, make_scorer=lambda s: FailsOnAmazon())
+    log = Console(file=io.StringIO(), width=200)  # not a terminal, as under nohup or in CI
+    summary = run_plan(plan, store, sources, tables, log, make_scorer=lambda s: FailsOnAmazon())
     assert len(summary.failed) == 3 and all("amazon" in label for label, _ in summary.failed)
+    lines = log.file.getvalue().splitlines()  # one line per finished job, as it finishes
+    assert len(lines) == len(plan.jobs) and lines[0].startswith(f"[1/{len(plan.jobs)}] train ")
+    assert sum("failed: RuntimeError: boom" in line for line in lines) == 3
     assert summary.ran == len(plan.jobs) - 3
     states = plan.states(store)
     assert [states[j.key] for j in plan.eval_jobs if j.target == "amazon"] == ["failed"] * 3

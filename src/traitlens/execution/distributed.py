@@ -16,11 +16,11 @@ from typing import Any
 
 import pandas as pd
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from traitlens.config.schema import Study
 from traitlens.execution.local import RunSummary, default_scorer, pending_jobs
 from traitlens.execution.plan import Job, Plan
+from traitlens.execution.progress import JobProgress
 from traitlens.models.scorer import Scorer
 from traitlens.store.db import Store
 
@@ -118,22 +118,20 @@ def run_plan_ray(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], tar
         if adapter_key is None or states.get(adapter_key) == "done":
             submit_evaluations(adapter_key)
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("eta"), TimeRemainingColumn())
     try:
-        with Progress(*columns, console=console) as progress:
-            overall = progress.add_task(f"ray: all jobs on {ray.cluster_resources().get('CPU', 0):.0f} CPUs",
-                                        total=len(todo))
+        cpus = ray.cluster_resources().get("CPU", 0)
+        with JobProgress(console, len(todo), f"ray: all jobs on {cpus:.0f} CPUs") as progress:
             while pending:
                 [ready], _ = ray.wait(list(pending), num_returns=1)
                 kind, what = pending.pop(ready)
                 if kind == "train":
-                    _finish_training(ready, what, store, summary)
+                    error = _finish_training(ready, what, store, summary)
                     submit_evaluations(what.key)
-                    progress.advance(overall)
+                    progress.done(what.label, _seconds(store, [what]), error)
                 else:
-                    _finish_evaluations(ready, what, store, summary)
-                    progress.advance(overall, len(what))
+                    errors = _finish_evaluations(ready, what, store, summary)
+                    progress.done(f"{len(what)} evaluations of {what[0].model}", _seconds(store, what),
+                                  "; ".join(errors) or None, count=len(what))
             summary.blocked += sum(len(jobs) for jobs in evaluations.values())
     finally:
         if started_here:
@@ -141,21 +139,30 @@ def run_plan_ray(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], tar
     return summary
 
 
-def _finish_training(ref: Any, job: Job, store: Store, summary: RunSummary) -> None:
+def _seconds(store: Store, jobs: list[Job]) -> float:
+    """Wall time of finished jobs as the store recorded it (from submission to result)."""
+    return sum(record.wall_s or 0 for record in store.jobs([job.key for job in jobs]).values())
+
+
+def _finish_training(ref: Any, job: Job, store: Store, summary: RunSummary) -> str | None:
+    """Store the trained adapter; the error, if training failed."""
     import ray
 
     try:
         meta, files = ray.get(ref)
     except Exception as exc:  # the task's error, re-raised by Ray
         store.fail_job(job.key, f"{type(exc).__name__}: {exc}")
-        summary.failed.append((job.label, str(exc).splitlines()[0]))
-        return
+        first_line = str(exc).splitlines()[0]
+        summary.failed.append((job.label, first_line))
+        return first_line
     scratch = _write_folder(files, store.scratch_dir(job.key))
     store.put_adapter(job.key, job.source, job.seed, scratch, meta)
     summary.ran += 1
+    return None
 
 
-def _finish_evaluations(ref: Any, jobs: list[Job], store: Store, summary: RunSummary) -> None:
+def _finish_evaluations(ref: Any, jobs: list[Job], store: Store, summary: RunSummary) -> list[str]:
+    """Store each evaluation's cell; the errors of those that failed."""
     import ray
 
     try:
@@ -169,3 +176,4 @@ def _finish_evaluations(ref: Any, jobs: list[Job], store: Store, summary: RunSum
         else:
             store.fail_job(job.key, value)
             summary.failed.append((job.label, value))
+    return [value for status, value in outcomes if status != "ok"]

@@ -9,14 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import time
+
 import pandas as pd
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
 
 from traitlens.config.schema import Study
 from traitlens.evaluate.cell import evaluate_cell
 from traitlens.execution.plan import Job, Plan
+from traitlens.execution.progress import JobProgress
 from traitlens.models.scorer import Scorer
 from traitlens.store.db import Store
 
@@ -54,32 +55,30 @@ def run_plan(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], targets
     summary, states, todo = pending_jobs(plan, store, only)
     if not todo:
         return summary
-    columns = (TextColumn("{task.description:<40}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-               TextColumn("{task.fields[loss]} {task.fields[speed]}"))
-    with Progress(*columns, console=console) as progress:
-        overall = progress.add_task("all jobs", total=len(todo), loss="", speed="")
-        failed_adapters = set()
+    with JobProgress(console, len(todo)) as progress:
         for job in (j for j in todo if j.kind == "train"):
+            started, error = time.perf_counter(), None
             try:
-                train_adapter(job, plan.study, store, sources[job.source], progress)
+                train_adapter(job, plan.study, store, sources[job.source], progress.bar)
                 summary.ran += 1
             except Exception as exc:  # recorded in the store; independent jobs go on
-                summary.failed.append((job.label, f"{type(exc).__name__}: {exc}"))
-                failed_adapters.add(job.key)
-            progress.advance(overall)
+                error = f"{type(exc).__name__}: {exc}"
+                summary.failed.append((job.label, error))
+            progress.done(job.label, time.perf_counter() - started, error)
         evaluations = [j for j in todo if j.kind == "eval"]
         runnable = [j for j in evaluations if j.needs is None or store.adapter_path(j.needs) is not None]
         summary.blocked = len(evaluations) - len(runnable)
-        progress.update(overall, total=len(todo) - summary.blocked)
+        progress.set_total(len(todo) - summary.blocked)
         scorer = make_scorer(plan.study) if runnable else None
         for job in runnable:
-            progress.update(overall, description=job.label)
+            progress.describe(job.label)
+            started, error = time.perf_counter(), None
             try:
                 evaluate_cell(job, plan.study, store, scorer, targets[job.target])
                 summary.ran += 1
             except Exception as exc:
-                summary.failed.append((job.label, f"{type(exc).__name__}: {exc}"))
-            progress.advance(overall)
-        progress.update(overall, description="all jobs")
+                error = f"{type(exc).__name__}: {exc}"
+                summary.failed.append((job.label, error))
+            progress.done(job.label, time.perf_counter() - started, error)
+        progress.describe("all jobs")
     return summary
