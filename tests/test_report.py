@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from rich.console import Console
 
@@ -71,10 +72,18 @@ targets:
 def test_exports_beside_the_report(report):
     data = report.with_name("out-data")
     assert {p.name for p in data.iterdir()} >= {"matrix_raw.csv", "matrix_delta.csv", "cells_uncertainty.csv",
-                                                 "trait_loadings.csv", "trait_scores.csv", "traits.json"}
+                                                 "cells_raw_intervals.csv", "trait_loadings.csv", "trait_scores.csv",
+                                                 "traits.csv", "traits.json"}
     raw = data / "matrix_raw.csv"
     assert raw.read_text().splitlines()[0] == ",evil,amazon,arithmetic,movie"  # the study's order
     assert raw.read_text().splitlines()[1].startswith("base,")
+    matrix = pd.read_csv(raw, index_col=0)
+    intervals = pd.read_csv(data / "cells_raw_intervals.csv")
+    assert len(intervals) == matrix.size  # every cell, the base's included, has its interval
+    for row in intervals.itertuples():
+        assert row.low <= row.score <= row.high
+        assert row.score == pytest.approx(matrix.loc[row.model, row.target])
+    assert (intervals["high"] > intervals["low"]).any()
 
 
 def test_page_is_self_contained_and_escaped(report):

@@ -25,6 +25,21 @@ def paired_bootstrap(base: np.ndarray, adapter: np.ndarray, samples: int, alpha:
     return float(differences.mean()), float(low), float(high)
 
 
+def score_intervals(items: dict[str, pd.DataFrame], samples: int = 1000, alpha: float = 0.05,
+                    seed: int = 0) -> pd.DataFrame:
+    """One row per cell (the base's too): its score with a percentile interval over items."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for target, table in items.items():
+        for model, scores in table.iterrows():
+            scores = scores.dropna().to_numpy(float)
+            draws = scores[rng.integers(0, len(scores), size=(samples, len(scores)))].mean(axis=1)
+            low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
+            rows.append({"model": model, "target": target, "score": scores.mean(), "low": low,
+                         "high": high, "n": len(scores)})
+    return pd.DataFrame(rows, columns=["model", "target", "score", "low", "high", "n"])
+
+
 def paired_test(base: np.ndarray, adapter: np.ndarray, rng: np.random.Generator,
                 permutations: int = 10_000) -> float:
     """Two-sided p-value of "adapter and base score the same on these items"."""

@@ -15,6 +15,7 @@ from plotly.offline import get_plotlyjs
 
 from traitlens import __version__
 from traitlens.analysis.collect import collect
+from traitlens.analysis.uncertainty import score_intervals
 from traitlens.errors import TraitlensError
 from traitlens.execution.plan import BASE, Plan
 from traitlens.report import figures
@@ -110,7 +111,8 @@ def build_report(plan: Plan, store: Store, out: Path) -> Path:
                                      autoescape=True, undefined=jinja2.StrictUndefined)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(environment.get_template("template.html.j2").render(context), encoding="utf-8")
-    _export(out.with_name(f"{out.stem}-data"), raw, delta, uncertainty, loadings, scores, analysis,
+    intervals = score_intervals(results.items, study.analysis.bootstrap_samples, alpha, study.analysis.seed)
+    _export(out.with_name(f"{out.stem}-data"), raw, delta, uncertainty, intervals, loadings, scores, analysis,
             explained[1] if explained else None)
     return out
 
@@ -133,19 +135,24 @@ def _explanation(stored: dict[str, Any], sources: list[str], targets: list[str])
     }
 
 
-def _export(folder: Path, raw, delta, uncertainty, loadings, scores, analysis: dict,
+def _export(folder: Path, raw, delta, uncertainty, intervals, loadings, scores, analysis: dict,
             explained: dict | None) -> None:
     folder.mkdir(exist_ok=True)
     raw.to_csv(folder / "matrix_raw.csv")
+    intervals.to_csv(folder / "cells_raw_intervals.csv", index=False)
     delta.to_csv(folder / "matrix_delta.csv")
     uncertainty.to_csv(folder / "cells_uncertainty.csv", index=False)
     loadings.to_csv(folder / "trait_loadings.csv")
     scores.to_csv(folder / "trait_scores.csv")
+    pd.DataFrame([{k: v for k, v in t.items() if k not in ("loadings", "scores")} for t in analysis["traits"]]
+                 ).to_csv(folder / "traits.csv", index=False)
     (folder / "traits.json").write_text(json.dumps(analysis, indent=1))
     if explained:
         pd.DataFrame(explained["source_profiles"]).T.to_csv(folder / "source_profiles.csv")
         pd.DataFrame(explained["target_profiles"]).T.to_csv(folder / "target_profiles.csv")
         pd.DataFrame(explained["correlations"]).to_csv(folder / "feature_correlations.csv", index=False)
+        pd.DataFrame(explained["groups"]).to_csv(folder / "feature_groups.csv", index=False)
+        pd.DataFrame(explained.get("recommendations", [])).to_csv(folder / "recommendations.csv", index=False)
         (folder / "explanation.json").write_text(json.dumps(explained, indent=1))
 
 
