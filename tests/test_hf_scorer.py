@@ -113,6 +113,12 @@ def test_adapters_switch_without_reloading(tmp_path):
     assert scorer.loglikelihood(request) == base  # adapters disabled: exactly the base
     scorer.use_adapter("one")  # already loaded: no path needed
     assert scorer.loglikelihood(request) == one
+    assert scorer.merge  # float32 merges the active adapter into the weights ...
+    unmerged = HFScorer(BASE, batch_size=4)
+    unmerged.merge = False  # ... and scores as the plain PEFT forward does
+    unmerged.use_adapter("one", tmp_path / "one")
+    for merged_scores, plain_scores in zip(one[0].logprobs, unmerged.loglikelihood(request)[0].logprobs):
+        assert merged_scores == pytest.approx(plain_scores, abs=1e-4)
 
 
 def test_guard_refuses_an_adapter_that_changes_nothing(write_study, tmp_path):
