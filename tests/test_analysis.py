@@ -74,6 +74,32 @@ def test_parallel_analysis_finds_the_planted_count():
     assert parallel_analysis(noise_only, samples=100) == 1  # the floor: at least one trait
 
 
+def test_parallel_analysis_on_the_covariance_permutes_columns():
+    rng = np.random.default_rng(4)
+    picks = [parallel_analysis(planted(rng)[0].to_numpy(), samples=100, seed=i, standardize=False)
+             for i in range(20)]
+    assert picks.count(3) >= 16, picks
+    # Columns of very different scales but nothing shared: the permutation null keeps each
+    # column's variance, so no big column passes for a trait.
+    assert parallel_analysis(rng.standard_normal((40, 9)) * np.arange(1, 10), samples=100, standardize=False) == 1
+
+
+def test_unstandardised_traits_ignore_a_target_that_only_echoes_noise():
+    """The smollm2-offline study's case: a target whose deltas are tiny loads as strongly as the
+    real ones once standardised, and not at all on the covariance."""
+    rng = np.random.default_rng(5)
+    trait = rng.standard_normal(12)
+    data = pd.DataFrame({f"real{i}": 0.1 * trait + 0.02 * rng.standard_normal(12) for i in range(3)})
+    data["echo"] = 0.002 * trait + 0.001 * rng.standard_normal(12)  # correlated, but a hundredth the size
+    data["noise"] = 0.03 * rng.standard_normal(12)
+    standardised = PCATraits(n_traits=1).fit(data).loadings_["trait 1"]
+    centred = PCATraits(n_traits=1, standardize=False).fit(data)
+    loadings = centred.loadings_["trait 1"]
+    assert abs(standardised["echo"]) > 0.5 * standardised.abs().max()
+    assert abs(loadings["echo"]) < 0.05 * loadings.abs().max()
+    assert 0.8 < centred.explained_variance_ratio_.iloc[0] <= 1.0  # share of the total variance
+
+
 def test_auto_trait_count_and_labels():
     data, _ = planted(np.random.default_rng(2))
     data.index = [f"source{i}" for i in range(len(data))]

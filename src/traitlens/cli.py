@@ -223,7 +223,8 @@ def _print_traits(result, study: Study) -> None:
     settings = study.analysis
     console.print(f"[bold]{len(result.names)} trait(s)[/] from {settings.method} ({settings.rotation}) on "
                   f"the {settings.view} matrix of {len(result.matrix)} sources x {result.matrix.shape[1]} targets"
-                  + (" (diagonal masked)" if settings.mask_diagonal else "") + ".")
+                  + (" (diagonal masked)" if settings.mask_diagonal else "")
+                  + ("" if settings.standardize else ", targets not standardised") + ".")
     for trait, name in zip(result.loadings.columns, result.names):
         stable = result.stability.loc[trait]
         console.print(f"  {trait}: [bold]{name}[/] - {result.explained[trait]:.0%} of variance, "

@@ -74,7 +74,8 @@ def analyze(results: Results, settings: Analysis) -> TraitAnalysis:
 
     def fit(cells_: pd.DataFrame, n_traits: int | str):
         matrix_ = view(raw_matrix(cells_), settings.view, results.diagonal, settings.mask_diagonal)
-        return estimator(n_traits, settings.rotation, random_state=settings.seed).fit(matrix_), matrix_
+        return estimator(n_traits, settings.rotation, random_state=settings.seed,
+                         standardize=settings.standardize).fit(matrix_), matrix_
 
     try:
         traits, matrix = fit(cells, settings.n_traits)

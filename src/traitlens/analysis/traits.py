@@ -1,7 +1,8 @@
 """Latent traits of the transfer matrix: PCA and factor analysis as scikit-learn-style estimators.
 
-Both work on the adapters x targets matrix with targets standardised (so loadings read as
-correlations and no target dominates by scale), keep the labels (loadings per target, scores
+Both work on the adapters x targets matrix with targets standardised by default (so loadings
+read as correlations and no target dominates by scale) or only centred (`standardize=False`, so
+targets weigh by how much the adapters move them), keep the labels (loadings per target, scores
 per source), choose the number of traits by parallel analysis unless told, and rotate with
 varimax (orthogonal) or promax (oblique). Rotations are written here because scikit-learn has
 no promax; they follow the standard definitions (Kaiser 1958; Hendrickson & White 1964, as in
@@ -59,14 +60,23 @@ def rotate(loadings: np.ndarray, method: str) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"unknown rotation {method!r}; use one of {ROTATIONS}")
 
 
-def parallel_analysis(x: np.ndarray, samples: int = 200, quantile: float = 0.95, seed: int = 0) -> int:
-    """Horn's parallel analysis: how many leading eigenvalues of the correlation matrix beat
-    those of random normal data of the same shape (at the given quantile). At least 1."""
+def parallel_analysis(x: np.ndarray, samples: int = 200, quantile: float = 0.95, seed: int = 0,
+                      standardize: bool = True) -> int:
+    """Horn's parallel analysis: how many leading eigenvalues beat those of data with no shared
+    structure (at the given quantile). At least 1. Standardised: the correlation matrix against
+    random normal data of the same shape. Otherwise: the covariance matrix against the data with
+    each column permuted independently (Buja & Eyuboglu 1992), which keeps every target's
+    variance and breaks only what the targets share."""
     n, p = x.shape
-    observed = np.sort(np.linalg.eigvalsh(np.corrcoef(x, rowvar=False)))[::-1]
     rng = np.random.default_rng(seed)
-    random = np.array([np.sort(np.linalg.eigvalsh(np.corrcoef(rng.standard_normal((n, p)), rowvar=False)))[::-1]
-                       for _ in range(samples)])
+    if standardize:
+        spectrum = lambda m: np.sort(np.linalg.eigvalsh(np.corrcoef(m, rowvar=False)))[::-1]
+        null = lambda: rng.standard_normal((n, p))
+    else:
+        spectrum = lambda m: np.sort(np.linalg.eigvalsh(np.cov(m, rowvar=False)))[::-1]
+        null = lambda: rng.permuted(x, axis=0)
+    observed = spectrum(x)
+    random = np.array([spectrum(null()) for _ in range(samples)])
     threshold = np.quantile(random, quantile, axis=0)
     above = observed > threshold
     return max(1, int(np.argmin(above)) if not above.all() else p)
@@ -89,11 +99,12 @@ def match(reference: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 
 class _Traits:
-    """Shared fitting: standardise, choose k, extract, rotate, orient, label."""
+    """Shared fitting: centre (and standardise), choose k, extract, rotate, orient, label."""
 
     def __init__(self, n_traits: int | str = "auto", rotation: str = "varimax", pa_samples: int = 200,
-                 random_state: int = 0):
+                 random_state: int = 0, standardize: bool = True):
         self.n_traits = n_traits
+        self.standardize = standardize
         self.rotation = rotation
         self.pa_samples = pa_samples
         self.random_state = random_state
@@ -110,9 +121,11 @@ class _Traits:
             raise ValueError(f"traits need at least 3 sources and 2 targets whose scores vary across "
                              f"them; got {x.shape[0]} sources and {int(kept.sum())} varying targets "
                              f"(constant: {', '.join(map(str, self.dropped_targets_)) or 'none'})")
-        z = (x[:, kept] - x[:, kept].mean(axis=0)) / spread[kept]
+        z = x[:, kept] - x[:, kept].mean(axis=0)
+        if self.standardize:
+            z = z / spread[kept]
         if self.n_traits == "auto":
-            k = parallel_analysis(z, self.pa_samples, seed=self.random_state)
+            k = parallel_analysis(z, self.pa_samples, seed=self.random_state, standardize=self.standardize)
         else:
             k = int(self.n_traits)
         k = min(k, z.shape[1], max(1, z.shape[0] - 1))
@@ -125,7 +138,8 @@ class _Traits:
         targets = [t for t, keep in zip(matrix.columns, kept) if keep]
         self.n_traits_ = k
         self.loadings_ = pd.DataFrame(loadings, index=targets, columns=names)
-        self.explained_variance_ratio_ = pd.Series((loadings ** 2).sum(axis=0) / z.shape[1], index=names)
+        total = z.var(axis=0, ddof=1).sum()  # the number of targets when standardised
+        self.explained_variance_ratio_ = pd.Series((loadings ** 2).sum(axis=0) / total, index=names)
         # Least-squares scores weighted by uniqueness (Bartlett's for FA, plain projection for PCA).
         weights = np.diag(1 / np.maximum(uniqueness, 1e-6))
         scores = z @ weights @ loadings @ np.linalg.pinv(loadings.T @ weights @ loadings)
@@ -143,7 +157,7 @@ class PCATraits(_Traits):
 
 
 class FactorTraits(_Traits):
-    """Maximum-likelihood factor analysis (scikit-learn's), on standardised targets."""
+    """Maximum-likelihood factor analysis (scikit-learn's)."""
 
     def _extract(self, z: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         model = FactorAnalysis(n_components=k, random_state=self.random_state, max_iter=5000, tol=1e-8)

@@ -223,6 +223,11 @@ class Analysis(Strict):
     mask_diagonal: bool = True
     method: Literal["pca", "factor_analysis"] = "pca"
     rotation: Literal["none", "varimax", "promax"] = "varimax"
+    standardize: bool = Field(True, description=(
+        "Scale each target to unit variance before PCA / factor analysis, so loadings read as "
+        "correlations; a target whose deltas are all small noise then weighs as much as one "
+        "with large effects. false: work on the covariance, where targets weigh by how much "
+        "the adapters move them."))
     n_traits: Literal["auto"] | PositiveInt = "auto"
     bootstrap_samples: PositiveInt = 1000
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05

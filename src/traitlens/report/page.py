@@ -94,7 +94,8 @@ def build_report(plan: Plan, store: Store, out: Path) -> Path:
                   for r in analysis["uncertainty"]],
         "traits_intro": (f"{len(names)} trait(s) from {study.analysis.method} with {study.analysis.rotation} "
                          f"rotation on the {study.analysis.view} matrix"
-                         f"{' with the diagonal masked' if study.analysis.mask_diagonal else ''}."),
+                         f"{' with the diagonal masked' if study.analysis.mask_diagonal else ''}, targets "
+                         f"{'standardised' if study.analysis.standardize else 'centred, not standardised'}."),
         "traits": [{"trait": t["trait"], "name": t["name"], "explained": f"{t['explained']:.0%}",
                     "stability": _num(t["median_congruence"]), "share": f"{t['share_at_least_0.85']:.0%}"}
                    for t in analysis["traits"]],
