@@ -189,6 +189,10 @@ def test_asymmetry():
     table = asymmetry(delta, {("movie", "movie"), ("math", "asdiv")})
     row = table.iloc[0]
     assert (row.a, row.b) == ("movie", "math") and row.a_to_b == -0.2 and row.b_to_a == -0.1
+    # Two variants of one dataset share their target: a pair of them has no direction to compare.
+    delta.loc["movie-skewed"] = [0.1, 0.0]
+    table = asymmetry(delta, {("movie", "movie"), ("movie-skewed", "movie"), ("math", "asdiv")})
+    assert {(r.a, r.b) for r in table.itertuples()} == {("movie", "math"), ("math", "movie-skewed")}
 
 
 def test_trait_names():

@@ -86,6 +86,18 @@ def test_exports_beside_the_report(report):
     assert (intervals["high"] > intervals["low"]).any()
 
 
+def test_report_recomputes_analyses_whose_settings_changed(report):
+    study = report.with_name("study.yaml")
+    centred = report.with_name("centred.yaml")  # same study and store, other analysis settings
+    centred.write_text(study.read_text().replace("analysis: {", "analysis: {standardize: false, "))
+    for config, out, expected in ((centred, "centred.html", "targets centred, not standardised"),
+                                  (study, "again.html", "targets standardised")):
+        result = subprocess.run([sys.executable, "-m", "traitlens", "report", str(config), "-o",
+                                 str(report.with_name(out))], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert expected in report.with_name(out).read_text()  # not the other config's stored traits
+
+
 def test_page_is_self_contained_and_escaped(report):
     page = report.read_text()
     assert "<script src=" not in page and "http://" not in page.split("<script>", 1)[0]

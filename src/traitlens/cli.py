@@ -356,8 +356,8 @@ def report(study_file: Path, output: Path | None) -> None:
     """Write the study's report: one self-contained HTML page, plus CSV/JSON tables beside it.
 
     Built from the store (no model is loaded), so it can be rebuilt anywhere the store is;
-    computes the trait analysis and the explanation first if the store has none (that reads the
-    datasets and the base model's tokenizer). Opens offline: the plotting library is embedded.
+    computes the trait analysis and the explanation first if the store has none for these
+    cells and settings (that reads the datasets and the base model's tokenizer). Opens offline: the plotting library is embedded.
     """
     study = load_study(study_file)
     store = _open_store(study, create=False)
@@ -365,10 +365,7 @@ def report(study_file: Path, output: Path | None) -> None:
         raise TraitlensError(f"no store at {study.store} yet: run `traitlens run {study_file}` first.")
     plan = plan_study(study)
     with store.locked(f"traitlens report {study_file}"):
-        if store.analysis(study.name, "traits") is None:
-            run_traits(plan, store)
-        if store.analysis(study.name, "explain") is None:
-            run_explain(plan, store)
+        ensure_analyses(plan, store)
     console.print(f"report: {_write_report(plan, store, output)}")
 
 

@@ -22,6 +22,8 @@ def asymmetry(delta: pd.DataFrame, diagonal: set[tuple[str, str]]) -> pd.DataFra
     sources = [s for s in delta.index if s in home]
     for i, a in enumerate(sources):
         for b in sources[i + 1:]:
+            if home[a] == home[b]:  # variants of one dataset (e.g. balanced vs skewed): no direction
+                continue
             forward, backward = delta.loc[a, home[b]], delta.loc[b, home[a]]
             rows.append({"a": a, "b": b, "a_to_b": forward, "b_to_a": backward,
                          "difference": forward - backward})

@@ -62,8 +62,11 @@ def run_explain(plan: Plan, store: Store) -> tuple[Explanation, pd.DataFrame]:
 
 
 def ensure_analyses(plan: Plan, store: Store) -> None:
-    """Compute the traits and the explanation unless the stored ones have the same inputs."""
-    cells = [job.key for job in plan.eval_jobs]
+    """Compute the traits and the explanation unless the stored ones have the same inputs: the
+    same finished cells, settings and analysis code (a stored analysis can also come from
+    another config of the same study, e.g. other analysis settings)."""
+    states = plan.states(store)
+    cells = [job.key for job in plan.eval_jobs if states[job.key] == "done"]
     for name, compute in (("traits", run_traits), ("explain", run_explain)):
         stored = store.analysis(plan.study.name, name)
         if stored is None or stored[0] != analysis_key(name, plan, cells):
