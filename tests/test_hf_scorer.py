@@ -100,6 +100,8 @@ def _lora(folder, random_weights: bool, seed: int = 0):
     return folder
 
 
+# PEFT warns this when it has to unmerge by subtraction, which the scorer must never leave to it.
+@pytest.mark.filterwarnings("error:Adapter cannot be set when the model is merged")
 def test_adapters_switch_without_reloading(tmp_path):
     scorer = HFScorer(BASE, batch_size=4)
     request = [ChoiceRequest("Great film. Sentiment:", (" positive", " negative"))]
@@ -113,6 +115,8 @@ def test_adapters_switch_without_reloading(tmp_path):
     assert scorer.loglikelihood(request) == base  # adapters disabled: exactly the base
     scorer.use_adapter("one")  # already loaded: no path needed
     assert scorer.loglikelihood(request) == one
+    scorer.use_adapter("two")  # adapter to adapter, merged both times: the weights stay exact
+    assert scorer.loglikelihood(request) == two
     assert scorer.merge  # float32 merges the active adapter into the weights ...
     unmerged = HFScorer(BASE, batch_size=4)
     unmerged.merge = False  # ... and scores as the plain PEFT forward does

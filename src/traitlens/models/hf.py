@@ -46,6 +46,9 @@ class HFScorer:
         """Switch adapters in place; each adapter's weights are read from disk once."""
         from peft import PeftModel
 
+        # Unmerge first: PEFT would otherwise unmerge by subtracting the delta when an adapter
+        # is loaded or switched, which leaves the weights a rounding error off the originals.
+        self._restore()
         if key is not None and key not in self._loaded:
             if path is None:
                 raise ValueError(f"adapter {key} is not loaded yet and no path was given")
@@ -57,25 +60,28 @@ class HFScorer:
             self._loaded.add(key)
         if key is not None:
             self.model.set_adapter(key)
-        if self.merge and isinstance(self.model, PeftModel):
-            self._merge(key)
+            if self.merge:
+                self._merge(key)
         self.adapter = key
 
-    def _merge(self, key: str | None) -> None:
-        """Restore every merged layer's original weights, then merge `key` (None: the base).
-        Restoring a copy rather than subtracting the delta keeps the weights bit-exact however
-        many adapters come and go, so scores do not depend on the order of evaluation."""
+    def _lora_layers(self):
         from peft.tuners.lora import LoraLayer
 
-        for name, layer in self.model.named_modules():
-            if not isinstance(layer, LoraLayer):
-                continue
-            weight = layer.get_base_layer().weight
+        return ((name, layer) for name, layer in self.model.named_modules() if isinstance(layer, LoraLayer))
+
+    def _restore(self) -> None:
+        """Put back the original weights of every merged layer. Copying them back rather than
+        subtracting the delta keeps the weights bit-exact however many adapters come and go,
+        so scores do not depend on the order of evaluation."""
+        for name, layer in self._lora_layers():
             if layer.merged:
-                weight.data.copy_(self._originals[name])
+                layer.get_base_layer().weight.data.copy_(self._originals[name])
                 layer.merged_adapters.clear()
-            if key is not None and key in layer.lora_A:
-                self._originals.setdefault(name, weight.detach().clone())
+
+    def _merge(self, key: str) -> None:
+        for name, layer in self._lora_layers():
+            if key in layer.lora_A:
+                self._originals.setdefault(name, layer.get_base_layer().weight.detach().clone())
                 layer.merge(adapter_names=[key])
 
     def _context(self):
