@@ -72,6 +72,25 @@ def test_shared_prompt_matches_a_full_forward_per_choice(scorer):
         assert got == pytest.approx(expected, abs=1e-4)
 
 
+def test_shared_instruction_runs_once_and_scores_match_full_forwards(scorer, movie_items):
+    import torch
+
+    contexts = prompts(MOVIE, movie_items.head(5), scorer)
+    encoded = [scorer.tokenizer(c.rstrip(" "))["input_ids"] for c in contexts]
+    shared, _ = scorer._shared_prefix(encoded)
+    assert shared >= 10  # the instruction line is run once for all five
+    choices = (" negative", " very negative")  # one and two tokens: both code paths
+    got = scorer.loglikelihood([ChoiceRequest(c.rstrip(" "), choices) for c in contexts])
+    for ids, scores in zip(encoded, got):
+        for choice, value in zip(choices, scores.logprobs):
+            choice_ids = scorer.tokenizer(choice, add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logits = scorer.model(torch.tensor([ids + choice_ids])).logits.float()
+            logprobs = torch.log_softmax(logits[0], dim=-1)
+            expected = sum(logprobs[len(ids) - 1 + k, t].item() for k, t in enumerate(choice_ids))
+            assert value == pytest.approx(expected, abs=1e-4)
+
+
 def test_generation_stops_and_is_batch_independent(scorer):
     requests = [GenerateRequest("The capital of France is", 12, ("\n",)),
                 GenerateRequest("Count: one, two,", 5, ()),

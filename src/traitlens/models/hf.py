@@ -4,6 +4,8 @@ Written out rather than delegated to lm-evaluation-harness because traitlens nee
 switching without reloading, per-choice log-probabilities kept per item, and one prompt
 computation shared by all choices of an item.
 
+- The tokens every prompt of a call shares (a target's instruction) run once; each item runs
+  only its own tokens against that prefix's KV cache.
 - Single-token choices (most labels, letters): one forward pass per item; the output layer runs
   only at each item's last position.
 - Multi-token choices: the context runs once with a KV cache, which is then repeated for each
@@ -22,6 +24,10 @@ from traitlens.config.schema import BaseModelSpec
 from traitlens.data.template import token_boundary
 from traitlens.models.load import load_base
 from traitlens.models.scorer import ChoiceRequest, ChoiceScores, Generation, GenerateRequest
+
+
+# Shorter shared prefixes save less than the extra pass over them costs.
+MIN_SHARED_PREFIX = 8
 
 
 class HFScorer:
@@ -110,11 +116,27 @@ class HFScorer:
         order = sorted(range(len(requests)), key=lambda i: -len(encoded[i][0]))
         results: list[ChoiceScores | None] = [None] * len(requests)
         with self.torch.inference_mode(), self._context():
+            prefix = self._shared_prefix([context for context, _ in encoded])
             for start in range(0, len(order), self.batch_size):
                 batch = order[start:start + self.batch_size]
-                for index, scores in zip(batch, self._score_batch([encoded[i] for i in batch])):
+                for index, scores in zip(batch, self._score_batch([encoded[i] for i in batch], prefix)):
                     results[index] = scores
         return results
+
+    def _shared_prefix(self, contexts: list[list[int]]) -> tuple[int, Any] | None:
+        """(length, KV cache) of the tokens every context starts with (a target's instruction,
+        typically a third of each prompt), run once instead of once per item. Each context
+        keeps at least one token of its own, whose hidden state predicts the answer."""
+        if len(contexts) < 2:
+            return None
+        length = min(len(c) for c in contexts) - 1
+        first = contexts[0]
+        for context in contexts[1:]:
+            length = next((i for i in range(length) if context[i] != first[i]), length)
+        if length < MIN_SHARED_PREFIX:
+            return None
+        out = self._lm.get_decoder()(input_ids=self.torch.tensor([first[:length]]), use_cache=True)
+        return length, out.cache
 
     def _pad(self, rows: list[list[int]], left: bool = False) -> tuple[Any, Any]:
         torch = self.torch
@@ -127,15 +149,25 @@ class HFScorer:
             mask[i, span] = 1
         return ids, mask
 
-    def _score_batch(self, items: list[tuple[list[int], list[list[int]]]]) -> list[ChoiceScores]:
+    def _score_batch(self, items: list[tuple[list[int], list[list[int]]]],
+                     prefix: tuple[int, Any] | None = None) -> list[ChoiceScores]:
         torch = self.torch
         decoder = self._lm.get_decoder()
         contexts = [context for context, _ in items]
         lengths = torch.tensor([len(c) for c in contexts])
-        ids, mask = self._pad(contexts)
         multi = any(len(choice) > 1 for _, choices in items for choice in choices)
-        out = decoder(input_ids=ids, attention_mask=mask, use_cache=multi)
-        last = out.last_hidden_state[torch.arange(len(items)), lengths - 1]
+        if prefix is None:
+            ids, mask = self._pad(contexts)
+            out = decoder(input_ids=ids, attention_mask=mask, use_cache=multi)
+            last = out.last_hidden_state[torch.arange(len(items)), lengths - 1]
+        else:  # only each context's own tokens run, attending to the shared prefix's cache
+            shared, cache = prefix
+            ids, own = self._pad([c[shared:] for c in contexts])
+            mask = torch.cat([torch.ones(len(items), shared, dtype=torch.long), own], dim=1)
+            positions = shared + torch.arange(ids.shape[1]).unsqueeze(0).expand(len(items), -1)
+            out = decoder(input_ids=ids, attention_mask=mask, position_ids=positions,
+                          cache=_select_cache(cache, torch.zeros(len(items), dtype=torch.long)), use_cache=True)
+            last = out.last_hidden_state[torch.arange(len(items)), lengths - shared - 1]
         first = torch.log_softmax(head_logits(self._lm, last).float(), dim=-1)  # next-token distribution per item
         scores = [[first[i, choice[0]].item() for choice in choices] for i, (_, choices) in enumerate(items)]
         if multi:
