@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -26,6 +27,9 @@ from traitlens.execution.plan import Plan, plan_study
 from traitlens.store import Store
 
 console = Console(highlight=False)
+if not console.is_terminal and "COLUMNS" not in os.environ:
+    # Off a terminal rich assumes 80 columns, which cuts a study's matrix in a log file.
+    console.width = 160
 STATE_STYLE = {"done": "green", "failed": "red", "running": "yellow", "new": "cyan"}
 STUDY_ARG = click.argument("study_file", metavar="STUDY.yaml",
                            type=click.Path(dir_okay=False, path_type=Path))
