@@ -6,10 +6,9 @@ not stop the jobs that do not depend on it; the next run retries it.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-
-import time
 
 import pandas as pd
 from rich.console import Console
