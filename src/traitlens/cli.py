@@ -361,7 +361,8 @@ def report(study_file: Path, output: Path | None) -> None:
 
     Built from the store (no model is loaded), so it can be rebuilt anywhere the store is;
     computes the trait analysis and the explanation first if the store has none for these
-    cells and settings (that reads the datasets and the base model's tokenizer). Opens offline: the plotting library is embedded.
+    cells and settings (that reads the datasets and the base model's tokenizer). Opens
+    offline: the plotting library is embedded.
     """
     study = load_study(study_file)
     store = _open_store(study, create=False)
