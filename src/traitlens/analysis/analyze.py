@@ -35,7 +35,7 @@ class TraitAnalysis:
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON (NaN as null), as stored for the report."""
-        return _clean({
+        return json_ready({
             "raw": self.raw.to_dict(), "matrix": self.matrix.to_dict(), "spread": self.spread.to_dict(),
             "uncertainty": self.uncertainty.to_dict("records"),
             "traits": [{"trait": trait, "name": name, "explained": float(self.explained[trait]),
@@ -47,15 +47,16 @@ class TraitAnalysis:
         })
 
 
-def _clean(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
+    """Plain JSON values: NaN as null, numpy scalars as Python ones, keys as strings."""
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_clean(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, float) and value != value:
         return None
     if hasattr(value, "item"):  # numpy scalars
-        return _clean(value.item())
+        return json_ready(value.item())
     return value
 
 

@@ -27,8 +27,10 @@ class Explanation:
     verdict: str
 
     def to_json(self) -> dict[str, Any]:
-        clean = lambda df: df.astype(object).where(df.notna(), None).to_dict("records")
-        return {"correlations": clean(self.correlations), "groups": clean(self.groups), "verdict": self.verdict}
+        from traitlens.analysis.analyze import json_ready
+
+        return json_ready({"correlations": self.correlations.to_dict("records"),
+                           "groups": self.groups.to_dict("records"), "verdict": self.verdict})
 
 
 def behaviour(cells: pd.DataFrame) -> pd.DataFrame:
