@@ -8,14 +8,14 @@ from collections.abc import Iterable
 import pandas as pd
 
 from traitlens.analysis import ANALYSIS_CODE_VERSION
-from traitlens.analysis.analyze import TraitAnalysis, analyze
-from traitlens.analysis.collect import collect
+from traitlens.analysis.analyze import TraitAnalysis, analyze, json_ready
+from traitlens.analysis.collect import Results, collect
 from traitlens.analysis.explain import Explanation, behaviour, held_out_recommendations
 from traitlens.analysis.explain import explain as explain_transfer
 from traitlens.analysis.views import raw_matrix, view
 from traitlens.data.load import prepare_study
-from traitlens.execution.features import PREDICTIVE, study_features
 from traitlens.errors import TraitlensError
+from traitlens.execution.features import PREDICTIVE, study_features
 from traitlens.execution.plan import Plan
 from traitlens.store.db import Store
 from traitlens.store.keys import content_key
@@ -28,21 +28,22 @@ def analysis_key(name: str, plan: Plan, cell_keys: Iterable[str]) -> str:
                               "settings": plan.study.analysis.model_dump(mode="json")})
 
 
-def run_traits(plan: Plan, store: Store) -> TraitAnalysis:
-    """The trait analysis of the finished cells, stored for the report (the caller holds the
-    store's lock)."""
-    results = collect(plan, store)
+def run_traits(plan: Plan, store: Store, results: Results | None = None) -> TraitAnalysis:
+    """The trait analysis of the finished cells (`results`, collected if not given), stored for
+    the report (the caller holds the store's lock)."""
+    results = collect(plan, store) if results is None else results
     result = analyze(results, plan.study.analysis)
     store.put_analysis(plan.study.name, "traits", analysis_key("traits", plan, results.cells["key"]),
                        result.to_json())
     return result
 
 
-def run_explain(plan: Plan, store: Store) -> tuple[Explanation, pd.DataFrame]:
-    """Features and the explanation of a study's cells, stored (the caller holds the lock)."""
+def run_explain(plan: Plan, store: Store, results: Results | None = None) -> tuple[Explanation, pd.DataFrame]:
+    """Features and the explanation of a study's cells (`results`, collected if not given),
+    stored (the caller holds the lock)."""
     study = plan.study
     stored = store.analysis(study.name, "traits")
-    results = collect(plan, store)
+    results = collect(plan, store) if results is None else results
     if results.cells.empty or results.cells["source"].isna().all():
         raise TraitlensError("no adapter cells in the store yet: run the study first.")
     sources, targets = prepare_study(study)
@@ -53,11 +54,11 @@ def run_explain(plan: Plan, store: Store) -> tuple[Explanation, pd.DataFrame]:
                               study.analysis.bootstrap_samples, study.analysis.seed)
     recommendations = held_out_recommendations(features.pairs(delta))
     store.put_analysis(study.name, "explain", analysis_key("explain", plan, results.cells["key"]),
-                       result.to_json() | {"answer_lengths": features.answer_lengths,
-                                           "source_profiles": records(features.source_profiles),
-                                           "target_profiles": records(features.target_profiles),
-                                           "recommendations": recommendations.astype(object)
-                                           .where(recommendations.notna(), None).to_dict("records")})
+                       result.to_json() | json_ready({
+                           "answer_lengths": features.answer_lengths,
+                           "source_profiles": features.source_profiles.to_dict("index"),
+                           "target_profiles": features.target_profiles.to_dict("index"),
+                           "recommendations": recommendations.to_dict("records")}))
     return result, features.source_profiles
 
 
@@ -67,11 +68,9 @@ def ensure_analyses(plan: Plan, store: Store) -> None:
     another config of the same study, e.g. other analysis settings)."""
     states = plan.states(store)
     cells = [job.key for job in plan.eval_jobs if states[job.key] == "done"]
+    results = None  # read from the store once, for whichever analyses need it
     for name, compute in (("traits", run_traits), ("explain", run_explain)):
         stored = store.analysis(plan.study.name, name)
         if stored is None or stored[0] != analysis_key(name, plan, cells):
-            compute(plan, store)
-
-
-def records(frame: pd.DataFrame) -> dict:
-    return frame.astype(object).where(frame.notna(), None).to_dict("index")
+            results = collect(plan, store) if results is None else results
+            compute(plan, store, results)
