@@ -15,14 +15,19 @@ from scipy import stats
 from traitlens.execution.plan import BASE
 
 
+def bootstrap_mean(values: np.ndarray, samples: int, alpha: float,
+                   rng: np.random.Generator) -> tuple[float, float, float]:
+    """(mean, low, high): the mean of item scores with a percentile interval over items."""
+    values = np.asarray(values, float)
+    means = values[rng.integers(0, len(values), size=(samples, len(values)))].mean(axis=1)
+    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
+    return float(values.mean()), float(low), float(high)
+
+
 def paired_bootstrap(base: np.ndarray, adapter: np.ndarray, samples: int, alpha: float,
                      rng: np.random.Generator) -> tuple[float, float, float]:
     """(delta, low, high): mean adapter - base score with a percentile interval."""
-    differences = np.asarray(adapter, float) - np.asarray(base, float)
-    draws = rng.integers(0, len(differences), size=(samples, len(differences)))
-    means = differences[draws].mean(axis=1)
-    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return float(differences.mean()), float(low), float(high)
+    return bootstrap_mean(np.asarray(adapter, float) - np.asarray(base, float), samples, alpha, rng)
 
 
 def score_intervals(items: dict[str, pd.DataFrame], samples: int = 1000, alpha: float = 0.05,
@@ -33,10 +38,9 @@ def score_intervals(items: dict[str, pd.DataFrame], samples: int = 1000, alpha: 
     for target, table in items.items():
         for model, scores in table.iterrows():
             scores = scores.dropna().to_numpy(float)
-            draws = scores[rng.integers(0, len(scores), size=(samples, len(scores)))].mean(axis=1)
-            low, high = np.quantile(draws, [alpha / 2, 1 - alpha / 2])
-            rows.append({"model": model, "target": target, "score": scores.mean(), "low": low,
-                         "high": high, "n": len(scores)})
+            mean, low, high = bootstrap_mean(scores, samples, alpha, rng)
+            rows.append({"model": model, "target": target, "score": mean, "low": low, "high": high,
+                         "n": len(scores)})
     return pd.DataFrame(rows, columns=["model", "target", "score", "low", "high", "n"])
 
 
