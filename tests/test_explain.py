@@ -31,7 +31,7 @@ def test_class_statistics_exact():
 def test_profile_lengths_and_rates():
     table = pd.DataFrame({"input": ["is it good ?", "not bad at all", "I paid 12 dollars"],
                           "answer": ["yes", "very positive indeed", "no"]})
-    result = profile(table, WordTokenizer(), labels=None)
+    result = profile(table, WordTokenizer())
     assert result["size"] == 3
     assert result["input_tokens_mean"] == pytest.approx((4 + 4 + 4) / 3)
     assert result["answer_tokens_mean"] == pytest.approx((1 + 3 + 1) / 3) and result["answer_tokens_median"] == 1

@@ -80,9 +80,9 @@ def flesch_reading_ease(texts: list[str]) -> float:
     return 206.835 - 1.015 * n_words / n_sentences - 84.6 * n_syllables / n_words
 
 
-def profile(table: pd.DataFrame, tokenizer: Any, labels: list[str] | None = None) -> dict[str, float]:
+def profile(table: pd.DataFrame, tokenizer: Any) -> dict[str, float]:
     """The profile of one prepared dataset (canonical columns input, answer, passage?). Class
-    statistics are computed when there is a label set, or at most 20 distinct answers."""
+    statistics are computed when there are at most 20 distinct answers."""
     inputs = question_text(table)
     answers = table["answer"].astype(str)
     encode = lambda texts: np.array([len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]])
@@ -102,10 +102,15 @@ def profile(table: pd.DataFrame, tokenizer: Any, labels: list[str] | None = None
            "negation_rate": float(np.mean([any(w in NEGATIONS for w in words(t)) for t in texts])),
            "duplicate_rate": float(inputs.duplicated().mean())}
     # Free-form answers (math, generation) have no class distribution worth the name.
-    classes = class_statistics(answers) if labels or answers.nunique() <= 20 else {
+    classes = class_statistics(answers) if answers.nunique() <= 20 else {
         "n_classes": float(answers.nunique()), "class_entropy": float("nan"), "class_entropy_norm": float("nan"),
         "majority_share": float(answers.value_counts(normalize=True).max()), "imbalance_ratio": float("nan")}
     return out | classes
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """Cosine of two vectors; 0 when either is all zeros (no shared basis to compare)."""
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) if a.any() and b.any() else 0.0
 
 
 def similarity(source: pd.DataFrame, target: pd.DataFrame) -> dict[str, float]:
@@ -120,9 +125,8 @@ def similarity(source: pd.DataFrame, target: pd.DataFrame) -> dict[str, float]:
     coverage = sum(target_words[w] for w in shared) / max(1, sum(target_words.values()))
     vectorizer = TfidfVectorizer(token_pattern=WORD.pattern, lowercase=True).fit(pd.concat([source_text, target_text]))
     centroid = lambda texts: np.asarray(vectorizer.transform(texts).mean(axis=0)).ravel()
-    a, b = centroid(source_text), centroid(target_text)
-    cosine = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))) if a.any() and b.any() else 0.0
-    return {"vocabulary_jaccard": jaccard, "target_token_coverage": coverage, "tfidf_cosine": cosine}
+    return {"vocabulary_jaccard": jaccard, "target_token_coverage": coverage,
+            "tfidf_cosine": cosine(centroid(source_text), centroid(target_text))}
 
 
 def answer_lengths(table: pd.DataFrame, tokenizer: Any, sample: int = 200, seed: int = 0) -> list[int]:
@@ -134,8 +138,8 @@ def answer_lengths(table: pd.DataFrame, tokenizer: Any, sample: int = 200, seed:
 def profile_study(sources: dict[str, pd.DataFrame], targets: dict[str, pd.DataFrame], tokenizer: Any
                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(source profiles, target profiles, similarity of every source to every target)."""
-    source_profiles = pd.DataFrame({n: profile(t, tokenizer, None) for n, t in sources.items()}).T
-    target_profiles = pd.DataFrame({n: profile(t, tokenizer, None) for n, t in targets.items()}).T
+    source_profiles = pd.DataFrame({n: profile(t, tokenizer) for n, t in sources.items()}).T
+    target_profiles = pd.DataFrame({n: profile(t, tokenizer) for n, t in targets.items()}).T
     pairs = {(s, t): similarity(source, target) for s, source in sources.items() for t, target in targets.items()}
     similar = pd.DataFrame(pairs).T
     similar.index.names = ["source", "target"]

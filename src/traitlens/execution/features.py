@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from traitlens.config.schema import DatasetSpec, Study
-from traitlens.data.profile import HIDDEN_FEATURES, answer_lengths, profile_study
+from traitlens.data.profile import HIDDEN_FEATURES, answer_lengths, cosine, profile_study
 
 PREDICTIVE = ["hidden", "similarity", "quality"]  # known before training; behaviour is not
 SAMPLE = 32  # examples per dataset for embeddings and perplexity: enough for a mean, and fast
@@ -40,7 +40,7 @@ def study_features(study: Study, sources: dict[str, pd.DataFrame], targets: dict
                    behaviour: pd.DataFrame | None = None, extra: list[DatasetSpec] = ()) -> StudyFeatures:
     """`extra`: specs of datasets in `sources`/`targets` that are not in the study (a new source
     or target to recommend for)."""
-    from traitlens.models.embed import centroids, cosine
+    from traitlens.models.embed import centroids
     from traitlens.models.hf import HFScorer
     from traitlens.models.quality import answer_perplexity
 

@@ -70,10 +70,6 @@ def embed(texts: list[str], batch_size: int = 32) -> np.ndarray:
     return np.concatenate(rows) if rows else np.zeros((0, 384))
 
 
-def cosine(a: np.ndarray, b: np.ndarray) -> float:
-    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-
-
 def centroids(tables: dict[str, "pd.DataFrame"], sample: int = 64, seed: int = 0) -> dict[str, np.ndarray]:
     """Each dataset's mean embedding over a seeded sample of its inputs (passage + input)."""
     out = {}
