@@ -215,9 +215,7 @@ def traits(study_file: Path) -> None:
     side effects and asymmetries, and stores the result for the report.
     """
     study = load_study(study_file)
-    store = _open_store(study, create=False)
-    if store is None:
-        raise TraitlensError(f"no store at {study.store} yet: run `traitlens run {study_file}` first.")
+    store = _finished_store(study, study_file)
     with store.locked(f"traitlens traits {study_file}"):
         result = run_traits(plan_study(study), store)
     _print_traits(result, study)
@@ -271,9 +269,7 @@ def explain(study_file: Path, top: int) -> None:
     by leave-one-source-out prediction of held-out cells. Results are stored for the report.
     """
     study = load_study(study_file)
-    store = _open_store(study, create=False)
-    if store is None:
-        raise TraitlensError(f"no store at {study.store} yet: run `traitlens run {study_file}` first.")
+    store = _finished_store(study, study_file)
     with store.locked(f"traitlens explain {study_file}"):
         result, source_profiles = run_explain(plan_study(study), store)
     console.print(f"[bold]verdict[/]: {result.verdict}")
@@ -365,9 +361,7 @@ def report(study_file: Path, output: Path | None) -> None:
     offline: the plotting library is embedded.
     """
     study = load_study(study_file)
-    store = _open_store(study, create=False)
-    if store is None:
-        raise TraitlensError(f"no store at {study.store} yet: run `traitlens run {study_file}` first.")
+    store = _finished_store(study, study_file)
     plan = plan_study(study)
     with store.locked(f"traitlens report {study_file}"):
         ensure_analyses(plan, store)
@@ -436,6 +430,14 @@ def _open_store(study: Study, create: bool) -> Store | None:
     if not create and not (study.store / "results.sqlite").exists():
         return None
     return Store(study.store)
+
+
+def _finished_store(study: Study, study_file: Path) -> Store:
+    """The store of a study that has run; commands that analyse results need one."""
+    store = _open_store(study, create=False)
+    if store is None:
+        raise TraitlensError(f"no store at {study.store} yet: run `traitlens run {study_file}` first.")
+    return store
 
 
 def _print_matrix(plan: Plan, store: Store) -> None:
