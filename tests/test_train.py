@@ -220,17 +220,43 @@ def test_a_model_that_ignores_position_restarts_trains_padded(tokenizer, tiny_mo
     assert not loop._packing_is_exact(model, leaky, lm, batch, tokenizer.pad_token_id)
 
 
-def test_bfloat16_frozen_weights_change_nothing_under_autocast(tokenizer, tiny_model):
+def test_bfloat16_training_keeps_a_bfloat16_base_and_float32_lora(tokenizer, tiny_model):
     import torch
 
     batch = _batch(tokenizer, [20, 3, 9])
     losses = []
-    for cast in (False, True):
+    for bf16 in (False, True):
         model, lm = _tiny_peft(tiny_model)
-        if cast:
-            loop._frozen_weights_to_bfloat16(model)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        if bf16:
+            loop._frozen_to_bfloat16(model)
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             logits, targets = loop._loss_logits(lm.get_decoder(), lm, batch, tokenizer.pad_token_id, True)
-        losses.append(torch.nn.functional.cross_entropy(logits.float(), targets).item())
-    assert losses[0] == losses[1]
-    assert model.base_model.model.model.layers[0].self_attn.q_proj.base_layer.weight.dtype == torch.bfloat16
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets)
+        loss.backward()
+        losses.append(loss.item())
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    lora = [p for p in model.parameters() if p.requires_grad]
+    assert frozen and all(p.dtype == torch.bfloat16 for p in frozen)  # embeddings and norms too
+    assert lora and all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in lora)
+    assert all(p.grad.abs().sum() > 0 for p in lora)
+    assert losses[1] == pytest.approx(losses[0], rel=0.02)  # bfloat16 rounding, nothing more
+    assert losses[1] != losses[0]
+
+
+@pytest.mark.parametrize("dtype_bf16, longest, expected", [
+    (True, 40, "eager"), (True, loop.EAGER_MAX_WIDTH + 1, "sdpa"), (False, 40, "sdpa")])
+def test_bfloat16_short_rows_train_with_eager_attention(tokenizer, tiny_model, dtype_bf16, longest, expected):
+    from traitlens.train.encode import Encoded
+
+    model, lm = _tiny_peft(tiny_model)
+    assert lm.config._attn_implementation == "sdpa"
+    loop._attention_for(lm, [Encoded([5] * longest, [5] * longest), Encoded([5] * 3, [5] * 3)], dtype_bf16)
+    assert lm.config._attn_implementation == expected
+
+
+def test_packing_stays_exact_under_eager_attention(tokenizer, tiny_model):
+    model, lm = _tiny_peft(tiny_model)
+    lm.set_attn_implementation("eager")
+    assert loop._packing_is_exact(model, lm.get_decoder(), lm, _batch(tokenizer, [20, 3, 9, 11]),
+                                  tokenizer.pad_token_id)
