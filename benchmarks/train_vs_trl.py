@@ -2,12 +2,14 @@
 
 Same base (the offline SmolLM2-135M-Instruct), same examples (movie-review sentiment, rendered
 by traitlens's template), same LoRA (r, alpha, all projections), same batch shape, optimizer
-settings and completion-only loss, float32 and no gradient checkpointing on both sides unless
---trl-defaults (then TRL keeps its CPU defaults: bfloat16 and gradient checkpointing).
-Absolute times on a shared 2-core machine are noisy; the ratio within one run is the figure.
+settings and completion-only loss, both in --dtype (float32 by default) with no gradient
+checkpointing, unless --trl-defaults (then TRL keeps its CPU defaults: bfloat16 autocast and
+gradient checkpointing). Absolute times on a shared 2-core machine are noisy; the ratio within
+one run is the figure.
 
     .venv/bin/pip install -r benchmarks/requirements.txt
-    .venv/bin/python benchmarks/train_vs_trl.py --steps 12 --repeats 2
+    .venv/bin/python benchmarks/train_vs_trl.py --steps 12 --repeats 3
+    .venv/bin/python benchmarks/train_vs_trl.py --steps 12 --repeats 2 --dtype bfloat16 --trl-defaults
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def study_file(folder: Path, args: argparse.Namespace, run: int) -> Path:
         "lora": {"r": args.rank, "alpha": 2 * args.rank},
         "training": {"learning_rate": 3e-4, "warmup_steps": 2, "epochs": 1, "batch_size": args.batch,
                      "gradient_accumulation": 1, "max_length": args.max_length, "loss_mode": "completion",
-                     "seeds": [run], "checkpoint_every": 10_000, "dtype": "float32"},
+                     "seeds": [run], "checkpoint_every": 10_000, "dtype": args.dtype},
         "store": str(folder / f"store-{run}"),
     }
     path = folder / f"study-{run}.yaml"
@@ -81,7 +83,7 @@ def run_trl(path: Path, args: argparse.Namespace, seed: int) -> dict:
         gradient_accumulation_steps=1, num_train_epochs=1, learning_rate=3e-4, lr_scheduler_type="cosine",
         warmup_steps=2, max_length=args.max_length, completion_only_loss=True, packing=False,
         logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, seed=seed,
-        **({} if args.trl_defaults else {"bf16": False, "gradient_checkpointing": False}))
+        **({} if args.trl_defaults else {"bf16": args.dtype == "bfloat16", "gradient_checkpointing": False}))
     trainer = SFTTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(rows),
                          processing_class=tokenizer,
                          peft_config=LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=0.0,
@@ -101,6 +103,8 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each tool")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                        help="traitlens's training dtype, and TRL's unless --trl-defaults")
     parser.add_argument("--trl-defaults", action="store_true", help="let TRL use its CPU defaults")
     args = parser.parse_args()
     results: dict[str, list[dict]] = {"traitlens": [], "trl": []}
