@@ -120,5 +120,6 @@ def main() -> None:
                 print(f"{name:9s} {dtype:8s} median of {args.repeats}: {statistics.median(ratios):.2f}x; "
                       f"identical predictions {agree:.1%}; accuracy {acc(ours):.3f} vs {acc(theirs):.3f}")
 
+
 if __name__ == "__main__":
     main()
