@@ -56,6 +56,19 @@ def test_scores_identical_across_runs_and_batch_sizes(scorer, movie_items):
     assert first[0].tokens == (1, 1, 2)
 
 
+def test_output_layer_chunks_do_not_change_scores(scorer, movie_items, monkeypatch):
+    from traitlens.models import hf
+
+    requests = [ChoiceRequest(p, ("negative", "positive", "very negative"))
+                for p in prompts(MOVIE, movie_items.head(12), scorer)]
+    whole = scorer.loglikelihood(requests)
+    monkeypatch.setattr(hf, "HEAD_ROWS", 5)  # 12 items: chunks of 5, 5 and 2
+    chunked = scorer.loglikelihood(requests)
+    assert [s.tokens for s in chunked] == [s.tokens for s in whole]
+    diffs = [abs(a - b) for x, y in zip(whole, chunked) for a, b in zip(x.logprobs, y.logprobs)]
+    assert max(diffs) < 1e-4
+
+
 def test_shared_prompt_matches_a_full_forward_per_choice(scorer):
     import torch
 
