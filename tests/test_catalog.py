@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from traitlens import cache
-from traitlens.cache import Package, fetch_package
+from traitlens.cache import Package, build_once, fetch_package
 from traitlens.data.catalog import CATALOG, catalog_splits, materialize
 from traitlens.errors import TraitlensError
 
@@ -123,3 +123,60 @@ def test_cache_dir_follows_environment(tmp_path, monkeypatch):
     monkeypatch.delenv("TRAITLENS_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
     assert cache.cache_dir() == tmp_path / "x" / "traitlens"
+
+
+def _finished(scratch, text="ours"):
+    out = scratch / "built"
+    out.mkdir()
+    (out / "done").write_text(text)
+    return out
+
+
+def test_build_once_builds_a_missing_folder_once(tmp_path):
+    calls = []
+    folder = tmp_path / "cache" / "thing"
+    for _ in range(2):
+        assert build_once(folder, "done", lambda scratch: calls.append(1) or _finished(scratch)) == folder
+    assert calls == [1] and (folder / "done").read_text() == "ours"
+    assert [p.name for p in folder.parent.iterdir()] == ["thing"]  # no scratch folder left behind
+
+
+def test_build_once_keeps_the_folder_of_a_builder_that_finished_first(tmp_path):
+    folder = tmp_path / "thing"
+
+    def build(scratch):  # another process renames its folder into place while this one builds
+        folder.mkdir()
+        (folder / "done").write_text("theirs")
+        return _finished(scratch)
+
+    assert build_once(folder, "done", build) == folder
+    assert (folder / "done").read_text() == "theirs"
+    assert list(tmp_path.iterdir()) == [folder]
+
+
+def test_build_once_leaves_nothing_when_the_build_fails(tmp_path):
+    def build(scratch):
+        (scratch / "half-written").write_text("")
+        raise TraitlensError("download failed")
+
+    with pytest.raises(TraitlensError, match="download failed"):
+        build_once(tmp_path / "thing", "done", build)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_once_reports_a_broken_folder_in_the_way(tmp_path):
+    folder = tmp_path / "thing"
+    folder.mkdir()
+    (folder / "stray").write_text("")  # not empty, and no marker: not a finished build
+    with pytest.raises(OSError):
+        build_once(folder, "done", _finished)
+
+
+def test_catalog_entry_builds_in_a_cold_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAITLENS_CACHE", str(tmp_path))
+    folder = materialize("arithmetic")  # generated locally: no download
+    info = json.loads((folder / "info.json").read_text())
+    assert folder.parent.parent == tmp_path / "catalog" and info["name"] == "arithmetic"
+    for split, rows in info["splits"].items():
+        assert len((folder / f"{split}.jsonl").read_text().splitlines()) == rows > 0
+    assert [p.name for p in folder.parent.iterdir()] == ["arithmetic"]

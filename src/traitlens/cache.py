@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,24 @@ def cache_dir() -> Path:
         return Path(os.environ["TRAITLENS_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "traitlens"
+
+
+def build_once(folder: Path, marker: str, build: Callable[[Path], Path]) -> Path:
+    """`folder`, built on first use. `build(scratch)` makes the contents inside a scratch folder
+    beside it and returns the finished folder, which is renamed into place. The rename is
+    atomic: a reader sees a complete folder or none, and of two processes building at once the
+    first rename wins. `marker` names a file that only a complete folder holds."""
+    if (folder / marker).exists():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{folder.name}-") as scratch:
+        built = build(Path(scratch))
+        try:
+            built.rename(folder)
+        except OSError:
+            if not (folder / marker).exists():  # not a concurrent builder that won: a real error
+                raise
+    return folder
 
 
 @dataclass(frozen=True)

