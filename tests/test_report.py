@@ -131,3 +131,15 @@ def test_report_in_headless_chromium(report, tmp_path):
         browser.close()
     assert errors == [] and dialogs == [] and requests == []
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_report_reuses_the_cells_it_is_given(report, tmp_path, monkeypatch):
+    from traitlens.analysis.collect import collect
+    from traitlens.report import page
+
+    study = load_study(report.with_name("study.yaml"))
+    plan, store = plan_study(study), Store(study.store)
+    results = collect(plan, store)
+    monkeypatch.setattr(page, "collect", lambda *args: pytest.fail("read the study's cells from the store again"))
+    out = page.build_report(plan, store, tmp_path / "given.html", results)
+    assert "Transfer matrix" in out.read_text()

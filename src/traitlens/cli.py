@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from traitlens import __version__
+from traitlens.analysis.collect import Results
 from traitlens.config import Study, load_study
 from traitlens.config.schema import DatasetSpec
 from traitlens.data.catalog import CATALOG, catalog_splits
@@ -141,7 +142,7 @@ def _summarize(plan: Plan, store: Store, study_file: Path) -> None:
     """The end of a run: traits, the explanation's verdict, the report. Analyses whose inputs
     have not changed since they were stored are reused, so a finished study reruns quickly."""
     try:
-        ensure_analyses(plan, store)
+        results = ensure_analyses(plan, store)
     except TraitlensError as exc:  # e.g. no target varies: the matrix stands on its own
         console.print(f"[yellow]no traits[/]: {exc}")
         return
@@ -150,7 +151,7 @@ def _summarize(plan: Plan, store: Store, study_file: Path) -> None:
                       f"stability {trait['median_congruence']:.2f} (`traitlens traits {study_file}` for details)")
     verdict = store.analysis(plan.study.name, "explain")[1]["verdict"]
     console.print(f"why: {verdict} (`traitlens explain {study_file}`)")
-    console.print(f"report: {_write_report(plan, store, None)}")
+    console.print(f"report: {_write_report(plan, store, None, results)}")
 
 
 def _executor(study: Study):
@@ -364,14 +365,14 @@ def report(study_file: Path, output: Path | None) -> None:
     store = _finished_store(study, study_file)
     plan = plan_study(study)
     with store.locked(f"traitlens report {study_file}"):
-        ensure_analyses(plan, store)
-    console.print(f"report: {_write_report(plan, store, output)}")
+        results = ensure_analyses(plan, store)
+    console.print(f"report: {_write_report(plan, store, output, results)}")
 
 
-def _write_report(plan: Plan, store: Store, output: Path | None) -> Path:
+def _write_report(plan: Plan, store: Store, output: Path | None, results: Results | None) -> Path:
     from traitlens.report.page import build_report
 
-    return build_report(plan, store, output or store.root / "report" / f"{plan.study.name}.html")
+    return build_report(plan, store, output or store.root / "report" / f"{plan.study.name}.html", results)
 
 
 @cli.group()

@@ -62,10 +62,11 @@ def run_explain(plan: Plan, store: Store, results: Results | None = None) -> tup
     return result, features.source_profiles
 
 
-def ensure_analyses(plan: Plan, store: Store) -> None:
+def ensure_analyses(plan: Plan, store: Store) -> Results | None:
     """Compute the traits and the explanation unless the stored ones have the same inputs: the
     same finished cells, settings and analysis code (a stored analysis can also come from
-    another config of the same study, e.g. other analysis settings)."""
+    another config of the same study, e.g. other analysis settings). Returns the cells read from
+    the store when either had to be computed (the report reuses them), else None."""
     states = plan.states(store)
     cells = [job.key for job in plan.eval_jobs if states[job.key] == "done"]
     results = None  # read from the store once, for whichever analyses need it
@@ -74,3 +75,4 @@ def ensure_analyses(plan: Plan, store: Store) -> None:
         if stored is None or stored[0] != analysis_key(name, plan, cells):
             results = collect(plan, store) if results is None else results
             compute(plan, store, results)
+    return results

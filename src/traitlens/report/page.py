@@ -14,7 +14,7 @@ import plotly.io
 from plotly.offline import get_plotlyjs
 
 from traitlens import __version__
-from traitlens.analysis.collect import collect
+from traitlens.analysis.collect import Results, collect
 from traitlens.analysis.uncertainty import score_intervals
 from traitlens.errors import TraitlensError
 from traitlens.execution.plan import BASE, Plan
@@ -30,14 +30,15 @@ PROFILE_COLUMNS = ("size", "n_classes", "class_entropy_norm", "majority_share", 
                    "negation_rate", "duplicate_rate", "answer_perplexity")
 
 
-def build_report(plan: Plan, store: Store, out: Path) -> Path:
-    """Write `out` (one HTML file) and `<out stem>-data/` (CSV and JSON tables); return `out`."""
+def build_report(plan: Plan, store: Store, out: Path, results: Results | None = None) -> Path:
+    """Write `out` (one HTML file) and `<out stem>-data/` (CSV and JSON tables); return `out`.
+    `results`: the study's cells if the caller has just read them from the store."""
     study = plan.study
     stored = store.analysis(study.name, "traits")
     if stored is None:
         raise TraitlensError("no trait analysis in the store yet: run `traitlens run` (or `traitlens traits`) first.")
     analysis_key, analysis = stored
-    results = collect(plan, store)
+    results = collect(plan, store) if results is None else results
     cells = {job.key: cell for job in plan.eval_jobs if (cell := store.cell(job.key)) is not None}
     # The stored JSON has sorted keys; show rows and columns in the study's order.
     raw = pd.DataFrame(analysis["raw"])
