@@ -186,12 +186,16 @@ class Training(Strict):
     warmup_steps: Annotated[int, Field(ge=0)] = 100
     epochs: PositiveInt = 1
     max_steps: PositiveInt | None = Field(None, description="Stop after this many steps.")
-    batch_size: PositiveInt = 8
-    gradient_accumulation: PositiveInt = 4
+    batch_size: PositiveInt = Field(8, description="Examples per forward and backward pass.")
+    gradient_accumulation: PositiveInt = Field(
+        4, description="Passes per optimizer step. The loss is normalised over the whole step, so "
+                       "any split of its examples gives the same gradient; fewer, larger passes are "
+                       "faster in bfloat16 where memory allows.")
     max_length: PositiveInt = 2048
     loss_mode: Literal["full", "completion", "prompt"] = "full"
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)
-    dtype: Dtype = "float32"
+    dtype: Dtype = Field("float32", description="bfloat16: the frozen base in bfloat16, LoRA weights and "
+                                                "optimizer state in float32, matmuls under autocast.")
     packing: bool = False
     gradient_checkpointing: bool = False
     checkpoint_every: PositiveInt = 50
