@@ -145,3 +145,15 @@ def test_held_out_recommendations_hide_the_target_they_rank():
     assert len(table) == 10 * 4 and set(table["rank"]) == set(range(1, 11))
     for _, ranked in table.groupby("target"):
         assert stats.spearmanr(ranked["predicted"], ranked["observed"]).statistic > 0.7
+
+
+def test_too_few_pairs_to_learn_from_give_no_ranking_and_a_clear_error():
+    from traitlens.analysis.explain import held_out_recommendations, pair_rows, recommend
+    from traitlens.errors import TraitlensError
+
+    delta, groups = planted_study(5, sources=3, targets=1)
+    rows = pair_rows(delta, groups["hidden"], pd.DataFrame({"size": [1.0]}, index=delta.columns),
+                     groups["similarity"])
+    assert held_out_recommendations(rows).empty  # hiding the only target leaves nothing to learn from
+    with pytest.raises(TraitlensError, match="too little to predict transfer from: 0 observed"):
+        recommend(rows.assign(delta=np.nan), "t0", by="target")

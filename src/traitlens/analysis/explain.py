@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from traitlens.errors import TraitlensError
+
 MIN_SOURCES = 5  # below this, leave-one-source-out has too few sources to fit on
 
 
@@ -181,6 +183,10 @@ def _ridge(train: pd.DataFrame, test: pd.DataFrame, alpha: float = 1.0) -> np.nd
     from sklearn.linear_model import Ridge
 
     columns = [c for c in train.columns if ":" in c and train[c].nunique() > 1]
+    if len(train) < 2 or not columns:
+        raise TraitlensError(
+            f"too little to predict transfer from: {len(train)} observed (source, target) pair(s) with "
+            f"{len(columns)} feature(s) that vary across them. Add sources or targets and run them.")
     x_train, x_test = train[columns].to_numpy(float), test[columns].to_numpy(float)
     mean, std = np.nanmean(x_train, axis=0), np.nanstd(x_train, axis=0) + 1e-9
     model = Ridge(alpha=alpha).fit(np.nan_to_num((x_train - mean) / std), train["delta"].to_numpy())
@@ -199,7 +205,11 @@ def recommend(rows: pd.DataFrame, new: str, by: str) -> tuple[pd.DataFrame, pd.D
     for held in known[by].unique():
         train, test = known[known[by] != held], known[known[by] == held]
         if len(test) >= 3 and test["delta"].nunique() > 1:
-            quality.append({by: held, "spearman": stats.spearmanr(_ridge(train, test), test["delta"]).statistic})
+            try:
+                predicted = _ridge(train, test)
+            except TraitlensError:  # the rest are too few to learn from: this one is not scored
+                continue
+            quality.append({by: held, "spearman": stats.spearmanr(predicted, test["delta"]).statistic})
     return ranking, pd.DataFrame(quality, columns=[by, "spearman"])
 
 
@@ -209,7 +219,10 @@ def held_out_recommendations(rows: pd.DataFrame) -> pd.DataFrame:
     out = []
     for target in rows.loc[rows["delta"].notna(), "target"].unique():
         hidden = rows.assign(delta=rows["delta"].where(rows["target"] != target))
-        ranking, _ = recommend(hidden, target, by="target")
+        try:
+            ranking, _ = recommend(hidden, target, by="target")
+        except TraitlensError:  # the other targets are too few to learn from
+            continue
         observed = rows[rows["target"] == target].set_index("source")["delta"]
         out += [{"target": target, "rank": rank + 1, "source": row.source, "predicted": row.predicted,
                  "observed": observed.get(row.source)} for rank, row in enumerate(ranking.itertuples())]
