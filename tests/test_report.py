@@ -143,3 +143,37 @@ def test_report_reuses_the_cells_it_is_given(report, tmp_path, monkeypatch):
     monkeypatch.setattr(page, "collect", lambda *args: pytest.fail("read the study's cells from the store again"))
     out = page.build_report(plan, store, tmp_path / "given.html", results)
     assert "Transfer matrix" in out.read_text()
+
+
+def test_a_study_too_small_for_traits_still_gets_its_report(tmp_path, tiny_model):
+    path = tmp_path / "small.yaml"
+    path.write_text(TINY_TRAIN.format(base=tiny_model).replace("targets:\n", """\
+  - name: tweets
+    dataset: catalog:sentiment-tweets
+    transforms: [{subsample: 16}]
+targets:
+  - name: amazon
+    dataset: catalog:sentiment-amazon
+    kind: classification
+    labels: [negative, positive]
+    abilities: [sentiment]
+""").replace("evaluation: {limit: 8}", "evaluation: {limit: 40}\nanalysis: {bootstrap_samples: 30}"))
+    study = load_study(path)
+    sources, targets = prepare_study(study)
+    summary = run_plan(plan_study(study), Store(study.store), sources, targets, Console(quiet=True),
+                       make_scorer=lambda s: FakeScorer(bias={None: "negative"}))
+    assert not summary.failed
+    traits = subprocess.run([sys.executable, "-m", "traitlens", "traits", str(path)], capture_output=True, text=True)
+    assert traits.returncode == 0, traits.stderr
+    assert "no traits: traits need at least three adapters scored on every target; 2 are" in traits.stdout
+    assert "significant negative transfer" in traits.stdout or "side effects" in traits.stdout
+    out = tmp_path / "small.html"
+    result = subprocess.run([sys.executable, "-m", "traitlens", "report", str(path), "-o", str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    page = out.read_text()
+    assert "No traits for this study: traits need at least three adapters" in page
+    assert 'id="figure-delta"' in page and 'id="figure-scree"' not in page
+    data = tmp_path / "small-data"
+    assert len(pd.read_csv(data / "cells_uncertainty.csv")) == 2 * 2  # 2 adapters x 2 targets
+    assert json.loads((data / "traits.json").read_text())["traits"] == []

@@ -143,10 +143,13 @@ def _summarize(plan: Plan, store: Store, study_file: Path) -> None:
     have not changed since they were stored are reused, so a finished study reruns quickly."""
     try:
         results = ensure_analyses(plan, store)
-    except TraitlensError as exc:  # e.g. no target varies: the matrix stands on its own
-        console.print(f"[yellow]no traits[/]: {exc}")
+    except TraitlensError as exc:  # e.g. no adapter finished: the matrix stands on its own
+        console.print(f"[yellow]no analysis[/]: {exc}")
         return
-    for trait in store.analysis(plan.study.name, "traits")[1]["traits"]:
+    traits = store.analysis(plan.study.name, "traits")[1]
+    if traits.get("no_traits"):
+        console.print(f"[yellow]no traits[/]: {traits['no_traits']}")
+    for trait in traits["traits"]:
         console.print(f"{trait['trait']}: [bold]{trait['name']}[/], {trait['explained']:.0%} of variance, "
                       f"stability {trait['median_congruence']:.2f} (`traitlens traits {study_file}` for details)")
     verdict = store.analysis(plan.study.name, "explain")[1]["verdict"]
@@ -224,6 +227,23 @@ def traits(study_file: Path) -> None:
 
 def _print_traits(result, study: Study) -> None:
     settings = study.analysis
+    if result.no_traits:  # the effects below still stand
+        console.print(f"[yellow]no traits[/]: {result.no_traits}")
+    else:
+        _print_trait_tables(result, settings)
+    if len(result.side_effects):
+        console.print("[bold]side effects[/] (significantly worse than the base):")
+        for row in result.side_effects.itertuples():
+            console.print(f"  {row.model} on {row.target}: {row.delta:+.3f} [{row.low:+.3f}, {row.high:+.3f}], q={row.q:.3g}")
+    else:
+        console.print(f"no significant negative transfer at q < {settings.alpha}.")
+    for row in result.asymmetry.itertuples():
+        console.print(f"asymmetry {row.a} -> {row.b}: {row.a_to_b:+.3f}, {row.b} -> {row.a}: {row.b_to_a:+.3f}")
+    if result.dropped:
+        console.print(f"[yellow]left out[/] (missing cells, or no variation): {', '.join(result.dropped)}")
+
+
+def _print_trait_tables(result, settings) -> None:
     console.print(f"[bold]{len(result.names)} trait(s)[/] from {settings.method} ({settings.rotation}) on "
                   f"the {settings.view} matrix of {len(result.matrix)} sources x {result.matrix.shape[1]} targets"
                   + (" (diagonal masked)" if settings.mask_diagonal else "")
@@ -243,16 +263,6 @@ def _print_traits(result, study: Study) -> None:
         for row, values in frame.iterrows():
             table.add_row(str(row), *(f"{v:+.2f}" for v in values))
         console.print(table)
-    if len(result.side_effects):
-        console.print("[bold]side effects[/] (significantly worse than the base):")
-        for row in result.side_effects.itertuples():
-            console.print(f"  {row.model} on {row.target}: {row.delta:+.3f} [{row.low:+.3f}, {row.high:+.3f}], q={row.q:.3g}")
-    else:
-        console.print(f"no significant negative transfer at q < {settings.alpha}.")
-    for row in result.asymmetry.itertuples():
-        console.print(f"asymmetry {row.a} -> {row.b}: {row.a_to_b:+.3f}, {row.b} -> {row.a}: {row.b_to_a:+.3f}")
-    if result.dropped:
-        console.print(f"[yellow]left out[/] (missing cells, or no variation): {', '.join(result.dropped)}")
 
 
 @cli.command()

@@ -32,6 +32,7 @@ class TraitAnalysis:
     side_effects: pd.DataFrame
     asymmetry: pd.DataFrame
     dropped: list[str]  # sources left out for missing cells, targets no adapter moves
+    no_traits: str | None = None  # why there are no traits, when the matrix is too small or flat
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON (NaN as null), as stored for the report."""
@@ -44,6 +45,7 @@ class TraitAnalysis:
                        for trait, name in zip(self.loadings.columns, self.names)],
             "side_effects": self.side_effects.to_dict("records"),
             "asymmetry": self.asymmetry.to_dict("records"), "dropped": self.dropped,
+            "no_traits": self.no_traits,
         })
 
 
@@ -66,8 +68,8 @@ def analyze(results: Results, settings: Analysis) -> TraitAnalysis:
         raise TraitlensError("no base cells in the store yet: run the study first (`traitlens run`).")
     complete = raw_all.dropna()  # an adapter needs every target scored to enter the traits
     dropped = [row for row in raw_all.index if row not in complete.index]
-    if BASE in dropped or len(complete) < 4:
-        raise TraitlensError(f"traits need the base and at least three adapters scored on every target; "
+    if BASE in dropped or len(complete) < 2:
+        raise TraitlensError(f"the analysis needs the base and an adapter scored on every target; "
                              f"complete rows now: {', '.join(complete.index) or 'none'}. Run the study first.")
     sources = [row for row in complete.index if row != BASE]
     cells = results.cells[results.cells["source"].isin(sources) | (results.cells["model"] == BASE)]
@@ -78,18 +80,27 @@ def analyze(results: Results, settings: Analysis) -> TraitAnalysis:
         return estimator(n_traits, settings.rotation, random_state=settings.seed,
                          standardize=settings.standardize).fit(matrix_), matrix_
 
+    uncertainty = cell_uncertainty(cells, results.items, settings.bootstrap_samples, settings.alpha, settings.seed)
+    delta = view(complete, "delta")
+    effects = {"raw": complete, "uncertainty": uncertainty, "spread": seed_spread(cells),
+               "side_effects": side_effects(uncertainty), "asymmetry": asymmetry(delta, results.diagonal)}
     try:
+        if len(sources) < 3:
+            raise ValueError(f"traits need at least three adapters scored on every target; "
+                             f"{len(sources)} are ({', '.join(sources)})")
         traits, matrix = fit(cells, settings.n_traits)
-    except ValueError as exc:
-        raise TraitlensError(f"{exc}. Add sources or targets, or more items per target.") from None
+    except ValueError as exc:  # the effects still stand; the report shows them without traits
+        matrix = view(raw_matrix(cells), settings.view, results.diagonal, settings.mask_diagonal)
+        return TraitAnalysis(
+            **effects, matrix=matrix, loadings=pd.DataFrame(index=matrix.columns),
+            scores=pd.DataFrame(index=matrix.index), explained=pd.Series(dtype=float), names=[],
+            stability=pd.DataFrame(), dropped=dropped,
+            no_traits=f"{exc}. Add sources or targets, or more items per target.")
     # Refits keep the full-data trait count, so their traits can be matched one to one.
     stability = trait_stability(traits.loadings_, lambda c: fit(c, traits.n_traits_)[0].loadings_, cells,
                                 results.items, settings.bootstrap_samples, settings.seed)
-    uncertainty = cell_uncertainty(cells, results.items, settings.bootstrap_samples, settings.alpha, settings.seed)
-    delta = view(complete, "delta")
     return TraitAnalysis(
-        raw=complete, matrix=matrix, uncertainty=uncertainty, spread=seed_spread(cells),
-        loadings=traits.loadings_, scores=traits.scores_, explained=traits.explained_variance_ratio_,
+        **effects, matrix=matrix, loadings=traits.loadings_, scores=traits.scores_,
+        explained=traits.explained_variance_ratio_,
         names=[name_trait(traits.loadings_[t], results.abilities) for t in traits.loadings_.columns],
-        stability=stability, side_effects=side_effects(uncertainty),
-        asymmetry=asymmetry(delta, results.diagonal), dropped=dropped + traits.dropped_targets_)
+        stability=stability, dropped=dropped + traits.dropped_targets_)

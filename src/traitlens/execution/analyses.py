@@ -49,7 +49,7 @@ def run_explain(plan: Plan, store: Store, results: Results | None = None) -> tup
     sources, targets = prepare_study(study)
     features = study_features(study, sources, targets, behaviour(results.cells))
     delta = view(raw_matrix(results.cells), "delta", results.diagonal, study.analysis.mask_diagonal).dropna(how="all")
-    scores = pd.DataFrame({t["trait"]: t["scores"] for t in stored[1]["traits"]}) if stored else None
+    scores = pd.DataFrame({t["trait"]: t["scores"] for t in stored[1]["traits"]}) if stored and stored[1]["traits"] else None
     result = explain_transfer(delta, features.groups, scores, PREDICTIVE,
                               study.analysis.bootstrap_samples, study.analysis.seed)
     recommendations = held_out_recommendations(features.pairs(delta))

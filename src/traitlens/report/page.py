@@ -54,10 +54,11 @@ def build_report(plan: Plan, store: Store, out: Path, results: Results | None = 
     alpha = study.analysis.alpha
 
     explained = store.analysis(study.name, "explain")
-    figs = {"delta": figures.delta_heatmap(delta, raw, uncertainty, alpha),
-            "scree": figures.scree(_eigenvalues(pd.DataFrame(analysis["matrix"])), len(names)),
-            "loadings": figures.loadings_heatmap(loadings, names),
-            "biplot": figures.biplot(scores, loadings)}
+    figs = {"delta": figures.delta_heatmap(delta, raw, uncertainty, alpha)}
+    if names:  # a study too small or flat for traits still gets its matrix and effects
+        figs |= {"scree": figures.scree(_eigenvalues(pd.DataFrame(analysis["matrix"])), len(names)),
+                 "loadings": figures.loadings_heatmap(loadings, names),
+                 "biplot": figures.biplot(scores, loadings)}
     length_ids, confusion_ids = [], []
     for target in study.targets:
         jobs = [job for job in plan.eval_jobs if job.target == target.name and job.key in cells]
@@ -97,6 +98,7 @@ def build_report(plan: Plan, store: Store, out: Path, results: Results | None = 
                          f"rotation on the {study.analysis.view} matrix"
                          f"{' with the diagonal masked' if study.analysis.mask_diagonal else ''}, targets "
                          f"{'standardised' if study.analysis.standardize else 'centred, not standardised'}."),
+        "no_traits": analysis.get("no_traits"),
         "traits": [{"trait": t["trait"], "name": t["name"], "explained": f"{t['explained']:.0%}",
                     "stability": _num(t["median_congruence"]), "share": f"{t['share_at_least_0.85']:.0%}"}
                    for t in analysis["traits"]],
