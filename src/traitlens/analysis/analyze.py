@@ -74,33 +74,29 @@ def analyze(results: Results, settings: Analysis) -> TraitAnalysis:
     sources = [row for row in complete.index if row != BASE]
     cells = results.cells[results.cells["source"].isin(sources) | (results.cells["model"] == BASE)]
     estimator = ESTIMATORS[settings.method]
-
-    def fit(cells_: pd.DataFrame, n_traits: int | str):
-        matrix_ = view(raw_matrix(cells_), settings.view, results.diagonal, settings.mask_diagonal)
-        return estimator(n_traits, settings.rotation, random_state=settings.seed,
-                         standardize=settings.standardize).fit(matrix_), matrix_
-
+    matrix_of = lambda cells_: view(raw_matrix(cells_), settings.view, results.diagonal, settings.mask_diagonal)
+    model = lambda n_traits: estimator(n_traits, settings.rotation, random_state=settings.seed,
+                                       standardize=settings.standardize)
+    matrix = matrix_of(cells)
     uncertainty = cell_uncertainty(cells, results.items, settings.bootstrap_samples, settings.alpha, settings.seed)
     delta = view(complete, "delta")
-    effects = {"raw": complete, "uncertainty": uncertainty, "spread": seed_spread(cells),
+    effects = {"raw": complete, "matrix": matrix, "uncertainty": uncertainty, "spread": seed_spread(cells),
                "side_effects": side_effects(uncertainty), "asymmetry": asymmetry(delta, results.diagonal)}
     try:
         if len(sources) < 3:
             raise ValueError(f"traits need at least three adapters scored on every target; "
                              f"{len(sources)} are ({', '.join(sources)})")
-        traits, matrix = fit(cells, settings.n_traits)
+        traits = model(settings.n_traits).fit(matrix)
     except ValueError as exc:  # the effects still stand; the report shows them without traits
-        matrix = view(raw_matrix(cells), settings.view, results.diagonal, settings.mask_diagonal)
         return TraitAnalysis(
-            **effects, matrix=matrix, loadings=pd.DataFrame(index=matrix.columns),
-            scores=pd.DataFrame(index=matrix.index), explained=pd.Series(dtype=float), names=[],
-            stability=pd.DataFrame(), dropped=dropped,
+            **effects, loadings=pd.DataFrame(index=matrix.columns), scores=pd.DataFrame(index=matrix.index),
+            explained=pd.Series(dtype=float), names=[], stability=pd.DataFrame(), dropped=dropped,
             no_traits=f"{exc}. Add sources or targets, or more items per target.")
     # Refits keep the full-data trait count, so their traits can be matched one to one.
-    stability = trait_stability(traits.loadings_, lambda c: fit(c, traits.n_traits_)[0].loadings_, cells,
-                                results.items, settings.bootstrap_samples, settings.seed)
+    refit = lambda cells_: model(traits.n_traits_).fit(matrix_of(cells_)).loadings_
+    stability = trait_stability(traits.loadings_, refit, cells, results.items, settings.bootstrap_samples, settings.seed)
     return TraitAnalysis(
-        **effects, matrix=matrix, loadings=traits.loadings_, scores=traits.scores_,
+        **effects, loadings=traits.loadings_, scores=traits.scores_,
         explained=traits.explained_variance_ratio_,
         names=[name_trait(traits.loadings_[t], results.abilities) for t in traits.loadings_.columns],
         stability=stability, dropped=dropped + traits.dropped_targets_)
