@@ -92,3 +92,16 @@ training:
   checkpoint_every: 2
 evaluation: {{limit: 8}}
 """
+
+# Put in place of "targets:\n" in TINY_TRAIN: a second source (tweets) and a second target (amazon).
+MORE_SOURCES = """\
+  - name: tweets
+    dataset: catalog:sentiment-tweets
+    transforms: [{subsample: 16}]
+targets:
+  - name: amazon
+    dataset: catalog:sentiment-amazon
+    kind: classification
+    labels: [negative, positive]
+    abilities: [sentiment]
+"""

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MINIMAL, TINY_TRAIN
+from conftest import MINIMAL, MORE_SOURCES, TINY_TRAIN
 
 REPO = Path(__file__).parent.parent
 
@@ -143,19 +143,12 @@ def test_traits_command_reads_the_store(write_study, tiny_model):
     from traitlens.models.scorer import FakeScorer
     from traitlens.store import Store
 
-    text = TINY_TRAIN.format(base=tiny_model).replace("targets:\n", """\
-  - name: tweets
-    dataset: catalog:sentiment-tweets
-    transforms: [{subsample: 16}]
+    sections = MORE_SOURCES.replace("targets:\n", """\
   - name: math
     dataset: catalog:arithmetic
     transforms: [{subsample: 16}]
 targets:
-  - name: amazon
-    dataset: catalog:sentiment-amazon
-    kind: classification
-    labels: [negative, positive]
-    abilities: [sentiment]
+""") + """\
   - name: nyt
     dataset: catalog:sentiment-nyt
     kind: classification
@@ -167,8 +160,11 @@ targets:
     kind: classification
     labels: ["no", "yes"]
     abilities: [reading]
-""").replace("  - name: movie\n    dataset: catalog:sentiment-movie\n    kind: classification\n"
-             "    labels: [negative, positive]\n    abilities: [sentiment]\n", "").replace("evaluation: {limit: 8}", "evaluation: {limit: 40}\nanalysis: {bootstrap_samples: 50}")
+"""
+    text = (TINY_TRAIN.format(base=tiny_model).replace("targets:\n", sections)
+            .replace("  - name: movie\n    dataset: catalog:sentiment-movie\n    kind: classification\n"
+                     "    labels: [negative, positive]\n    abilities: [sentiment]\n", "")
+            .replace("evaluation: {limit: 8}", "evaluation: {limit: 40}\nanalysis: {bootstrap_samples: 50}"))
     path = write_study(text)
     assert traitlens("traits", str(path)).returncode == 2  # nothing run yet: a clear error
     study = load_study(path)

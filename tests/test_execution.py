@@ -13,7 +13,7 @@ import time
 import pytest
 from rich.console import Console
 
-from conftest import TINY_TRAIN
+from conftest import MORE_SOURCES, TINY_TRAIN
 from traitlens.config import load_study
 from traitlens.data.load import prepare_study
 from traitlens.execution.local import run_plan
@@ -22,17 +22,6 @@ from traitlens.models.scorer import FakeScorer
 from traitlens.store import Store
 
 QUIET = Console(quiet=True)
-MORE_SOURCES = """\
-  - name: tweets
-    dataset: catalog:sentiment-tweets
-    transforms: [{subsample: 16}]
-targets:
-  - name: amazon
-    dataset: catalog:sentiment-amazon
-    kind: classification
-    labels: [negative, positive]
-    abilities: [sentiment]
-"""
 
 
 def grid(write_study, tiny_model, extra_sources: str = "", name: str = "study.yaml", tail: str = ""):

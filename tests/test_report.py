@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from rich.console import Console
 
-from conftest import TINY_TRAIN
+from conftest import MORE_SOURCES, TINY_TRAIN
 from traitlens.config import load_study
 from traitlens.data.load import prepare_study
 from traitlens.execution.local import run_plan
@@ -147,17 +147,7 @@ def test_report_reuses_the_cells_it_is_given(report, tmp_path, monkeypatch):
 
 def test_a_study_too_small_for_traits_still_gets_its_report(tmp_path, tiny_model):
     path = tmp_path / "small.yaml"
-    path.write_text(TINY_TRAIN.format(base=tiny_model).replace("targets:\n", """\
-  - name: tweets
-    dataset: catalog:sentiment-tweets
-    transforms: [{subsample: 16}]
-targets:
-  - name: amazon
-    dataset: catalog:sentiment-amazon
-    kind: classification
-    labels: [negative, positive]
-    abilities: [sentiment]
-""").replace("evaluation: {limit: 8}", "evaluation: {limit: 40}\nanalysis: {bootstrap_samples: 30}"))
+    path.write_text(TINY_TRAIN.format(base=tiny_model).replace("targets:\n", MORE_SOURCES).replace("evaluation: {limit: 8}", "evaluation: {limit: 40}\nanalysis: {bootstrap_samples: 30}"))
     study = load_study(path)
     sources, targets = prepare_study(study)
     summary = run_plan(plan_study(study), Store(study.store), sources, targets, Console(quiet=True),
