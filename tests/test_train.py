@@ -302,7 +302,7 @@ def test_fused_lora_layers_give_peft_s_loss_and_gradients(tokenizer, tiny_model,
 
 
 def test_fused_lora_layers_in_bfloat16_are_as_close_to_float32_as_peft_s(tokenizer, tiny_model):
-    """The two round in different places (the fused layer adds the LoRA product in one step), so
+    """The two round in different places (the fused layer adds the LoRA product in float32), so
     each is compared with float32: this test model's large weights put both a few % away."""
     truth = _lora_step(tiny_model, tokenizer, False, False, 0.0)
     peft = _lora_step(tiny_model, tokenizer, True, False, 0.0)
@@ -318,3 +318,31 @@ def test_training_runs_every_lora_layer_fused(tiny_study, monkeypatch):
     study, [job], store, table = tiny_study()
     train_adapter(job, study, store, table)
     assert counts == [2 * len(study.lora.target_modules)]  # the tiny model has two blocks
+
+
+def test_fused_lora_layer_keeps_a_small_change_to_a_bfloat16_base():
+    """An adapter's early change is small against the base output; added in bfloat16 (PEFT under
+    autocast) most of it rounds away, added in float32 it survives."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    changes = {}
+    for fused in (False, True):
+        torch.manual_seed(0)
+        model = get_peft_model(torch.nn.Sequential(torch.nn.Linear(64, 64)),
+                               LoraConfig(r=4, lora_alpha=4, target_modules=["0"], init_lora_weights=False))
+        with torch.no_grad():
+            model.base_model.model[0].base_layer.weight.mul_(30)  # outputs of about 10
+            model.base_model.model[0].lora_B.default.weight.mul_(1e-3)  # changes of about 1e-3
+        x = torch.randn(16, 64)
+        true_change = model(x) - model.base_model.model[0].base_layer(x)  # all float32
+        loop._frozen_to_bfloat16(model)
+        if fused:
+            fuse_lora_layers(model)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            adapted = model(x.bfloat16())
+            with model.disable_adapter():
+                base = model(x.bfloat16())
+        changes[fused] = _distance(adapted.float() - base.float(), true_change.detach())
+    assert changes[True] < 0.05 < 0.5 < changes[False]

@@ -107,7 +107,7 @@ def train_files(job: Job, study: Study, table: pd.DataFrame, files: Path, checkp
     packed = _packing_is_exact(peft_model, decoder, lm, examples[:settings.batch_size], pad)
     if bf16:
         _frozen_to_bfloat16(peft_model)
-    fuse_lora_layers(peft_model)  # same values as PEFT's layers, 7-13% faster steps
+    fuse_lora_layers(peft_model)  # faster steps, and LoRA sums in float32 over a bfloat16 base
     if settings.gradient_checkpointing:
         peft_model.activation_checkpointing_enable()
         peft_model.enable_input_require_grads()
@@ -266,10 +266,9 @@ def _frozen_to_bfloat16(model) -> None:
     """Store every frozen parameter (projections, embeddings, norms) in bfloat16, as a model
     loaded in bfloat16 would be; the LoRA weights and their optimizer state stay float32.
 
-    The base then has the parameters bfloat16 evaluation uses, and no activation is cast on its
-    way into a matmul: with float32 embeddings and norms, autocast cast each projection's input
-    to bfloat16 (and PEFT cast it back to float32 for the LoRA branch), and the tied output
-    layer was cast at every step; together about 5% of a step. It also halves the base's memory."""
+    The base then has the parameters bfloat16 evaluation uses, no weight is cast at any step (the
+    tied output layer was, in float32), and the base's memory is halved. The adapted layers
+    (`lora_step`) still add their LoRA product, and so the residual stream, in float32."""
     import torch
     from peft.tuners.tuners_utils import BaseTunerLayer
 

@@ -10,7 +10,9 @@ then differentiates each piece on its own. On a CPU that costs more than the ari
   forwards and backwards, as is the sum of the two gradients into x.
 Here the LoRA product is added into the base output by one `addmm_` (scaling folded in), the
 gradient into x comes from one `addmm_` too, and every rank-r product is computed in its fast
-layout. The values are those of PEFT's layer (a test checks outputs and gradients).
+layout. In float32 the values are those of PEFT's layer (a test checks loss and gradients); with
+a bfloat16 base the sum is kept in float32, where PEFT's rounds away small changes (see
+`_LoraLinear`).
 
 Only the plain case is taken over: a `torch.nn.Linear` base with frozen weights, one active
 unmerged adapter without a variant (DoRA etc.) or LoRA bias. Anything else keeps PEFT's forward.
@@ -27,8 +29,13 @@ class _LoraLinear(torch.autograd.Function):
     """y = x W^T + b + s (d A^T) B^T, with d = dropout(x), or x itself when `dropped` is None
     (not x passed twice: that would keep torch.compile from tracing the function).
 
-    Computes in the frozen weight's dtype (so under bfloat16 autocast with bfloat16 base weights
-    exactly where autocast would), returning the LoRA weights' gradients in their own dtype."""
+    The products run in the frozen weight's dtype, as autocast would run them, and the LoRA
+    weights' gradients come back in their own dtype. With a bfloat16 base and float32 LoRA
+    weights, the LoRA product is added in float32 and y is returned in float32: added in
+    bfloat16 (as PEFT does under autocast), an adapter's early, small changes round away against
+    the base output (8 bits of mantissa), and 12 steps on movie reviews ended at a loss of
+    0.685 / 0.706 against float32's 0.539 / 0.559. Kept in float32: 0.565 / 0.573, at 4% fewer
+    tokens per second. The residual stream then stays float32 too."""
 
     @staticmethod
     def forward(ctx, x, dropped, weight, bias, lora_a, lora_b, scaling: float):
@@ -40,7 +47,10 @@ class _LoraLinear(torch.autograd.Function):
         with torch.autocast(x.device.type, enabled=False):
             out = torch.nn.functional.linear(rows, weight, bias)
             xa = (a @ d.t()).t()  # [rows x r], the fast layout for a thin product
-            out.addmm_(xa, b.t(), alpha=scaling)
+            if lora_b.dtype != dtype:  # see the class docstring
+                out = out.to(lora_b.dtype).addmm_(xa.to(lora_b.dtype), lora_b.t(), alpha=scaling)
+            else:
+                out.addmm_(xa, b.t(), alpha=scaling)
         ctx.save_for_backward(d, xa, weight, a, b)
         ctx.scaling, ctx.same, ctx.shape = scaling, same, x.shape
         ctx.dtypes = (x.dtype, x.dtype if same else dropped.dtype, lora_a.dtype, lora_b.dtype)
