@@ -18,8 +18,9 @@ from traitlens.store.db import Store
 from traitlens.store.keys import content_key
 
 # Bump when the training loop changes what it produces, so adapters of the old code are not
-# served for the new (it lives here until the training stage lands).
-TRAIN_CODE_VERSION = 1
+# served for the new (it lives here until the training stage lands). 2: bfloat16 training adds
+# the LoRA product in float32 (`train/lora_step.py`), which trains a different adapter.
+TRAIN_CODE_VERSION = 2
 
 # Training settings that change how a run proceeds but not the adapter it ends with.
 NOT_RESULT_TRAINING = {"seeds", "checkpoint_every", "gradient_checkpointing"}

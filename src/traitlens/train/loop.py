@@ -185,7 +185,7 @@ def _pack(batch: list[Encoded], pad: int):
     the hardware benchmark's movie reviews (23-69 tokens, 8 per micro-batch: few pairs fit in one
     row), while a single row pads none. Attention grows with the square of a row, masked blocks
     included, which is why rows stop at PACK_WIDTH: alternating the two on that benchmark, 4 runs
-    each, rows up to 512 trained 15% (float32) and 14% (bfloat16) more tokens per second.
+    each, rows up to 512 trained 15% (float32) and 9-14% (bfloat16) more tokens per second.
 
     With no attention mask, transformers reads the position restarts as sequence boundaries
     and masks attention block-diagonally, so no example sees another (`_packing_is_exact`
@@ -254,8 +254,8 @@ def _attention_for(lm, examples: list[Encoded], bf16: bool) -> None:
     tokens, 35 ms against 26 ms on 2 x 512, but 55 ms against 99 ms on 1 x 1024 (eager also
     keeps every layer's attention weights for the backward pass). In float32 the kernel wins at
     every width. Packed rows are at most PACK_WIDTH (512) tokens wide unless an example is wider,
-    padded rows as wide as the longest example, so the run's longest example decides. Models loaded with another implementation (a user's flash-attention-2,
-    say) are left alone."""
+    padded rows as wide as the longest example, so the run's longest example decides. Models
+    loaded with another implementation (a user's flash-attention-2, say) are left alone."""
     widest = max((len(e.input_ids) for e in examples), default=0)
     on_cpu = next(lm.parameters()).device.type == "cpu"
     if bf16 and on_cpu and lm.config._attn_implementation == "sdpa" and widest <= EAGER_MAX_WIDTH:
