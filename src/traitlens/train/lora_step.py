@@ -47,8 +47,9 @@ class _LoraLinear(torch.autograd.Function):
         with torch.autocast(x.device.type, enabled=False):
             out = torch.nn.functional.linear(rows, weight, bias)
             xa = (a @ d.t()).t()  # [rows x r], the fast layout for a thin product
-            if lora_b.dtype != dtype:  # see the class docstring
-                out = out.to(lora_b.dtype).addmm_(xa.to(lora_b.dtype), lora_b.t(), alpha=scaling)
+            wide = torch.promote_types(dtype, lora_b.dtype)
+            if wide != dtype:  # a bfloat16 base with float32 LoRA weights: see the class docstring
+                out = out.to(wide).addmm_(xa.to(wide), lora_b.to(wide).t(), alpha=scaling)
             else:
                 out.addmm_(xa, b.t(), alpha=scaling)
         ctx.save_for_backward(d, xa, weight, a, b)
