@@ -346,3 +346,13 @@ def test_fused_lora_layer_keeps_a_small_change_to_a_bfloat16_base():
                 base = model(x.bfloat16())
         changes[fused] = _distance(adapted.float() - base.float(), true_change.detach())
     assert changes[True] < 0.05 < 0.5 < changes[False]
+
+
+def test_packing_false_trains_every_example_in_a_padded_row_of_its_own(tiny_study, monkeypatch):
+    def no_packing(*args, **kwargs):
+        raise AssertionError("packed with packing: false")
+
+    monkeypatch.setattr(loop, "_pack", no_packing)
+    study, [job], store, table = tiny_study(training="  packing: false\n", store="padded")
+    meta = json.loads((train_adapter(job, study, store, table) / ADAPTER_META_FILE).read_text())
+    assert len(meta["loss_curve"]) == 6 and all(v == v for v in meta["loss_curve"])

@@ -104,7 +104,7 @@ def train_files(job: Job, study: Study, table: pd.DataFrame, files: Path, checkp
     pad = tokenizer.pad_token_id
     bf16 = settings.dtype == "bfloat16"  # autocast: matmuls in bfloat16, trainable weights float32
     _attention_for(lm, examples, bf16)
-    packed = _packing_is_exact(peft_model, decoder, lm, examples[:settings.batch_size], pad)
+    packed = settings.packing and _packing_is_exact(peft_model, decoder, lm, examples[:settings.batch_size], pad)
     if bf16:
         _frozen_to_bfloat16(peft_model)
     fuse_lora_layers(peft_model)  # faster steps, and LoRA sums in float32 over a bfloat16 base
