@@ -144,6 +144,7 @@ def test_execution_address_checked(write_study):
     assert study.execution.address == "ray://10.0.0.1:10001"
 
 
-def test_unbuilt_packing_is_refused_not_ignored(write_study):
-    [problem] = problems_of(write_study(MINIMAL + "  packing: true\n"))
-    assert "training.packing: packing is not implemented" in problem
+@pytest.mark.parametrize("packing", [True, False])
+def test_packing_can_be_set_either_way(write_study, packing):
+    study = load_study(write_study(MINIMAL + f"  packing: {str(packing).lower()}\n"))
+    assert study.training.packing is packing

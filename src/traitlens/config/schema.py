@@ -197,18 +197,11 @@ class Training(Strict):
     dtype: Dtype = Field("float32", description="bfloat16: the frozen base in bfloat16, LoRA weights and "
                                                 "optimizer state in float32, matmuls under autocast.")
     packing: bool = Field(True, description="Share rows of up to 512 tokens between a micro-batch's examples "
-                                             "(kept apart by the attention mask, which is checked on every run); "
+                                             "(each attends only to itself, which is checked on every run); "
                                              "false gives each example a padded row of its own. Same adapter either "
                                              "way, up to float rounding.")
     gradient_checkpointing: bool = False
     checkpoint_every: PositiveInt = 50
-
-    @field_validator("packing")
-    @classmethod
-    def _packing_not_built(cls, value: bool) -> bool:
-        if value:
-            raise ValueError("packing is not implemented in this traitlens version; set it to false")
-        return value
 
     @field_validator("seeds")
     @classmethod
