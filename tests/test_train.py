@@ -12,7 +12,7 @@ from traitlens.data.load import prepare_study
 from traitlens.execution.plan import plan_study
 from traitlens.store import Store
 from traitlens.store.db import ADAPTER_META_FILE
-from traitlens.train import loop
+from traitlens.train import attention, loop
 from traitlens.train.encode import IGNORE, encode_example
 from traitlens.train.lora_step import fuse_lora_layers
 from traitlens.train.loop import Schedule, train_adapter
@@ -196,10 +196,19 @@ def test_packing_fills_rows_up_to_the_pack_width(tokenizer, monkeypatch, lengths
     assert int((labels != IGNORE).sum()) == sum(e.loss_tokens for e in batch)
 
 
-def test_packed_and_padded_batches_give_the_same_loss_and_gradients(tokenizer, tiny_model):
+@pytest.mark.parametrize("kernel, by_example", [("sdpa", False), ("sdpa", True), ("eager", True)])
+def test_packed_and_padded_batches_give_the_same_loss_and_gradients(tokenizer, tiny_model, monkeypatch, kernel,
+                                                                    by_example):
     import torch
 
     model, lm = _tiny_peft(tiny_model)
+    lm.set_attn_implementation(kernel)
+    if by_example:
+        assert attention.attend_by_example(lm)
+        assert lm.config._attn_implementation == f"traitlens_by_example_{kernel}"
+    regrouped = []
+    apply = attention._ToExamples.apply
+    monkeypatch.setattr(attention._ToExamples, "apply", lambda *args: regrouped.append(1) or apply(*args))
     batch = _batch(tokenizer, [20, 3, 9, 11])
     grads = []
     for packed in (True, False):
@@ -208,6 +217,8 @@ def test_packed_and_padded_batches_give_the_same_loss_and_gradients(tokenizer, t
         loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
         loss.backward()
         grads.append((loss.item(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+        # Only packed rows go example by example: q, k and v of each of the model's layers.
+        assert len(regrouped) == (3 * lm.config.num_hidden_layers if by_example else 0)
     (packed_loss, packed_grads), (padded_loss, padded_grads) = grads
     assert packed_loss == pytest.approx(padded_loss, rel=1e-5)
     for a, b in zip(packed_grads, padded_grads):
@@ -252,13 +263,11 @@ def test_bfloat16_training_keeps_a_bfloat16_base_and_float32_lora(tokenizer, tin
 
 
 @pytest.mark.parametrize("dtype_bf16, longest, expected", [
-    (True, 40, "eager"), (True, loop.EAGER_MAX_WIDTH + 1, "sdpa"), (False, 40, "sdpa")])
-def test_bfloat16_short_rows_train_with_eager_attention(tokenizer, tiny_model, dtype_bf16, longest, expected):
-    from traitlens.train.encode import Encoded
-
+    (True, 40, "eager"), (True, attention.EAGER_MAX_WIDTH + 1, "sdpa"), (False, 40, "sdpa")])
+def test_bfloat16_short_examples_train_with_eager_attention(tiny_model, dtype_bf16, longest, expected):
     model, lm = _tiny_peft(tiny_model)
     assert lm.config._attn_implementation == "sdpa"
-    loop._attention_for(lm, [Encoded([5] * longest, [5] * longest), Encoded([5] * 3, [5] * 3)], dtype_bf16)
+    attention.choose_kernel(lm, longest, dtype_bf16)
     assert lm.config._attn_implementation == expected
 
 
