@@ -93,13 +93,15 @@ def evaluation_flops(dtype: str, items: int) -> float:
     return flops / seconds
 
 
-def training_flops(dtype: str, steps: int, folder: Path) -> float:
+def training_flops(dtype: str, steps: int, batch_size: int, folder: Path) -> float:
     config = {"name": f"hw-{dtype}", "base": BASE.name, "store": str(folder / "store"),
               "sources": [{"name": "movie", "dataset": "catalog:sentiment-movie", "labels": ["negative", "positive"],
-                           "template": MOVIE.template.model_dump(), "transforms": [{"subsample": 8 * steps}]}],
+                           "template": MOVIE.template.model_dump(),
+                           "transforms": [{"subsample": batch_size * steps}]}],
               "targets": [MOVIE.model_dump(mode="json")],
               "lora": {"r": 8, "alpha": 16},
-              "training": {"max_steps": steps, "batch_size": 8, "gradient_accumulation": 1, "max_length": 128,
+              "training": {"max_steps": steps, "batch_size": batch_size, "gradient_accumulation": 1,
+                           "max_length": 128,
                            "loss_mode": "completion", "dtype": dtype, "checkpoint_every": 10_000,
                            "learning_rate": 3e-4, "warmup_steps": 1}}
     folder.mkdir(parents=True)
@@ -112,7 +114,7 @@ def training_flops(dtype: str, steps: int, folder: Path) -> float:
     scorer = HFScorer(BASE)
     model, training = scorer.model, study.training
     params, hidden, vocab = model_sizes(model)
-    # The run trains on each of the 8 x steps examples once: one epoch of the subsample.
+    # The run trains on each of the batch_size x steps examples once: one epoch of the subsample.
     examples = encode_table(sources["movie"], study.sources[0].template, scorer.tokenizer, training.loss_mode,
                             training.max_length)
     assert sum(len(e.input_ids) for e in examples) == meta["tokens_seen"]
@@ -126,16 +128,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="examples per training pass (the studies' default is 8)")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], action="append",
+                        help="measure only this dtype (repeatable; default both)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
-        for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        for name in args.dtype or ["float32", "bfloat16"]:
+            dtype = getattr(torch, name)
             fractions: dict[str, list[float]] = {"evaluation forward": [], "training step": []}
             peaks = [matmul_peak(dtype)]
             for repeat in range(args.repeats):
                 for what, measure in (("evaluation forward", lambda: evaluation_flops(name, args.items)),
                                       ("training step", lambda: training_flops(
-                                          name, args.steps, Path(scratch) / f"{name}-{repeat}"))):
+                                          name, args.steps, args.batch_size, Path(scratch) / f"{name}-{repeat}"))):
                     rate = measure()
                     peaks.append(matmul_peak(dtype))
                     peak = max(peaks[-2:])

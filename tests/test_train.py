@@ -174,12 +174,11 @@ def _batch(tokenizer, lengths):
 
 
 @pytest.mark.parametrize("lengths, pack_width, rows", [
-    ([30, 3, 12, 14, 2], 512, 1), ([200, 190, 180, 5, 3], 512, 2),
+    ([30, 3, 12, 14, 2], 512, 1), ([200, 190, 180, 5, 3], 512, 2), ([200, 190, 180, 5, 3], loop.ONE_ROW, 1),
     ([30, 20, 12], 8, 3)])  # an example wider than the pack width: rows as wide as it
-def test_packing_fills_rows_up_to_the_pack_width(tokenizer, monkeypatch, lengths, pack_width, rows):
-    monkeypatch.setattr(loop, "PACK_WIDTH", pack_width)
+def test_packing_fills_rows_up_to_the_pack_width(tokenizer, lengths, pack_width, rows):
     batch = _batch(tokenizer, lengths)
-    ids, positions, labels = loop._pack(batch, pad=-1)
+    ids, positions, labels = loop._pack(batch, pad=-1, width=pack_width)
     width = ids.shape[1]
     assert ids.shape[0] == rows and width <= max(pack_width, max(len(e.input_ids) for e in batch))
     assert (ids[:, -1] != -1).any()  # as wide as the fullest row, no wider
@@ -196,9 +195,11 @@ def test_packing_fills_rows_up_to_the_pack_width(tokenizer, monkeypatch, lengths
     assert int((labels != IGNORE).sum()) == sum(e.loss_tokens for e in batch)
 
 
-@pytest.mark.parametrize("kernel, by_example", [("sdpa", False), ("sdpa", True), ("eager", True)])
+@pytest.mark.parametrize("kernel, by_example, pack_width", [
+    ("sdpa", False, loop.PACK_WIDTH), ("sdpa", True, loop.ONE_ROW), ("eager", True, loop.ONE_ROW),
+    ("eager", True, 24)])  # several rows, each with a padding tail
 def test_packed_and_padded_batches_give_the_same_loss_and_gradients(tokenizer, tiny_model, monkeypatch, kernel,
-                                                                    by_example):
+                                                                    by_example, pack_width):
     import torch
 
     model, lm = _tiny_peft(tiny_model)
@@ -211,9 +212,9 @@ def test_packed_and_padded_batches_give_the_same_loss_and_gradients(tokenizer, t
     monkeypatch.setattr(attention._ToExamples, "apply", lambda *args: regrouped.append(1) or apply(*args))
     batch = _batch(tokenizer, [20, 3, 9, 11])
     grads = []
-    for packed in (True, False):
+    for width in (pack_width, None):
         model.zero_grad()
-        logits, targets = loop._loss_logits(lm.get_decoder(), lm, batch, tokenizer.pad_token_id, packed)
+        logits, targets = loop._loss_logits(lm.get_decoder(), lm, batch, tokenizer.pad_token_id, width)
         loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
         loss.backward()
         grads.append((loss.item(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
@@ -223,7 +224,7 @@ def test_packed_and_padded_batches_give_the_same_loss_and_gradients(tokenizer, t
     assert packed_loss == pytest.approx(padded_loss, rel=1e-5)
     for a, b in zip(packed_grads, padded_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))  # float32 sums, reordered
-    assert loop._packing_is_exact(model, lm.get_decoder(), lm, batch, tokenizer.pad_token_id)
+    assert loop._packing_is_exact(model, lm.get_decoder(), lm, batch, tokenizer.pad_token_id, pack_width)
 
 
 def test_a_model_that_ignores_position_restarts_trains_padded(tokenizer, tiny_model):
@@ -235,7 +236,7 @@ def test_a_model_that_ignores_position_restarts_trains_padded(tokenizer, tiny_mo
         return decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=use_cache)
 
     batch = _batch(tokenizer, [20, 3, 9, 11])
-    assert not loop._packing_is_exact(model, leaky, lm, batch, tokenizer.pad_token_id)
+    assert not loop._packing_is_exact(model, leaky, lm, batch, tokenizer.pad_token_id, loop.PACK_WIDTH)
 
 
 def test_bfloat16_training_keeps_a_bfloat16_base_and_float32_lora(tokenizer, tiny_model):
@@ -249,7 +250,7 @@ def test_bfloat16_training_keeps_a_bfloat16_base_and_float32_lora(tokenizer, tin
             loop._frozen_to_bfloat16(model)
         model.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits, targets = loop._loss_logits(lm.get_decoder(), lm, batch, tokenizer.pad_token_id, True)
+            logits, targets = loop._loss_logits(lm.get_decoder(), lm, batch, tokenizer.pad_token_id, loop.ONE_ROW)
         loss = torch.nn.functional.cross_entropy(logits.float(), targets)
         loss.backward()
         losses.append(loss.item())
@@ -275,7 +276,7 @@ def test_packing_stays_exact_under_eager_attention(tokenizer, tiny_model):
     model, lm = _tiny_peft(tiny_model)
     lm.set_attn_implementation("eager")
     assert loop._packing_is_exact(model, lm.get_decoder(), lm, _batch(tokenizer, [20, 3, 9, 11]),
-                                  tokenizer.pad_token_id)
+                                  tokenizer.pad_token_id, loop.PACK_WIDTH)
 
 
 def _lora_step(tiny_model, tokenizer, bf16: bool, fused: bool, dropout: float) -> list:
@@ -292,7 +293,7 @@ def _lora_step(tiny_model, tokenizer, bf16: bool, fused: bool, dropout: float) -
     torch.manual_seed(1)  # the same dropout masks
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         logits, targets = loop._loss_logits(lm.get_decoder(), lm, _batch(tokenizer, [20, 3, 9, 11]),
-                                            tokenizer.pad_token_id, True)
+                                            tokenizer.pad_token_id, loop.ONE_ROW)
     loss = torch.nn.functional.cross_entropy(logits.float(), targets)
     loss.backward()
     return [loss.detach()] + [p.grad for p in model.parameters() if p.requires_grad]

@@ -55,19 +55,25 @@ def attend_by_example(lm) -> bool:
         return False
     name = f"traitlens_by_example_{inner}"
     AttentionInterface.register(name, partial(_by_example, kernel=kernel, eager=inner == "eager"))
-    # Padded rows (no position restarts) get the mask the wrapped kernel expects, and go to it unchanged.
-    AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[inner])
+    AttentionMaskInterface.register(name, partial(_padding_mask, mask=ALL_MASK_ATTENTION_FUNCTIONS[inner]))
     lm.set_attn_implementation(name)
     return True
+
+
+def _padding_mask(*args, mask, attention_mask: torch.Tensor | None = None, **kwargs) -> torch.Tensor | None:
+    """The wrapped kernel's mask for rows with padding; none for rows without, which
+    `_by_example` masks example by example (a full mask over a packed row of a few thousand
+    tokens would take more memory than the model)."""
+    return None if attention_mask is None else mask(*args, attention_mask=attention_mask, **kwargs)
 
 
 def _by_example(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                 attention_mask: torch.Tensor | None, *args, kernel, eager: bool,
                 position_ids: torch.Tensor | None = None, **kwargs):
-    """`kernel` on each example of packed rows: [rows, heads, width, head size] tensors whose
-    position ids restart at each example (as the training loop packs them, with no padding mask).
-    Rows without restarts go to `kernel` as they are."""
-    if position_ids is None or query.shape[2] != position_ids.shape[-1]:
+    """`kernel` on each example of rows without padding: [rows, heads, width, head size]
+    tensors whose position ids restart at each example (as the training loop packs them).
+    Rows with a padding mask go to `kernel` as they are."""
+    if attention_mask is not None or position_ids is None or key.shape[2] != query.shape[2]:
         return kernel(module, query, key, value, attention_mask, *args, **kwargs)
     rows, _, width, size = query.shape
     positions = position_ids.expand(rows, width).reshape(-1)
@@ -75,8 +81,6 @@ def _by_example(module, query: torch.Tensor, key: torch.Tensor, value: torch.Ten
     starts[1:] = positions[1:] != positions[:-1] + 1
     starts[::width] = True  # a row's first token starts an example
     first = starts.nonzero().squeeze(1)
-    if len(first) == rows:
-        return kernel(module, query, key, value, attention_mask, *args, **kwargs)
     lengths = torch.diff(first, append=first.new_tensor([positions.numel()]))
     longest = int(lengths.max())
     steps = torch.arange(longest, device=first.device)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -32,8 +33,10 @@ if TYPE_CHECKING:
     from traitlens.execution.plan import Job
 
 STATE_FILE = "trainer_state.pt"
-# Packed rows hold examples up to this many tokens in all (see `_pack`).
+# Packed rows hold examples up to this many tokens in all where attention spans whole rows (see
+# `_pack`); where it runs example by example (`train/attention.py`), a micro-batch is one row.
 PACK_WIDTH = 512
+ONE_ROW = sys.maxsize
 # PEFT still reads a transformers property that warns on every step; nothing for a user to do.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
@@ -103,10 +106,11 @@ def train_files(job: Job, study: Study, table: pd.DataFrame, files: Path, checkp
     pad = tokenizer.pad_token_id
     bf16 = settings.dtype == "bfloat16"  # autocast: matmuls in bfloat16, trainable weights float32
     choose_kernel(lm, max((len(e.input_ids) for e in examples), default=0), bf16)
-    packed = False
+    pack_width = None
     if settings.packing:
-        attend_by_example(lm)  # packed rows attend one example at a time; the check covers this too
-        packed = _packing_is_exact(peft_model, decoder, lm, examples[:settings.batch_size], pad)
+        pack_width = ONE_ROW if attend_by_example(lm) else PACK_WIDTH
+        if not _packing_is_exact(peft_model, decoder, lm, examples[:settings.batch_size], pad, pack_width):
+            pack_width = None
     if bf16:
         _frozen_to_bfloat16(peft_model)
     fuse_lora_layers(peft_model)  # faster steps, and LoRA sums in float32 over a bfloat16 base
@@ -133,7 +137,7 @@ def train_files(job: Job, study: Study, table: pd.DataFrame, files: Path, checkp
         step_loss = 0.0
         for batch in batches:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                logits, targets = _loss_logits(decoder, lm, batch, pad, packed)
+                logits, targets = _loss_logits(decoder, lm, batch, pad, pack_width)
             loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
             (loss / max(loss_tokens, 1)).backward()
             step_loss += loss.item()
@@ -182,23 +186,25 @@ def _collate(batch: list[Encoded], pad: int):
     return ids, mask, labels
 
 
-def _pack(batch: list[Encoded], pad: int):
-    """The micro-batch's examples packed first-fit-decreasing into rows of up to PACK_WIDTH
-    tokens (or the longest example, if wider), each example with its own positions from 0.
+def _pack(batch: list[Encoded], pad: int, width: int):
+    """The micro-batch's examples packed first-fit-decreasing into rows of up to `width` tokens
+    (or the longest example, if wider), each example with its own positions from 0.
 
     Why wide rows: rows only as wide as the longest example still padded 21% of their tokens on
     the hardware benchmark's movie reviews (23-69 tokens, 8 per micro-batch: few pairs fit in one
-    row), while a single row pads none. Attention grows with the square of a row, masked blocks
-    included, which is why rows stop at PACK_WIDTH: alternating the two on that benchmark, 4 runs
-    each, rows up to 512 trained 15% (float32) and 9-14% (bfloat16) more tokens per second.
+    row), while a single row pads none. Where attention runs example by example, a row's width
+    costs nothing, and the micro-batch is one row (ONE_ROW). Where it spans whole rows, masked
+    blocks included, it grows with the square of a row, so rows stop at PACK_WIDTH: alternating
+    the two on that benchmark, 4 runs each, rows up to 512 trained 15% (float32) and 9-14%
+    (bfloat16) more tokens per second than rows as wide as the longest example.
 
-    With no attention mask, transformers reads the position restarts as sequence boundaries
-    and masks attention block-diagonally, so no example sees another (`_packing_is_exact`
-    checks this per model). The first token of each example carries no loss: it would
-    otherwise be predicted from the example before it."""
+    Each example attends only to itself: by example (`train/attention.py`), or, with no
+    attention mask, transformers reads the position restarts as sequence boundaries and masks
+    attention block-diagonally (`_packing_is_exact` checks either per model). The first token
+    of each example carries no loss: it would otherwise be predicted from the example before it."""
     import torch
 
-    room_per_row = max(PACK_WIDTH, max(len(e.input_ids) for e in batch))
+    room_per_row = max(width, max(len(e.input_ids) for e in batch))
     rows: list[list[Encoded]] = []
     for example in sorted(batch, key=lambda e: len(e.input_ids), reverse=True):
         room = [row for row in rows if sum(len(e.input_ids) for e in row) + len(example.input_ids) <= room_per_row]
@@ -222,12 +228,13 @@ def _pack(batch: list[Encoded], pad: int):
     return ids, positions, labels
 
 
-def _loss_logits(decoder, lm, batch: list[Encoded], pad: int, packed: bool):
-    """(logits, targets) at the positions that carry loss: the output layer runs only there."""
+def _loss_logits(decoder, lm, batch: list[Encoded], pad: int, pack_width: int | None):
+    """(logits, targets) at the positions that carry loss: the output layer runs only there.
+    Examples share rows of up to `pack_width` tokens, or have a padded row each (None)."""
     from traitlens.models.hf import head_logits
 
-    if packed:
-        ids, positions, labels = _pack(batch, pad)
+    if pack_width is not None:
+        ids, positions, labels = _pack(batch, pad, pack_width)
         hidden = decoder(input_ids=ids, position_ids=positions, use_cache=False).last_hidden_state
     else:
         ids, mask, labels = _collate(batch, pad)
@@ -237,7 +244,7 @@ def _loss_logits(decoder, lm, batch: list[Encoded], pad: int, packed: bool):
     return head_logits(lm, hidden[:, :-1][selected]), targets[selected]
 
 
-def _packing_is_exact(model, decoder, lm, batch: list[Encoded], pad: int) -> bool:
+def _packing_is_exact(model, decoder, lm, batch: list[Encoded], pad: int, pack_width: int) -> bool:
     """Whether this model masks packed examples from each other: the packed and padded float32
     losses of one micro-batch must agree. Architectures whose attention ignores position
     restarts would let examples attend across boundaries; they train on padded rows instead.
@@ -246,8 +253,8 @@ def _packing_is_exact(model, decoder, lm, batch: list[Encoded], pad: int) -> boo
 
     model.eval()
     with torch.no_grad():
-        losses = [torch.nn.functional.cross_entropy(*_loss_logits(decoder, lm, batch, pad, packed), reduction="sum")
-                  for packed in (True, False)]
+        losses = [torch.nn.functional.cross_entropy(*_loss_logits(decoder, lm, batch, pad, width), reduction="sum")
+                  for width in (pack_width, None)]
     return bool(torch.isclose(*losses, rtol=1e-4))
 
 
