@@ -2,13 +2,14 @@
 
 A packed row holds several examples, and transformers keeps them apart with a block-diagonal
 mask over the whole row: the kernels still compute every score of the row, then mask most of
-them. Eight 23-77-token reviews in one 405-token row need 2.6% of its 405 x 405 scores.
+them. Eight 23-77-token reviews in one 405-token row need 7% of its 405 x 405 scores.
 `attend_by_example` gathers each example's queries, keys and values into a batch of its own
 (padded to the longest example), runs the model's own attention on that batch with a causal
 mask, and puts the outputs back in row order. On that row, forward plus backward of one layer
-took 4.9 ms instead of 11.9 (bfloat16, eager) and 5.9 instead of 11.2 (float32, SDPA). The
-training loop's packing check (`loop._packing_is_exact`) compares this path's loss with padded
-rows on every run, so a model whose attention it does not suit trains on padded rows instead.
+took 3.7 ms instead of 10.0 (bfloat16, eager) and 4.9 instead of 9.9 (float32, SDPA); whole
+training steps of the hardware benchmark ran 6-8% faster. The training loop's packing check
+(`loop._packing_is_exact`) compares this path's loss with padded rows on every run, so a model
+whose attention it does not suit trains on padded rows instead.
 """
 
 from __future__ import annotations
@@ -45,12 +46,14 @@ def attend_by_example(lm) -> bool:
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS, AttentionInterface
 
     inner = lm.config._attn_implementation
-    if inner == "eager":
+    kernel = None
+    if inner == "sdpa":
+        kernel = ALL_ATTENTION_FUNCTIONS["sdpa"]
+    elif inner == "eager":
         # Eager attention is each model's own function, defined beside its attention module.
         attention = next((m for m in lm.modules() if type(m).__name__.endswith("Attention")), None)
-        kernel = getattr(sys.modules[type(attention).__module__], "eager_attention_forward", None) if attention else None
-    else:
-        kernel = ALL_ATTENTION_FUNCTIONS.get(inner) if inner == "sdpa" else None
+        if attention is not None:
+            kernel = getattr(sys.modules[type(attention).__module__], "eager_attention_forward", None)
     if kernel is None:
         return False
     name = f"traitlens_by_example_{inner}"
