@@ -206,7 +206,7 @@ def test_packed_and_padded_batches_give_the_same_loss_and_gradients(tokenizer, t
     lm.set_attn_implementation(kernel)
     if by_example:
         assert attention.attend_by_example(lm)
-        assert lm.config._attn_implementation == f"traitlens_by_example_{kernel}"
+        assert lm.config._attn_implementation.startswith(f"traitlens_by_example_{kernel}")
     regrouped = []
     apply = attention._ToExamples.apply
     monkeypatch.setattr(attention._ToExamples, "apply", lambda *args: regrouped.append(1) or apply(*args))

@@ -196,10 +196,11 @@ class Training(Strict):
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)
     dtype: Dtype = Field("float32", description="bfloat16: the frozen base in bfloat16, LoRA weights and "
                                                 "optimizer state in float32, matmuls under autocast.")
-    packing: bool = Field(True, description="Share rows of up to 512 tokens between a micro-batch's examples "
-                                             "(each attends only to itself, which is checked on every run); "
-                                             "false gives each example a padded row of its own. Same adapter either "
-                                             "way, up to float rounding.")
+    packing: bool = Field(True, description="Pack a micro-batch's examples into shared rows, with no padding "
+                                             "(one row where attention runs example by example, else rows of up "
+                                             "to 512 tokens; each example attends only to itself, which is checked "
+                                             "on every run); false gives each example a padded row of its own. Same "
+                                             "adapter either way, up to float rounding.")
     gradient_checkpointing: bool = False
     checkpoint_every: PositiveInt = 50
 

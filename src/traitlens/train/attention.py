@@ -56,7 +56,11 @@ def attend_by_example(lm) -> bool:
             kernel = getattr(sys.modules[type(attention).__module__], "eager_attention_forward", None)
     if kernel is None:
         return False
+    # Registrations are global: one name per wrapped function, so two architectures trained in
+    # one process never share one.
     name = f"traitlens_by_example_{inner}"
+    if inner == "eager":
+        name += "_" + kernel.__module__.replace(".", "_")
     AttentionInterface.register(name, partial(_by_example, kernel=kernel, eager=inner == "eager"))
     AttentionMaskInterface.register(name, partial(_padding_mask, mask=ALL_MASK_ATTENTION_FUNCTIONS[inner]))
     lm.set_attn_implementation(name)
