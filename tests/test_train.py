@@ -239,6 +239,21 @@ def test_a_model_that_ignores_position_restarts_trains_padded(tokenizer, tiny_mo
     assert not loop._packing_is_exact(model, leaky, lm, batch, tokenizer.pad_token_id, loop.PACK_WIDTH)
 
 
+def test_packing_falls_back_to_whole_rows_when_attention_by_example_is_not_exact(tokenizer, tiny_model,
+                                                                                 monkeypatch):
+    model, lm = _tiny_peft(tiny_model)
+    batch = _batch(tokenizer, [20, 3, 9, 11])
+    assert loop._packing_for(model, lm.get_decoder(), lm, batch, tokenizer.pad_token_id) == loop.ONE_ROW
+
+    model, lm = _tiny_peft(tiny_model)
+    by_example = attention._by_example
+    # Stands in for a model whose attention layers are not given the position ids: the wrapper
+    # then sees packed rows as one sequence each.
+    monkeypatch.setattr(attention, "_by_example", lambda *args, position_ids=None, **kwargs: by_example(*args, **kwargs))
+    assert loop._packing_for(model, lm.get_decoder(), lm, batch, tokenizer.pad_token_id) == loop.PACK_WIDTH
+    assert lm.config._attn_implementation == "sdpa"  # the model's own attention, with transformers' mask
+
+
 def test_bfloat16_training_keeps_a_bfloat16_base_and_float32_lora(tokenizer, tiny_model):
     import torch
 

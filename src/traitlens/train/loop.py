@@ -106,11 +106,7 @@ def train_files(job: Job, study: Study, table: pd.DataFrame, files: Path, checkp
     pad = tokenizer.pad_token_id
     bf16 = settings.dtype == "bfloat16"  # autocast: matmuls in bfloat16, trainable weights float32
     choose_kernel(lm, max((len(e.input_ids) for e in examples), default=0), bf16)
-    pack_width = None
-    if settings.packing:
-        pack_width = ONE_ROW if attend_by_example(lm) else PACK_WIDTH
-        if not _packing_is_exact(peft_model, decoder, lm, examples[:settings.batch_size], pad, pack_width):
-            pack_width = None
+    pack_width = _packing_for(peft_model, decoder, lm, examples[:settings.batch_size], pad) if settings.packing else None
     if bf16:
         _frozen_to_bfloat16(peft_model)
     fuse_lora_layers(peft_model)  # faster steps, and LoRA sums in float32 over a bfloat16 base
@@ -242,6 +238,18 @@ def _loss_logits(decoder, lm, batch: list[Encoded], pad: int, pack_width: int | 
     targets = labels[:, 1:]
     selected = targets != IGNORE
     return head_logits(lm, hidden[:, :-1][selected]), targets[selected]
+
+
+def _packing_for(model, decoder, lm, batch: list[Encoded], pad: int) -> int | None:
+    """The fastest packing whose loss on `batch` matches padded rows: one row with attention
+    example by example; else rows of up to PACK_WIDTH under the model's own attention (for a
+    model whose attention layers are not given the position ids, say); else None, padded rows."""
+    kernel = lm.config._attn_implementation
+    if attend_by_example(lm):
+        if _packing_is_exact(model, decoder, lm, batch, pad, ONE_ROW):
+            return ONE_ROW
+        lm.set_attn_implementation(kernel)
+    return PACK_WIDTH if _packing_is_exact(model, decoder, lm, batch, pad, PACK_WIDTH) else None
 
 
 def _packing_is_exact(model, decoder, lm, batch: list[Encoded], pad: int, pack_width: int) -> bool:
