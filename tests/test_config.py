@@ -148,3 +148,8 @@ def test_execution_address_checked(write_study):
 def test_packing_can_be_set_either_way(write_study, packing):
     study = load_study(write_study(MINIMAL + f"  packing: {str(packing).lower()}\n"))
     assert study.training.packing is packing
+
+
+def test_a_value_a_union_refuses_gets_every_form_it_takes(write_study):
+    joined = "\n".join(problems_of(write_study(MINIMAL.replace("training:\n", "analysis:\n  n_traits: many\ntraining:\n"))))
+    assert "analysis.n_traits: got 'many'; expected 'auto'; or a valid integer" in joined

@@ -246,15 +246,15 @@ def _explain(loc: Loc, errors: list[dict], root: type[BaseModel]) -> str:
     if kind == "string_pattern_mismatch":
         return (f"{given!r} is not a valid name; use lowercase letters, digits, '-', '_' or '.', "
                 "starting with a letter or digit.")
+    if len(errors) > 1:  # one error per union member: say what each member would accept
+        accepted = "; or ".join(e["msg"].removeprefix("Input should be ") for e in errors)
+        return f"got {given!r}; expected {accepted}."
     if kind == "literal_error":
         expected = first["ctx"]["expected"]
         options = [o.strip(" '") for o in expected.replace(" or ", ", ").split(",")]
         guess = difflib.get_close_matches(str(given), options, n=1, cutoff=0.6)
         hint = f" Did you mean '{guess[0]}'?" if guess else ""
         return f"got {given!r}; use one of {expected}.{hint}"
-    if len(errors) > 1:  # one error per union member: say what each member would accept
-        accepted = "; or ".join(e["msg"].removeprefix("Input should be ") for e in errors)
-        return f"got {given!r}; expected {accepted}."
     message = first["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
     if kind == "value_error" or isinstance(given, (dict, list)):
         return message + ("" if message.endswith(".") else ".")
