@@ -15,6 +15,10 @@ Each measurement is divided by the peak measured just before and just after it (
 the two: this shared machine has slow spells, and a low peak would flatter the fraction), and
 each is repeated, reporting the median fraction and the range.
 
+Training runs the studies' default steps (4 micro-batches of 8 movie reviews, passes merged as
+`training.pass_tokens: auto` merges them); `--accumulation`, `--batch-size` and `--pass-tokens`
+change that.
+
     .venv/bin/python benchmarks/hardware.py --items 200 --steps 8 --repeats 3
 """
 
@@ -93,15 +97,16 @@ def evaluation_flops(dtype: str, items: int) -> float:
     return flops / seconds
 
 
-def training_flops(dtype: str, steps: int, batch_size: int, folder: Path) -> float:
+def training_flops(dtype: str, steps: int, batch_size: int, accumulation: int, pass_tokens: str | int | None,
+                   folder: Path) -> float:
     config = {"name": f"hw-{dtype}", "base": BASE.name, "store": str(folder / "store"),
               "sources": [{"name": "movie", "dataset": "catalog:sentiment-movie", "labels": ["negative", "positive"],
                            "template": MOVIE.template.model_dump(),
-                           "transforms": [{"subsample": batch_size * steps}]}],
+                           "transforms": [{"subsample": batch_size * accumulation * steps}]}],
               "targets": [MOVIE.model_dump(mode="json")],
               "lora": {"r": 8, "alpha": 16},
-              "training": {"max_steps": steps, "batch_size": batch_size, "gradient_accumulation": 1,
-                           "max_length": 128,
+              "training": {"max_steps": steps, "batch_size": batch_size, "gradient_accumulation": accumulation,
+                           "pass_tokens": pass_tokens, "max_length": 128,
                            "loss_mode": "completion", "dtype": dtype, "checkpoint_every": 10_000,
                            "learning_rate": 3e-4, "warmup_steps": 1}}
     folder.mkdir(parents=True)
@@ -114,13 +119,14 @@ def training_flops(dtype: str, steps: int, batch_size: int, folder: Path) -> flo
     scorer = HFScorer(BASE)
     model, training = scorer.model, study.training
     params, hidden, vocab = model_sizes(model)
-    # The run trains on each of the batch_size x steps examples once: one epoch of the subsample.
+    # The run trains on each of its examples once: one epoch of the subsample.
     examples = encode_table(sources["movie"], study.sources[0].template, scorer.tokenizer, training.loss_mode,
                             training.max_length)
     assert sum(len(e.input_ids) for e in examples) == meta["tokens_seen"]
     lora = sum(p.numel() for p in safetensors.torch.load_file(adapter / "adapter_model.safetensors").values())
     flops = (4 * params * meta["tokens_seen"] + 3 * attention_forward_flops(model, [len(e.input_ids) for e in examples])
              + 6 * lora * meta["tokens_seen"] + 4 * hidden * vocab * sum(e.loss_tokens for e in examples))
+    print(f"  {dtype} training: {steps} steps in {meta['passes']} forward and backward passes", flush=True)
     return flops / meta["wall_seconds"]
 
 
@@ -128,8 +134,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, default=200)
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=8,
-                        help="examples per training pass (the studies' default is 8)")
+    parser.add_argument("--batch-size", type=int, default=8, help="training.batch_size (the studies' default: 8)")
+    parser.add_argument("--accumulation", type=int, default=4,
+                        help="training.gradient_accumulation (the studies' default: 4)")
+    parser.add_argument("--pass-tokens", type=lambda v: None if v == "none" else v if v == "auto" else int(v),
+                        default="auto", help="training.pass_tokens: auto (the default), none, or a number")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], action="append",
                         help="measure only this dtype (repeatable; default both)")
@@ -142,7 +151,8 @@ def main() -> None:
             for repeat in range(args.repeats):
                 for what, measure in (("evaluation forward", lambda: evaluation_flops(name, args.items)),
                                       ("training step", lambda: training_flops(
-                                          name, args.steps, args.batch_size, Path(scratch) / f"{name}-{repeat}"))):
+                                          name, args.steps, args.batch_size, args.accumulation, args.pass_tokens,
+                                          Path(scratch) / f"{name}-{repeat}"))):
                     rate = measure()
                     peaks.append(matmul_peak(dtype))
                     peak = max(peaks[-2:])

@@ -150,6 +150,17 @@ def test_packing_can_be_set_either_way(write_study, packing):
     assert study.training.packing is packing
 
 
+@pytest.mark.parametrize("value, expected", [("auto", "auto"), ("null", None), ("2048", 2048)])
+def test_pass_tokens_takes_auto_none_or_a_count(write_study, value, expected):
+    assert load_study(write_study(MINIMAL + f"  pass_tokens: {value}\n")).training.pass_tokens == expected
+
+
+@pytest.mark.parametrize("value", ["0", "lots"])
+def test_pass_tokens_refuses_anything_else_and_names_itself(write_study, value):
+    joined = "\n".join(problems_of(write_study(MINIMAL + f"  pass_tokens: {value}\n")))
+    assert "training.pass_tokens: got" in joined and "expected 'auto'; or " in joined  # every form it takes
+
+
 def test_a_value_a_union_refuses_gets_every_form_it_takes(write_study):
     joined = "\n".join(problems_of(write_study(MINIMAL.replace("training:\n", "analysis:\n  n_traits: many\ntraining:\n"))))
     assert "analysis.n_traits: got 'many'; expected 'auto'; or a valid integer" in joined

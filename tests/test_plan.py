@@ -39,7 +39,7 @@ def test_training_setting_changes_adapter_jobs_only(write_study):
 def test_labels_that_cannot_change_results_do_not_change_keys(write_study):
     before = keys_by_label(plan_study(load_study(write_study())))
     text = (MINIMAL.replace("abilities: [sentiment]", "abilities: [sentiment, reviews]")
-            + "  checkpoint_every: 7\n  packing: false\n")
+            + "  checkpoint_every: 7\n  packing: false\n  pass_tokens: 64\n")
     assert keys_by_label(plan_study(load_study(write_study(text)))) == before
 
 

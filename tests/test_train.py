@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import psutil
 import pytest
 
 from conftest import TINY_TRAIN
@@ -380,3 +381,65 @@ def test_packing_false_trains_every_example_in_a_padded_row_of_its_own(tiny_stud
     study, [job], store, table = tiny_study(training="  packing: false\n", store="padded")
     meta = json.loads((train_adapter(job, study, store, table) / ADAPTER_META_FILE).read_text())
     assert len(meta["loss_curve"]) == 6 and all(v == v for v in meta["loss_curve"])
+
+
+def _examples(*lengths):
+    from traitlens.train.encode import Encoded
+
+    return [Encoded(list(range(1, n + 1)), [IGNORE] + list(range(2, n + 1))) for n in lengths]
+
+
+def test_micro_batches_merge_into_passes_up_to_the_limit():
+    micro = [_examples(10, 10), _examples(30), _examples(50, 20), _examples(5)]
+    tokens = (60, lambda batch: sum(len(e.input_ids) for e in batch))
+    passes = loop._passes(micro, tokens)
+    # 20 + 30 fit in 60; 50 + 20 is over the limit alone and runs as it is; 5 would push it further.
+    assert [[len(e.input_ids) for e in p] for p in passes] == [[10, 10, 30], [50, 20], [5]]
+    assert loop._passes(micro, None) == micro
+
+
+def test_pass_limit_counts_computed_tokens_padding_included():
+    from transformers import LlamaConfig
+
+    batch, config = _examples(10, 4), LlamaConfig()
+    assert loop._pass_limit(None, config, "cpu", packed=True) is None
+    limit, cost = loop._pass_limit(100, config, "cpu", packed=True)
+    assert limit == 100 and cost(batch) == 14
+    assert loop._pass_limit(100, config, "cpu", packed=False)[1](batch) == 20  # two padded rows of 10
+
+
+def test_auto_passes_merge_small_micro_batches_of_a_small_model_only(monkeypatch):
+    from types import SimpleNamespace
+
+    from transformers import LlamaConfig
+
+    def passes(micro, config, memory_gib=64, device="cpu"):
+        monkeypatch.setattr(loop.psutil, "virtual_memory", lambda: SimpleNamespace(total=memory_gib * 2**30))
+        return len(loop._passes(micro, loop._pass_limit("auto", config, device, packed=True)))
+
+    reviews = [_examples(*[30] * 8) for _ in range(4)]  # the studies' default step: 4 x 8 short examples
+    small = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, vocab_size=49152)  # 135M
+    assert passes(reviews, small) == 1
+    assert passes(reviews, small, memory_gib=8) == 4  # a pass may take an eighth of the memory
+    assert passes([_examples(*[1000] * 8) for _ in range(4)], small) == 4
+    eight_b = LlamaConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, vocab_size=128256)
+    assert passes(reviews, eight_b) == 4
+    assert passes(reviews, small, device="cuda") == 4  # only CPUs merge passes by themselves
+
+
+def test_merged_passes_train_the_same_adapter_in_fewer_passes(write_study, tiny_model):
+    import torch
+
+    metas, weights = {}, {}
+    for setting in ("null", "10000"):
+        text = TINY_TRAIN.format(base=tiny_model).replace("dropout: 0.1", "dropout: 0.0").replace(
+            "  checkpoint_every: 2\n", f"  checkpoint_every: 2\n  pass_tokens: {setting}\n")
+        study = load_study(write_study(text + f"store: passes-{setting}\n", name=f"passes-{setting}.yaml"))
+        sources, _ = prepare_study(study)
+        [job] = plan_study(study).train_jobs
+        path = train_adapter(job, study, Store(study.store), sources["movie"])
+        metas[setting], weights[setting] = json.loads((path / ADAPTER_META_FILE).read_text()), _weights(path)
+    assert metas["null"]["passes"] == 12 and metas["10000"]["passes"] == 6  # 6 steps of 2 micro-batches
+    assert metas["null"]["tokens_seen"] == metas["10000"]["tokens_seen"]
+    assert metas["null"]["loss_curve"] == pytest.approx(metas["10000"]["loss_curve"], rel=1e-4)
+    assert all(torch.allclose(weights["null"][k], weights["10000"][k], rtol=1e-3, atol=1e-6) for k in weights["null"])

@@ -188,9 +188,15 @@ class Training(Strict):
     max_steps: PositiveInt | None = Field(None, description="Stop after this many steps.")
     batch_size: PositiveInt = Field(8, description="Examples per forward and backward pass.")
     gradient_accumulation: PositiveInt = Field(
-        4, description="Passes per optimizer step. The loss is normalised over the whole step, so "
-                       "any split of its examples gives the same gradient; fewer, larger passes are "
-                       "faster in bfloat16 where memory allows.")
+        4, description="Micro-batches per optimizer step. The loss is normalised over the whole step, so "
+                       "any split of its examples gives the same gradient (see pass_tokens).")
+    pass_tokens: Literal["auto"] | PositiveInt | None = Field(
+        "auto", description="Run a step's consecutive micro-batches as one forward and backward pass while "
+                            "together they hold at most this many tokens: fewer, larger passes are faster on a "
+                            "CPU and take more memory. 'auto': on a CPU, as many as fit an estimated 4 GiB of "
+                            "activations (an eighth of the machine's memory, if less); elsewhere none. null: "
+                            "one pass per micro-batch. Same adapter either way, up to float rounding "
+                            "(LoRA dropout masks are drawn per pass).")
     max_length: PositiveInt = 2048
     loss_mode: Literal["full", "completion", "prompt"] = "full"
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)

@@ -23,7 +23,7 @@ from traitlens.store.keys import content_key
 TRAIN_CODE_VERSION = 2
 
 # Training settings that change how a run proceeds but not the adapter it ends with.
-NOT_RESULT_TRAINING = {"seeds", "checkpoint_every", "gradient_checkpointing", "packing"}
+NOT_RESULT_TRAINING = {"seeds", "checkpoint_every", "gradient_checkpointing", "packing", "pass_tokens"}
 
 BASE = "base"
 
