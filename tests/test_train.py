@@ -327,6 +327,59 @@ def test_fused_lora_layers_give_peft_s_loss_and_gradients(tokenizer, tiny_model,
         assert fused_value.dtype == peft_value.dtype and _distance(fused_value, peft_value) < 1e-5
 
 
+@pytest.mark.parametrize("dropout, groups", [(0.0, 2 * 2), (0.1, 0)])
+def test_sibling_projections_run_as_one_group_without_dropout(tokenizer, tiny_model, monkeypatch, dropout, groups):
+    """q/k/v and gate/up of each block run as one group each (values: the test above); dropout
+    draws a mask per layer, so with it every layer runs alone."""
+    from traitlens.train import lora_step
+
+    calls = {"group": 0, "single": 0}
+    for name, cls in (("group", lora_step._LoraGroup), ("single", lora_step._LoraLinear)):
+        monkeypatch.setattr(cls, "apply", classmethod(
+            lambda c, *a, _n=name, _apply=cls.apply: (calls.__setitem__(_n, calls[_n] + 1), _apply(*a))[1]))
+    _lora_step(tiny_model, tokenizer, False, True, dropout)
+    assert calls == {"group": groups, "single": 2 * 7 - 5 * groups // 2}
+
+
+def test_sibling_group_with_biases_matches_peft_and_steps_aside_once_its_weights_are_replaced(monkeypatch):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from traitlens.train import lora_step
+
+    class Block(torch.nn.Module):  # Qwen2-like: q/k/v with biases, k and v narrower than q
+        def __init__(self):
+            super().__init__()
+            self.q_proj, self.k_proj, self.v_proj = (torch.nn.Linear(16, n) for n in (12, 4, 4))
+
+        def forward(self, x):
+            return torch.cat([self.q_proj(x), self.k_proj(x) * 2, self.v_proj(x) ** 2], -1)
+
+    def loss_and_grads(fuse, replace=False):
+        torch.manual_seed(0)
+        model = get_peft_model(Block(), LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "k_proj", "v_proj"],
+                                                   init_lora_weights=False))
+        if fuse:
+            lora_step.fuse_lora_layers(model)
+        if replace:  # as a later dtype or device move would
+            q = model.base_model.model.q_proj.base_layer
+            q.weight.data = q.weight.data.clone()
+        x = torch.randn(3, 5, 16, requires_grad=True)
+        loss = (model(x) * torch.linspace(-1, 1, 20)).sum()
+        loss.backward()
+        return [loss.detach(), x.grad] + [p.grad for p in model.parameters() if p.requires_grad]
+
+    groups = []
+    real = lora_step._LoraGroup.apply
+    monkeypatch.setattr(lora_step._LoraGroup, "apply", lambda *a: (groups.append(1), real(*a))[1])
+    truth = loss_and_grads(fuse=False)
+    for replace, expected_groups in ((False, 1), (True, 0)):
+        groups.clear()
+        values = loss_and_grads(fuse=True, replace=replace)
+        assert len(groups) == expected_groups
+        assert all(_distance(value, true) < 1e-5 for value, true in zip(values, truth))
+
+
 def test_fused_lora_layers_in_bfloat16_are_as_close_to_float32_as_peft_s(tokenizer, tiny_model):
     """The two round in different places (the fused layer adds the LoRA product in float32), so
     each is compared with float32: this test model's large weights put both a few % away."""
