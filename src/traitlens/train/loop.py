@@ -202,8 +202,9 @@ def _activation_bytes(config) -> tuple[int, int]:
     """Bytes a training pass keeps for its backward pass, per token and again per loss token:
     an upper estimate. Measured on SmolLM2-135M (30 layers, 576 wide, 1,536 in the MLP) at
     1,200-4,000 tokens a pass: 1.4-1.8 MB a token in bfloat16, 1.9-2.3 MB in float32 (more at
-    270 tokens, where fixed costs weigh); the formula gives 2.2 MB. A loss token adds its logits: the output layer's, their float32 copy,
-    the log-softmax and its gradient, up to 16 bytes per vocabulary entry."""
+    270 tokens, where fixed costs weigh); the formula gives 2.2 MB. A loss token adds its
+    logits: the output layer's, their float32 copy, the log-softmax and its gradient, up to 16
+    bytes per vocabulary entry."""
     config = config.get_text_config()
     hidden = config.hidden_size
     inner = getattr(config, "intermediate_size", None) or 4 * hidden
