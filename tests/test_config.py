@@ -162,5 +162,6 @@ def test_pass_tokens_refuses_anything_else_and_names_itself(write_study, value):
 
 
 def test_a_value_a_union_refuses_gets_every_form_it_takes(write_study):
-    joined = "\n".join(problems_of(write_study(MINIMAL.replace("training:\n", "analysis:\n  n_traits: many\ntraining:\n"))))
+    text = MINIMAL.replace("training:\n", "analysis:\n  n_traits: many\ntraining:\n")
+    joined = "\n".join(problems_of(write_study(text)))
     assert "analysis.n_traits: got 'many'; expected 'auto'; or a valid integer" in joined

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import psutil
 import pytest
 
 from conftest import TINY_TRAIN
