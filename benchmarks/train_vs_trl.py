@@ -10,6 +10,7 @@ one run is the figure.
     .venv/bin/pip install -r benchmarks/requirements.txt
     .venv/bin/python benchmarks/train_vs_trl.py --steps 12 --repeats 3
     .venv/bin/python benchmarks/train_vs_trl.py --steps 12 --repeats 2 --dtype bfloat16 --trl-defaults
+    .venv/bin/python benchmarks/train_vs_trl.py --steps 12 --repeats 2 --accumulation 4
 """
 
 from __future__ import annotations
@@ -36,12 +37,13 @@ def study_file(folder: Path, args: argparse.Namespace, run: int) -> Path:
     config = {
         "name": f"bench-{run}", "base": "smollm2-135m-instruct",
         "sources": [{"name": "movie", "dataset": "catalog:sentiment-movie", "labels": ["negative", "positive"],
-                     "template": TEMPLATE, "transforms": [{"subsample": args.steps * args.batch}]}],
+                     "template": TEMPLATE, "transforms": [{"subsample": args.steps * args.batch * args.accumulation}]}],
         "targets": [{"name": "movie", "dataset": "catalog:sentiment-movie", "kind": "classification",
                      "labels": ["negative", "positive"], "abilities": ["sentiment"]}],
         "lora": {"r": args.rank, "alpha": 2 * args.rank},
         "training": {"learning_rate": 3e-4, "warmup_steps": 2, "epochs": 1, "batch_size": args.batch,
-                     "gradient_accumulation": 1, "max_length": args.max_length, "loss_mode": "completion",
+                     "gradient_accumulation": args.accumulation, "max_length": args.max_length,
+                     "loss_mode": "completion",
                      "seeds": [run], "checkpoint_every": 10_000, "dtype": args.dtype},
         "store": str(folder / f"store-{run}"),
     }
@@ -80,8 +82,8 @@ def run_trl(path: Path, args: argparse.Namespace, seed: int) -> dict:
     lora = study.lora
     config = SFTConfig(
         output_dir=str(path.parent / f"trl-{seed}"), per_device_train_batch_size=args.batch,
-        gradient_accumulation_steps=1, num_train_epochs=1, learning_rate=3e-4, lr_scheduler_type="cosine",
-        warmup_steps=2, max_length=args.max_length, completion_only_loss=True, packing=False,
+        gradient_accumulation_steps=args.accumulation, num_train_epochs=1, learning_rate=3e-4,
+        lr_scheduler_type="cosine", warmup_steps=2, max_length=args.max_length, completion_only_loss=True, packing=False,
         logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, seed=seed,
         **({} if args.trl_defaults else {"bf16": args.dtype == "bfloat16", "gradient_checkpointing": False}))
     trainer = SFTTrainer(model=model, args=config, train_dataset=datasets.Dataset.from_list(rows),
@@ -98,8 +100,11 @@ def run_trl(path: Path, args: argparse.Namespace, seed: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=12, help="optimizer steps (one epoch of steps x batch examples)")
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=12,
+                        help="optimizer steps (one epoch of steps x batch x accumulation examples)")
+    parser.add_argument("--batch", type=int, default=8, help="examples per micro-batch")
+    parser.add_argument("--accumulation", type=int, default=1,
+                        help="micro-batches per step, both tools (traitlens merges them into fewer passes on a CPU)")
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--rank", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2, help="alternating runs of each tool")
