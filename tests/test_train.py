@@ -120,6 +120,27 @@ def test_killed_run_resumes_from_checkpoint_with_the_same_result(tiny_study, mon
     assert not (store.artifacts / "checkpoints" / job.key).exists()  # cleaned up when done
 
 
+def test_a_checkpoint_from_before_passes_were_counted_still_resumes(tiny_study, monkeypatch):
+    import torch
+
+    study, [job], store, table = tiny_study(store="old-checkpoint")
+    real_checkpoint = loop._checkpoint
+
+    def old_checkpoint_then_die(folder, model, optimizer, scheduler, state):
+        real_checkpoint(folder, model, optimizer, scheduler, {k: v for k, v in state.items() if k != "passes"})
+        if state["step"] == 4:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(loop, "_checkpoint", old_checkpoint_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_adapter(job, study, store, table)
+    saved = torch.load(store.artifacts / "checkpoints" / job.key / "latest" / loop.STATE_FILE, weights_only=False)
+    assert "passes" not in saved
+    monkeypatch.setattr(loop, "_checkpoint", real_checkpoint)
+    meta = json.loads((train_adapter(job, study, store, table) / ADAPTER_META_FILE).read_text())
+    assert meta["resumed_from_step"] == 4 and meta["passes"] == 2  # steps 5 and 6, one merged pass each
+
+
 def test_identical_request_trains_nothing(tiny_study, monkeypatch):
     study, [job], store, table = tiny_study(store="once")
     first = train_adapter(job, study, store, table)
