@@ -27,9 +27,11 @@ targets:
     generation: {max_new_tokens: 12}
 evaluation:
   limit: 4
+  dtype: float32
 training:
   learning_rate: 0.001
   max_steps: 4
+  dtype: float32
 """
 
 
@@ -90,7 +92,8 @@ training:
   gradient_accumulation: 2
   max_length: 64
   checkpoint_every: 2
-evaluation: {{limit: 8}}
+  dtype: float32
+evaluation: {{limit: 8, dtype: float32}}
 """
 
 # Put in place of "targets:\n" in TINY_TRAIN: a second source (tweets) and a second target (amazon).

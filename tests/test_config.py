@@ -40,7 +40,7 @@ def test_misspelt_key_suggests_the_right_one(write_study):
     [problem] = problems_of(write_study(MINIMAL.replace("learning_rate", "learning_rat")))
     assert "training.learning_rat" in problem
     assert "Did you mean 'learning_rate'?" in problem
-    assert problem.startswith(f"{write_study().parent}/study.yaml:23:")  # the key's own line
+    assert problem.startswith(f"{write_study().parent}/study.yaml:24:")  # the key's own line
 
 
 def test_all_problems_reported_together_in_file_order(write_study):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from traitlens.errors import TraitlensError
 from traitlens.execution.analyses import ensure_analyses, run_explain, run_traits
 from traitlens.execution.local import RunSummary, run_plan
 from traitlens.execution.plan import Plan, plan_study
+from traitlens.models.device import HardwareWarning
 from traitlens.store import Store
 
 console = Console(highlight=False)
@@ -331,7 +333,7 @@ def recommend(study_file: Path, target_file: Path | None, source_file: Path | No
     if spec.name in side:
         raise TraitlensError(f"{by} {spec.name!r} is already in the study; give the new one another name.")
     side[spec.name] = prepare(spec, f"{by} {spec.name}")
-    features = study_features(study, sources, targets, extra=[spec])
+    features = study_features(plan.study, sources, targets, extra=[spec])  # its dtype resolved
     delta = view(raw_matrix(results.cells), "delta", results.diagonal, study.analysis.mask_diagonal)
     ranking, quality = rank(features.pairs(delta), spec.name, by)
     other = "sources" if by == "target" else "targets"
@@ -482,8 +484,20 @@ def _print_plan(plan: Plan, store: Store | None) -> None:
                   f"evaluation): {done} done, {len(plan.jobs) - done} to run; {where}.")
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our own warnings as one plain line, without the source line Python would print."""
+    if issubclass(category, HardwareWarning):
+        click.echo(f"warning: {message}", err=True)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main() -> None:
     """Entry point: user mistakes print a clear message and exit 2, never a traceback."""
+    warnings.showwarning = _show_warning
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:

@@ -25,7 +25,9 @@ from pydantic_core import PydanticCustomError
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
 PositiveInt = Annotated[int, Field(gt=0)]
-Dtype = Literal["float32", "bfloat16"]
+Dtype = Literal["auto", "float32", "bfloat16"]
+DTYPE_HELP = ("auto: bfloat16 where the hardware computes it natively (a CUDA device that supports it, "
+              "a CPU with oneDNN bfloat16 kernels), else float32; resolved before job keys are computed.")
 
 # The placeholders a template may use; `answer` must come last because training appends it
 # and evaluation scores or generates it. The default is the paper's format with optional passage
@@ -200,8 +202,8 @@ class Training(Strict):
     max_length: PositiveInt = 2048
     loss_mode: Literal["full", "completion", "prompt"] = "full"
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)
-    dtype: Dtype = Field("float32", description="bfloat16: the frozen base in bfloat16, LoRA weights and "
-                                                "optimizer state in float32, matmuls under autocast.")
+    dtype: Dtype = Field("auto", description=DTYPE_HELP + " bfloat16: the frozen base in bfloat16, LoRA "
+                                             "weights and optimizer state in float32, matmuls under autocast.")
     packing: bool = Field(True, description="Pack a micro-batch's examples into shared rows, with no padding "
                                              "(one row where attention runs example by example, else rows of up "
                                              "to 512 tokens; each example attends only to itself, which is checked "
@@ -220,8 +222,14 @@ class Training(Strict):
 
 class Evaluation(Strict):
     limit: PositiveInt | None = Field(200, description="Default items per target; null for all.")
-    batch_size: PositiveInt = 16
-    dtype: Dtype = "float32"
+    batch_size: Literal["auto"] | PositiveInt = Field(
+        "auto", description="Rows per forward pass. auto: 16 on a CPU; on a GPU, as many as the free memory "
+                            "holds for the batch's token count.")
+    dtype: Dtype = Field("auto", description=DTYPE_HELP)
+    mixed_adapters: Literal["auto"] | bool = Field(
+        "auto", description="Score several adapters of a target in one batch (each row through its own "
+                            "adapter) instead of one adapter at a time. auto: on a GPU yes; on a CPU no, where "
+                            "merging each adapter into the weights measured faster (docs/performance.md).")
     seed: Annotated[int, Field(ge=0)] = 0
 
 
@@ -243,10 +251,20 @@ class Analysis(Strict):
 
 class Execution(Strict):
     executor: Literal["local", "ray"] = "local"
+    device: str = Field(
+        "auto", description="auto: the first CUDA device if torch sees one, else the CPU; or cpu, cuda, "
+                            "cuda:N. Under Ray, each job uses the GPU Ray assigned it.")
     address: str | None = Field(None, description="Ray cluster: `auto` or `ray://host:port`.")
     cpus_per_job: Annotated[float, Field(gt=0)] = 1
     gpus_per_train_job: Annotated[float, Field(ge=0)] = 0
     gpus_per_eval_job: Annotated[float, Field(ge=0)] = 0
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, value: str) -> str:
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N (e.g. cuda:1); got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _address(self) -> Execution:

@@ -7,7 +7,7 @@ finished study finds every job in the store, and a changed setting re-plans only
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from traitlens.config.schema import Study
 from traitlens.data.fingerprint import fingerprint
@@ -16,6 +16,9 @@ from traitlens.evaluate.cell import SCORING_CODE_VERSION
 from traitlens.models.identity import base_identity
 from traitlens.store.db import Store
 from traitlens.store.keys import content_key
+
+if TYPE_CHECKING:
+    from traitlens.models.device import Hardware
 
 # Bump when the training loop changes what it produces, so adapters of the old code are not
 # served for the new (it lives here until the training stage lands). 2: bfloat16 training adds
@@ -65,7 +68,39 @@ class Plan:
         return {job.key: records[job.key].state if job.key in records else "new" for job in self.jobs}
 
 
-def plan_study(study: Study) -> Plan:
+def resolve_precision(study: Study, hardware: Hardware | None = None) -> Study:
+    """`study` with `training.dtype` and `evaluation.dtype` resolved for the hardware the jobs
+    run on (`auto` -> bfloat16 where it is native, else float32). Keys are computed from the
+    result, so a cell or adapter is only ever reused in the precision it was made in."""
+    settings = {"training": study.training, "evaluation": study.evaluation}
+    if all(section.dtype == "float32" for section in settings.values()) and study.execution.device in ("auto", "cpu"):
+        return study  # nothing depends on the hardware, and no GPU was asked for: no need to probe
+    if hardware is None:
+        hardware = study_hardware(study)
+    from traitlens.models.device import resolve_dtype
+
+    return study.model_copy(update={
+        name: section.model_copy(update={"dtype": resolve_dtype(section.dtype, hardware, f"{name}.dtype")})
+        for name, section in settings.items()})
+
+
+def study_hardware(study: Study) -> Hardware:
+    """The hardware the study's jobs will run on: this machine's, or, on a Ray cluster that
+    this process joins, a worker's as probed with the jobs' resources."""
+    execution = study.execution
+    if execution.executor == "ray" and execution.address is not None:
+        from traitlens.execution.distributed import cluster_hardware
+
+        return cluster_hardware(study)
+    from traitlens.models.device import local_hardware
+
+    return local_hardware(execution.device)
+
+
+def plan_study(study: Study, hardware: Hardware | None = None) -> Plan:
+    """Every job of `study`, keyed. `hardware` (default: probed, see `study_hardware`) resolves
+    `dtype: auto`; the plan's study carries the resolved dtypes that its jobs run with."""
+    study = resolve_precision(study, hardware)
     base = base_identity(study.base)
     sources, targets, problems = {}, {}, []
     for section, specs, out in (("sources", study.sources, sources), ("targets", study.targets, targets)):

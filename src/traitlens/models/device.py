@@ -1,0 +1,136 @@
+"""Where a job runs and in which precision: `execution.device` and `dtype: auto` resolved.
+
+bfloat16 is a speed setting, and only pays where the hardware computes it natively: a CUDA
+device that supports it, or a CPU where oneDNN has bfloat16 kernels. Elsewhere PyTorch emulates
+it: on a 2-core AMD EPYC (AVX2, no AVX512-BF16) a 512 x 512 bfloat16 matmul ran at 1.4 GFLOP/s
+against 55 in float32, and a bfloat16 quickstart trained nothing in 11 minutes. So `auto`
+resolves to bfloat16 only on native hardware, and an explicit bfloat16 on emulating hardware
+warns once with the slowdown measured on the spot.
+
+The resolution happens before job keys are computed (`execution.plan`), so a float32 cell is
+never served where bfloat16 was resolved, or the other way round, when a study moves between
+machines. The device is not in the keys: it changes speed, and scores only by float rounding.
+"""
+
+from __future__ import annotations
+
+import functools
+import platform
+import time
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from traitlens.errors import TraitlensError
+
+DTYPES = ("float32", "bfloat16")
+
+
+class HardwareWarning(UserWarning):
+    """A setting the hardware runs far slower than an alternative would."""
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What the machine that will run the jobs offers, as far as the settings care."""
+
+    device: str  # "cpu" or "cuda:N"
+    bf16_native: bool
+    name: str  # the CPU's or GPU's model name, printed beside benchmark figures
+
+    def describe(self) -> str:
+        return f"{self.device} ({self.name}; bfloat16 {'native' if self.bf16_native else 'emulated'})"
+
+
+def resolve_device(setting: str) -> str:
+    """`auto` -> the first CUDA device if torch sees one, else `cpu`; `cuda` -> `cuda:0`.
+    A CUDA device that torch cannot see is the user's to fix, with a message saying how."""
+    import torch
+
+    if setting == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if setting == "cpu":
+        return "cpu"
+    index = int(setting.partition(":")[2] or 0)
+    if not torch.cuda.is_available():
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise TraitlensError(
+            f"execution.device: {setting!r} asked for a GPU, but torch {torch.__version__} ({build}) sees "
+            "no CUDA device. Use device: auto or cpu, or install the CUDA build of torch (README, 'Install').")
+    if index >= torch.cuda.device_count():
+        raise TraitlensError(f"execution.device: {setting!r}, but torch sees {torch.cuda.device_count()} CUDA "
+                             f"device(s) (cuda:0 to cuda:{torch.cuda.device_count() - 1}).")
+    return f"cuda:{index}"
+
+
+def bf16_native(device: str) -> bool:
+    """Whether `device` computes bfloat16 in hardware (not emulated)."""
+    import torch
+
+    if device.startswith("cuda"):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux) and its core count."""
+    import os
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            name = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), name)
+    except OSError:
+        pass
+    return f"{name}, {os.cpu_count()} cores"
+
+
+@functools.cache
+def local_hardware(device_setting: str = "auto") -> Hardware:
+    """This process's hardware for `execution.device` (probed once per setting)."""
+    import torch
+
+    device = resolve_device(device_setting)
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else cpu_name()
+    return Hardware(device, bf16_native(device), name)
+
+
+def resolve_dtype(setting: str, hardware: Hardware, field: str) -> str:
+    """`auto` -> bfloat16 where `hardware` runs it natively, else float32. An explicit bfloat16
+    on emulating hardware is kept (the user asked for it) but warns once per process."""
+    if setting == "auto":
+        return "bfloat16" if hardware.bf16_native else "float32"
+    if setting == "bfloat16" and not hardware.bf16_native:
+        _warn_emulated(field, hardware)
+    return setting
+
+
+@functools.cache
+def _warn_emulated(field: str, hardware: Hardware) -> None:
+    slowdown = bf16_slowdown(hardware.device)
+    warnings.warn(
+        f"{field}: bfloat16 is emulated on {hardware.describe()}: a bfloat16 matmul ran {slowdown:.0f}x slower "
+        f"than float32 just now. Set {field}: auto (or float32) to run in float32 here.",
+        HardwareWarning, stacklevel=2)
+
+
+@functools.cache
+def bf16_slowdown(device: str, size: int = 256, repeats: int = 5) -> float:
+    """How many times longer a `size`-square bfloat16 matmul takes than a float32 one on
+    `device` (best of `repeats` each); about 0.1 s where bfloat16 is emulated on a CPU."""
+    import torch
+
+    def best(dtype: Any) -> float:
+        a = torch.randn(size, size, device=device).to(dtype)
+        times = []
+        for _ in range(repeats + 1):
+            if device.startswith("cuda"):
+                torch.cuda.synchronize(device)
+            started = time.perf_counter()
+            a @ a
+            if device.startswith("cuda"):
+                torch.cuda.synchronize(device)
+            times.append(time.perf_counter() - started)
+        return min(times[1:])  # the first call pays for kernel selection
+
+    return best(torch.bfloat16) / max(best(torch.float32), 1e-9)
