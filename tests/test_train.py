@@ -63,8 +63,10 @@ def test_schedule_is_a_pure_function_of_seed_and_step():
 @pytest.fixture
 def tiny_study(write_study, tiny_model):
     def make(training: str = "", store: str = "store"):
-        text = TINY_TRAIN.format(base=tiny_model).replace("  checkpoint_every: 2\n",
-                                                         "  checkpoint_every: 2\n" + training)
+        text = TINY_TRAIN.format(base=tiny_model)
+        if "dtype:" in training:  # in place of TINY_TRAIN's float32, not a second key
+            text = text.replace("  dtype: float32\n", "", 1)
+        text = text.replace("  checkpoint_every: 2\n", "  checkpoint_every: 2\n" + training)
         study = load_study(write_study(text + f"store: {store}\n", name=f"{store}.yaml"))
         sources, _ = prepare_study(study)
         return study, plan_study(study).train_jobs, Store(study.store), sources["movie"]
@@ -98,8 +100,8 @@ def test_killed_run_resumes_from_checkpoint_with_the_same_result(tiny_study, mon
     study, [job], store, table = tiny_study(store="killed")
     real_checkpoint = loop._checkpoint
 
-    def checkpoint_then_die(folder, model, optimizer, scheduler, state):
-        real_checkpoint(folder, model, optimizer, scheduler, state)
+    def checkpoint_then_die(folder, model, optimizer, scheduler, state, device):
+        real_checkpoint(folder, model, optimizer, scheduler, state, device)
         if state["step"] == 4:
             raise KeyboardInterrupt("killed")  # as if the process died right after step 4
 
@@ -126,8 +128,8 @@ def test_a_checkpoint_from_before_passes_were_counted_still_resumes(tiny_study, 
     study, [job], store, table = tiny_study(store="old-checkpoint")
     real_checkpoint = loop._checkpoint
 
-    def old_checkpoint_then_die(folder, model, optimizer, scheduler, state):
-        real_checkpoint(folder, model, optimizer, scheduler, {k: v for k, v in state.items() if k != "passes"})
+    def old_checkpoint_then_die(folder, model, optimizer, scheduler, state, device):
+        real_checkpoint(folder, model, optimizer, scheduler, {k: v for k, v in state.items() if k != "passes"}, device)
         if state["step"] == 4:
             raise KeyboardInterrupt("killed")
 
@@ -160,6 +162,9 @@ def test_adapter_files_are_standard_peft_with_metadata(tiny_study, tiny_model):
     assert meta["base"] == job.spec["base"] and meta["source_fingerprint"] == job.spec["source"]
     assert meta["example"].startswith("Sentiment?\n") and meta["tokens_seen"] > 0
     assert meta["wall_seconds"] > 0 and meta["training"]["seed"] == 0
+    assert meta["dtype"] == job.spec["training"]["dtype"] == "float32" and meta["device"] == "cpu"
+    assert meta["paths"] == {"attention": meta["paths"]["attention"], "packing": "one row",
+                             "merged_passes": True, "sibling_groups": True}
 
 
 @pytest.mark.parametrize("name, training", [
@@ -413,7 +418,7 @@ def test_fused_lora_layers_in_bfloat16_are_as_close_to_float32_as_peft_s(tokeniz
 
 def test_training_runs_every_lora_layer_fused(tiny_study, monkeypatch):
     counts = []
-    monkeypatch.setattr(loop, "fuse_lora_layers", lambda model: counts.append(fuse_lora_layers(model)))
+    monkeypatch.setattr(loop, "fuse_lora_layers", lambda model, groups: counts.append(fuse_lora_layers(model, groups)))
     study, [job], store, table = tiny_study()
     train_adapter(job, study, store, table)
     assert counts == [2 * len(study.lora.target_modules)]  # the tiny model has two blocks

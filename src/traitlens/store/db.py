@@ -219,6 +219,12 @@ class Store:
             row = conn.execute("SELECT path FROM adapters WHERE key = ?", (key,)).fetchone()
         return self.root / row[0] if row else None
 
+    def adapter_meta(self, key: str) -> dict[str, Any] | None:
+        """What training recorded with the adapter (settings, dtype, device, placement)."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT meta_json FROM adapters WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
     def put_cell(self, key: str, model: str, target: str, metrics: dict[str, Any],
                  items: list[dict[str, Any]], meta: dict[str, Any]) -> None:
         """Write a cell, all its items and its job's completion in one transaction."""

@@ -24,15 +24,16 @@ import psutil
 
 from traitlens.config.schema import Study
 from traitlens.data.template import render
+from traitlens.models.device import resolve_device
+from traitlens.progress import StepMeter
 from traitlens.store.db import ADAPTER_META_FILE, Store
 from traitlens.train.attention import attend_by_example, choose_kernel
 from traitlens.train.encode import IGNORE, Encoded, encode_table
 from traitlens.train.lora_step import fuse_lora_layers
 
 if TYPE_CHECKING:
-    from rich.progress import Progress
-
     from traitlens.execution.plan import Job
+    from traitlens.progress import JobProgress
 
 STATE_FILE = "trainer_state.pt"
 # Packed rows hold examples up to this many tokens in all where attention spans whole rows (see
@@ -73,7 +74,7 @@ def total_steps(study: Study, examples: int) -> int:
 
 
 def train_adapter(job: Job, study: Study, store: Store, table: pd.DataFrame,
-                  progress: Progress | None = None, worker: str = "local") -> Path:
+                  progress: JobProgress | None = None, worker: str = "local") -> Path:
     """Train the adapter of `job` (resuming from its checkpoint if one exists) and register it."""
     existing = store.adapter_path(job.key)
     if existing is not None and store.jobs([job.key])[job.key].state == "done":
@@ -89,7 +90,7 @@ def train_adapter(job: Job, study: Study, store: Store, table: pd.DataFrame,
 
 
 def train_files(job: Job, study: Study, table: pd.DataFrame, files: Path, checkpoints: Path,
-                progress: Progress | None = None) -> dict[str, Any]:
+                progress: JobProgress | None = None) -> dict[str, Any]:
     """Train into the folder `files` (PEFT files + traitlens.json), checkpointing into
     `checkpoints`; touches no store, so executors can call it anywhere. Returns the metadata."""
     import torch
@@ -98,8 +99,10 @@ def train_files(job: Job, study: Study, table: pd.DataFrame, files: Path, checkp
     from traitlens.models.load import load_base
 
     settings, lora = study.training, study.lora
-    torch.manual_seed(job.seed)  # LoRA initialisation and dropout
+    device = torch.device(resolve_device(study.execution.device))
+    torch.manual_seed(job.seed)  # LoRA initialisation and dropout (and every CUDA device's RNG)
     model, tokenizer = load_base(study.base, "float32")  # trainable weights stay float32
+    model.to(device)
     source = next(s for s in study.sources if s.name == job.source)
     examples = encode_table(table, source.template, tokenizer, settings.loss_mode, settings.max_length)
     peft_model = get_peft_model(model, LoraConfig(
@@ -108,17 +111,21 @@ def train_files(job: Job, study: Study, table: pd.DataFrame, files: Path, checkp
     lm = peft_model.get_base_model()
     decoder = lm.get_decoder()
     pad = tokenizer.pad_token_id
-    bf16 = settings.dtype == "bfloat16"  # autocast: matmuls in bfloat16, trainable weights float32
+    dtype = job.spec["training"]["dtype"]  # resolved for this hardware before the key was made
+    bf16 = dtype == "bfloat16"  # autocast: matmuls in bfloat16, trainable weights float32
     choose_kernel(lm, max((len(e.input_ids) for e in examples), default=0), bf16)
     pack_width = _packing_for(peft_model, decoder, lm, examples[:settings.batch_size], pad) if settings.packing else None
     if bf16:
         _frozen_to_bfloat16(peft_model)
-    fuse_lora_layers(peft_model)  # faster steps, and LoRA sums in float32 over a bfloat16 base
+    # Faster steps, and LoRA sums in float32 over a bfloat16 base. Sibling groups save per-operation
+    # costs, which dominate a CPU step; never measured on a GPU, where each layer runs on its own.
+    groups = device.type == "cpu"
+    fuse_lora_layers(peft_model, groups=groups)
     if settings.gradient_checkpointing:
         peft_model.activation_checkpointing_enable()
         peft_model.enable_input_require_grads()
     peft_model.train()
-    merge = _pass_limit(settings.pass_tokens, lm.config, next(lm.parameters()).device.type, pack_width is not None)
+    merge = _pass_limit(settings.pass_tokens, lm.config, device.type, pack_width is not None)
 
     steps = total_steps(study, len(examples))
     schedule = Schedule(len(examples), settings.batch_size, settings.gradient_accumulation, job.seed)
@@ -128,16 +135,16 @@ def train_files(job: Job, study: Study, table: pd.DataFrame, files: Path, checkp
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay,
                                   fused=params[0].device.type in ("cpu", "cuda"))
     scheduler = _scheduler(optimizer, settings.schedule, settings.warmup_steps, steps)
-    state = _resume(checkpoints, peft_model, optimizer, scheduler)
+    state = _resume(checkpoints, peft_model, optimizer, scheduler, device)
 
-    task = progress.add_task(job.label, total=steps, completed=state["step"], loss="", speed="") if progress else None
+    meter = StepMeter(progress, job.label, steps, state["step"], unit="steps")
     started = time.perf_counter()
     for step in range(state["step"], steps):
         batches = _passes([[examples[i] for i in micro] for micro in schedule.micro_batches(step)], merge)
         loss_tokens = sum(e.loss_tokens for batch in batches for e in batch)
         step_loss = 0.0
         for batch in batches:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 logits, targets = _loss_logits(decoder, lm, batch, pad, pack_width)
             loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
             (loss / max(loss_tokens, 1)).backward()
@@ -153,11 +160,11 @@ def train_files(job: Job, study: Study, table: pd.DataFrame, files: Path, checkp
         state["step"] = step + 1
         state["seconds"] += time.perf_counter() - started
         started = time.perf_counter()
-        if progress:
-            progress.update(task, advance=1, loss=f"loss {state['curve'][-1]:.3f}",
-                            speed=f"{state['tokens'] / max(state['seconds'], 1e-9):.0f} tok/s")
+        meter.advance(1, f"loss {state['curve'][-1]:.3f}, "
+                         f"{state['tokens'] / max(state['seconds'], 1e-9):.0f} tok/s")
         if state["step"] % settings.checkpoint_every == 0 and state["step"] < steps:
-            _checkpoint(checkpoints, peft_model, optimizer, scheduler, state)
+            _checkpoint(checkpoints, peft_model, optimizer, scheduler, state, device)
+    meter.close()
 
     peft_model.save_pretrained(files)
     example = render(source.template, table.iloc[0].to_dict(), tokenizer)
@@ -166,10 +173,17 @@ def train_files(job: Job, study: Study, table: pd.DataFrame, files: Path, checkp
             "template": source.template.model_dump(mode="json"), "example": example.text,
             "examples": len(examples), "steps": steps, "loss_curve": state["curve"],
             "tokens_seen": state["tokens"], "passes": state["passes"], "wall_seconds": state["seconds"],
-            "resumed_from_step": state["resumed_from"]}
+            "resumed_from_step": state["resumed_from"], "dtype": dtype, "device": str(device),
+            # Which of the device-specific paths trained it (see `_pass_limit`, `choose_kernel`, `_pack`).
+            "paths": {"attention": lm.config._attn_implementation, "packing": _packing_name(pack_width),
+                      "merged_passes": merge is not None, "sibling_groups": groups}}
     (files / ADAPTER_META_FILE).write_text(json.dumps(meta, indent=1))
     shutil.rmtree(checkpoints, ignore_errors=True)
     return {k: v for k, v in meta.items() if k != "loss_curve"}
+
+
+def _packing_name(pack_width: int | None) -> str:
+    return "padded rows" if pack_width is None else "one row" if pack_width == ONE_ROW else f"rows of {pack_width}"
 
 
 def _pass_limit(setting: str | int | None, config, device: str, packed: bool
@@ -290,11 +304,12 @@ def _loss_logits(decoder, lm, batch: list[Encoded], pad: int, pack_width: int | 
     Examples share rows of up to `pack_width` tokens, or have a padded row each (None)."""
     from traitlens.models.hf import head_logits
 
+    device = lm.get_output_embeddings().weight.device
     if pack_width is not None:
-        ids, positions, labels = _pack(batch, pad, pack_width)
+        ids, positions, labels = (t.to(device) for t in _pack(batch, pad, pack_width))
         hidden = decoder(input_ids=ids, position_ids=positions, use_cache=False).last_hidden_state
     else:
-        ids, mask, labels = _collate(batch, pad)
+        ids, mask, labels = (t.to(device) for t in _collate(batch, pad))
         hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
     targets = labels[:, 1:]
     selected = targets != IGNORE
@@ -354,15 +369,18 @@ def _scheduler(optimizer, kind: str, warmup: int, steps: int):
     return get_scheduler(name, optimizer, num_warmup_steps=min(warmup, steps), num_training_steps=steps)
 
 
-def _checkpoint(folder: Path, model, optimizer, scheduler, state: dict) -> None:
+def _checkpoint(folder: Path, model, optimizer, scheduler, state: dict, device) -> None:
     """Write a checkpoint beside the last one, then swap it in: a kill never leaves half of one."""
     import torch
 
     fresh, latest, old = folder / "fresh", folder / "latest", folder / "old"
     shutil.rmtree(fresh, ignore_errors=True)
     model.save_pretrained(fresh)
+    # LoRA dropout on a GPU draws from that device's generator: resume needs it as well.
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state(), **{k: v for k, v in state.items() if k != "resumed_from"}},
+                "rng": torch.get_rng_state(), "cuda_rng": cuda_rng,
+                **{k: v for k, v in state.items() if k != "resumed_from"}},
                fresh / STATE_FILE)
     if latest.exists():
         latest.rename(old)
@@ -370,7 +388,7 @@ def _checkpoint(folder: Path, model, optimizer, scheduler, state: dict) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _resume(folder: Path, model, optimizer, scheduler) -> dict:
+def _resume(folder: Path, model, optimizer, scheduler, device) -> dict:
     import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -380,11 +398,13 @@ def _resume(folder: Path, model, optimizer, scheduler) -> dict:
         (folder / "old").rename(latest)
     if not (latest / STATE_FILE).exists():
         return {"step": 0, "curve": [], "tokens": 0, "passes": 0, "seconds": 0.0, "resumed_from": None}
-    set_peft_model_state_dict(model, load_file(latest / "adapter_model.safetensors"))
-    saved = torch.load(latest / STATE_FILE, weights_only=False)
-    optimizer.load_state_dict(saved["optimizer"])
+    set_peft_model_state_dict(model, load_file(latest / "adapter_model.safetensors", device=str(device)))
+    saved = torch.load(latest / STATE_FILE, weights_only=False, map_location="cpu")
+    optimizer.load_state_dict(saved["optimizer"])  # moves the state to the parameters' device
     scheduler.load_state_dict(saved["scheduler"])
     torch.set_rng_state(saved["rng"])
+    if device.type == "cuda" and saved.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(saved["cuda_rng"], device)
     # "passes": absent from checkpoints written before it was counted.
     return {"step": saved["step"], "curve": saved["curve"], "tokens": saved["tokens"], "passes": saved.get("passes", 0),
             "seconds": saved["seconds"], "resumed_from": saved["step"]}

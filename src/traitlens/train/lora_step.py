@@ -208,9 +208,9 @@ def _forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
 SIBLINGS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
 
 
-def fuse_lora_layers(model) -> int:
+def fuse_lora_layers(model, groups: bool = True) -> int:
     """Route every plain LoRA linear layer of `model` through `_LoraLinear`, siblings (SIBLINGS)
-    as groups through `_LoraGroup`; returns how many layers.
+    as groups through `_LoraGroup` if `groups`; returns how many layers.
 
     Per module (an instance attribute), so PEFT's class and other models are untouched."""
     from peft.tuners.lora.layer import Linear
@@ -227,7 +227,7 @@ def fuse_lora_layers(model) -> int:
             module.forward = types.MethodType(_forward, module)
             plain[child_name] = module
             fused += 1
-        for names in SIBLINGS:
+        for names in SIBLINGS if groups else ():
             layers = [plain.get(name) for name in names]
             bases = [layer.base_layer for layer in layers if layer is not None]
             if len(bases) == len(names) and len({(b.in_features, b.weight.dtype, b.weight.device,
