@@ -131,16 +131,6 @@ def test_select_items_is_seeded_and_shared():
 # --- cells in the store ----------------------------------------------------------------------
 
 
-class CountingScorer(FakeScorer):
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        self.calls = 0
-
-    def loglikelihood(self, requests):
-        self.calls += 1
-        return super().loglikelihood(requests)
-
-
 @pytest.fixture
 def tiny(write_study, tmp_path):
     study = load_study(write_study())
@@ -150,7 +140,7 @@ def tiny(write_study, tmp_path):
 def test_cell_is_cached_by_key(tiny):
     study, plan, store = tiny
     job = next(j for j in plan.eval_jobs if j.model == "base" and j.target == "movie")
-    scorer = CountingScorer()
+    scorer = FakeScorer()
     first = evaluate_cell(job, study, store, scorer, SENTIMENT)
     assert scorer.calls == 1 and first["n_items"] == 4 and len(store.items(job.key)) == 4
     assert first["meta"]["example"].endswith("Answer:\n" + store.items(job.key)[0]["gold"])

@@ -36,27 +36,43 @@ def prompts(target: Target, items: pd.DataFrame, scorer: Scorer) -> list[str]:
 
 def evaluate_target(target: Target, items: pd.DataFrame, scorer: Scorer) -> list[dict[str, Any]]:
     """Score `items` of `target` with the scorer's active model; one result dict per item."""
+    return evaluate_models(target, items, scorer, None)[0]
+
+
+def evaluate_models(target: Target, items: pd.DataFrame, scorer: Scorer, adapters: list[str | None] | None
+                    ) -> list[list[dict[str, Any]]]:
+    """Score `items` of `target` with each of `adapters` (keys the scorer has loaded; None for
+    the base) in shared batches (`Scorer.loglikelihood_mixed`), or with the active model alone
+    when `adapters` is None: one list of result dicts per model."""
     contexts = prompts(target, items, scorer)
     rows = items.to_dict("records")
     if target.kind == "classification":
-        scores = scorer.loglikelihood([ChoiceRequest(c, tuple(target.labels)) for c in contexts])
-        return [_choice_item(row["answer"], list(target.labels), s.logprobs) for row, s in zip(rows, scores)]
+        answers = _ask(scorer, "loglikelihood", [ChoiceRequest(c, tuple(target.labels)) for c in contexts], adapters)
+        return [[_choice_item(row["answer"], list(target.labels), s.logprobs) for row, s in zip(rows, scores)]
+                for scores in answers]
     if target.kind == "multiple_choice":
-        return _multiple_choice(target, rows, contexts, scorer)
-    generations = scorer.generate([GenerateRequest(c, target.generation.max_new_tokens,
-                                                   tuple(target.generation.stop)) for c in contexts])
-    items_out = []
-    for row, generation in zip(rows, generations):
-        gold = row["answer"]
-        if target.kind == "generation_classification":
-            prediction = parse_label(generation.text, list(target.labels))
-            correct = prediction == gold
-        else:
-            prediction = final_number(generation.text)
-            correct = numbers_equal(prediction, final_number(gold))
-        items_out.append({"gold": gold, "prediction": prediction, "score": float(correct),
-                          "generated": generation.text, "generated_tokens": generation.tokens})
-    return items_out
+        return _multiple_choice(target, rows, contexts, scorer, adapters)
+    requests = [GenerateRequest(c, target.generation.max_new_tokens, tuple(target.generation.stop)) for c in contexts]
+    return [[_generated_item(target, row, generation) for row, generation in zip(rows, generations)]
+            for generations in _ask(scorer, "generate", requests, adapters)]
+
+
+def _ask(scorer: Scorer, method: str, requests: list, adapters: list[str | None] | None) -> list[list]:
+    if adapters is None:
+        return [getattr(scorer, method)(requests)]
+    return getattr(scorer, f"{method}_mixed")(requests, adapters)
+
+
+def _generated_item(target: Target, row: dict, generation: Any) -> dict[str, Any]:
+    gold = row["answer"]
+    if target.kind == "generation_classification":
+        prediction = parse_label(generation.text, list(target.labels))
+        correct = prediction == gold
+    else:
+        prediction = final_number(generation.text)
+        correct = numbers_equal(prediction, final_number(gold))
+    return {"gold": gold, "prediction": prediction, "score": float(correct),
+            "generated": generation.text, "generated_tokens": generation.tokens}
 
 
 def label_set(target: Target, items: pd.DataFrame) -> list[str] | None:
@@ -69,7 +85,8 @@ def label_set(target: Target, items: pd.DataFrame) -> list[str] | None:
     return None
 
 
-def _multiple_choice(target: Target, rows: list[dict], contexts: list[str], scorer: Scorer) -> list[dict]:
+def _multiple_choice(target: Target, rows: list[dict], contexts: list[str], scorer: Scorer,
+                     adapters: list[str | None] | None) -> list[list[dict]]:
     options = [OPTION.findall(row.get("options") or "") for row in rows]
     for row, parsed in zip(rows, options):
         if row["answer"] not in {letter for letter, _ in parsed}:
@@ -79,13 +96,16 @@ def _multiple_choice(target: Target, rows: list[dict], contexts: list[str], scor
         requests = [ChoiceRequest(c, tuple(letter for letter, _ in parsed)) for c, parsed in zip(contexts, options)]
     else:
         requests = [ChoiceRequest(c, tuple(text for _, text in parsed)) for c, parsed in zip(contexts, options)]
-    out = []
-    for row, parsed, scores in zip(rows, options, scorer.loglikelihood(requests)):
-        logprobs = scores.logprobs
-        if target.length_normalized:
-            logprobs = tuple(lp / n for lp, n in zip(logprobs, scores.tokens))
-        out.append(_choice_item(row["answer"], [letter for letter, _ in parsed], logprobs))
-    return out
+    models = []
+    for answers in _ask(scorer, "loglikelihood", requests, adapters):
+        out = []
+        for row, parsed, scores in zip(rows, options, answers):
+            logprobs = scores.logprobs
+            if target.length_normalized:
+                logprobs = tuple(lp / n for lp, n in zip(logprobs, scores.tokens))
+            out.append(_choice_item(row["answer"], [letter for letter, _ in parsed], logprobs))
+        models.append(out)
+    return models
 
 
 def _choice_item(gold: str, choices: list[str], logprobs: tuple[float, ...]) -> dict[str, Any]:

@@ -20,7 +20,8 @@ from rich.console import Console
 from traitlens.config.schema import Study
 from traitlens.execution.local import RunSummary, default_scorer, pending_jobs
 from traitlens.execution.plan import Job, Plan
-from traitlens.execution.progress import JobProgress
+from traitlens.models.device import Hardware
+from traitlens.progress import JobProgress
 from traitlens.models.scorer import Scorer
 from traitlens.store.db import Store
 
@@ -42,6 +43,59 @@ def _threads(study: Study) -> None:
     torch.set_num_threads(max(1, int(study.execution.cpus_per_job)))  # don't oversubscribe the node
 
 
+def _placement() -> dict[str, Any]:
+    """The GPUs Ray assigned this task, recorded with each result. Ray also sets
+    CUDA_VISIBLE_DEVICES to them, so the job's `cuda:0` is the first of them."""
+    import os
+
+    import ray
+
+    return {"ray_gpus": [str(gpu) for gpu in ray.get_gpu_ids()], "node": socket.gethostname(),
+            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+
+
+def _connect(execution) -> bool:
+    """Join or start the cluster unless this process already has; whether it started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    # `address` None starts a private local cluster; "auto" or "ray://..." joins one.
+    ray.init(address=execution.address, include_dashboard=False, log_to_driver=False,
+             **({"num_cpus": None, "_node_ip_address": "127.0.0.1"} if execution.address is None else {}))
+    return True
+
+
+def _check_gpus(execution, cluster_gpus: float) -> None:
+    """Ray waits forever for a task whose GPUs no node has: say so instead."""
+    from traitlens.errors import TraitlensError
+
+    for field in ("gpus_per_train_job", "gpus_per_eval_job"):
+        wanted = getattr(execution, field)
+        if wanted > cluster_gpus:
+            raise TraitlensError(
+                f"execution.{field}: {wanted:g}, but the Ray cluster has {cluster_gpus:g} GPU(s); start its "
+                f"nodes with their GPUs (`ray start --num-gpus N`) or lower {field} (0 runs on CPUs).")
+
+
+def _probe(device: str) -> Hardware:
+    from traitlens.models.device import local_hardware
+
+    return local_hardware(device)
+
+
+def cluster_hardware(study: Study) -> Hardware:
+    """The hardware a job of `study` gets on the cluster: probed by a task holding the jobs'
+    resources, so `dtype: auto` resolves for the workers' devices, not the driver's."""
+    import ray
+
+    execution = study.execution
+    _connect(execution)
+    gpus = max(execution.gpus_per_train_job, execution.gpus_per_eval_job)
+    probe = ray.remote(num_cpus=execution.cpus_per_job, num_gpus=gpus)(_probe)
+    return ray.get(probe.remote(execution.device))
+
+
 def _train_task(job: Job, study: Study, table: pd.DataFrame, checkpoints: str) -> tuple[dict, dict[str, bytes]]:
     from traitlens.train.loop import train_files
 
@@ -50,7 +104,7 @@ def _train_task(job: Job, study: Study, table: pd.DataFrame, checkpoints: str) -
         # The store's checkpoint folder when this node shares its disk, else a local one: then a
         # retried task starts over instead of resuming.
         meta = train_files(job, study, table, Path(scratch), Path(checkpoints))
-        return meta, _read_folder(Path(scratch))
+        return {**meta, **_placement()}, _read_folder(Path(scratch))
 
 
 def _eval_task(jobs: list[Job], study: Study, tables: dict[str, pd.DataFrame], adapter: dict[str, bytes] | None,
@@ -65,7 +119,8 @@ def _eval_task(jobs: list[Job], study: Study, tables: dict[str, pd.DataFrame], a
         path = _write_folder(adapter, Path(scratch)) if adapter is not None else None
         for job in jobs:
             try:
-                out.append(("ok", score_cell(job, study, scorer, tables[job.target], path)))
+                metrics, items, meta = score_cell(job, study, scorer, tables[job.target], path)
+                out.append(("ok", (metrics, items, {**meta, **_placement()})))
             except Exception as exc:  # one failing target must not lose the model's other cells
                 out.append(("error", f"{type(exc).__name__}: {exc}"))
     return out
@@ -80,11 +135,8 @@ def run_plan_ray(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], tar
     summary, states, todo = pending_jobs(plan, store, only)
     if not todo:
         return summary
-    started_here = not ray.is_initialized()
-    if started_here:
-        # `address` None starts a private local cluster; "auto" or "ray://..." joins one.
-        ray.init(address=execution.address, include_dashboard=False, log_to_driver=False,
-                 **({"num_cpus": None, "_node_ip_address": "127.0.0.1"} if execution.address is None else {}))
+    started_here = _connect(execution)
+    _check_gpus(execution, ray.cluster_resources().get("GPU", 0))
     worker = f"ray@{socket.gethostname()}"
     train = ray.remote(num_cpus=execution.cpus_per_job, num_gpus=execution.gpus_per_train_job)(_train_task)
     evaluate = ray.remote(num_cpus=execution.cpus_per_job, num_gpus=execution.gpus_per_eval_job)(_eval_task)
@@ -119,9 +171,11 @@ def run_plan_ray(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], tar
             submit_evaluations(adapter_key)
 
     try:
-        cpus = ray.cluster_resources().get("CPU", 0)
-        with JobProgress(console, len(todo), f"ray: all jobs on {cpus:.0f} CPUs") as progress:
+        resources = ray.cluster_resources()
+        where = f"{resources.get('CPU', 0):.0f} CPUs" + (f", {resources['GPU']:.0f} GPUs" if resources.get("GPU") else "")
+        with JobProgress(console, len(todo), f"ray: all jobs on {where}") as progress:
             while pending:
+                progress.status = f"ray: {len(pending)} tasks submitted or running, {progress.finished} jobs finished"
                 [ready], _ = ray.wait(list(pending), num_returns=1)
                 kind, what = pending.pop(ready)
                 if kind == "train":

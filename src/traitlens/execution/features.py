@@ -44,7 +44,8 @@ def study_features(study: Study, sources: dict[str, pd.DataFrame], targets: dict
     from traitlens.models.hf import HFScorer
     from traitlens.models.quality import answer_perplexity
 
-    scorer = HFScorer(study.base, dtype=study.evaluation.dtype, batch_size=study.evaluation.batch_size)
+    scorer = HFScorer(study.base, dtype=study.evaluation.dtype, batch_size=study.evaluation.batch_size,
+                      device=study.execution.device)
     scorer.use_adapter(None)
     source_profiles, target_profiles, similar = profile_study(sources, targets, scorer.tokenizer)
     source_vectors, target_vectors = centroids(sources, SAMPLE), centroids(targets, SAMPLE)

@@ -14,9 +14,9 @@ import pandas as pd
 from rich.console import Console
 
 from traitlens.config.schema import Study
-from traitlens.evaluate.cell import evaluate_cell
+from traitlens.evaluate.cell import evaluate_cells
 from traitlens.execution.plan import Job, Plan
-from traitlens.execution.progress import JobProgress
+from traitlens.progress import JobProgress
 from traitlens.models.scorer import Scorer
 from traitlens.store.db import Store
 
@@ -40,9 +40,12 @@ def pending_jobs(plan: Plan, store: Store, only: Callable[[Job], bool]
 
 
 def default_scorer(study: Study) -> Scorer:
+    """The study's scorer on this machine; `study` comes from a plan, its dtype resolved."""
     from traitlens.models.hf import HFScorer
 
-    return HFScorer(study.base, dtype=study.evaluation.dtype, batch_size=study.evaluation.batch_size)
+    evaluation = study.evaluation
+    return HFScorer(study.base, dtype=evaluation.dtype, batch_size=evaluation.batch_size,
+                    device=study.execution.device, mixed_adapters=evaluation.mixed_adapters)
 
 
 def run_plan(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], targets: dict[str, pd.DataFrame],
@@ -57,8 +60,9 @@ def run_plan(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], targets
     with JobProgress(console, len(todo)) as progress:
         for job in (j for j in todo if j.kind == "train"):
             started, error = time.perf_counter(), None
+            progress.describe(job.label)
             try:
-                train_adapter(job, plan.study, store, sources[job.source], progress.bar)
+                train_adapter(job, plan.study, store, sources[job.source], progress)
                 summary.ran += 1
             except Exception as exc:  # recorded in the store; independent jobs go on
                 error = f"{type(exc).__name__}: {exc}"
@@ -69,15 +73,22 @@ def run_plan(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], targets
         summary.blocked = len(evaluations) - len(runnable)
         progress.set_total(len(todo) - summary.blocked)
         scorer = make_scorer(plan.study) if runnable else None
-        for job in runnable:
-            progress.describe(job.label)
-            started, error = time.perf_counter(), None
-            try:
-                evaluate_cell(job, plan.study, store, scorer, targets[job.target])
-                summary.ran += 1
-            except Exception as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                summary.failed.append((job.label, error))
-            progress.done(job.label, time.perf_counter() - started, error)
+        # A scorer that mixes adapters in one batch gets each target's models together.
+        mixed = getattr(scorer, "mixed", False)
+        groups = ([[j for j in runnable if j.target == t] for t in dict.fromkeys(j.target for j in runnable)]
+                  if mixed else [[job] for job in runnable])
+        for group in groups:
+            label = group[0].label if len(group) == 1 else f"eval {len(group)} models on {group[0].target}"
+            progress.describe(label)
+            started = time.perf_counter()
+            outcomes = evaluate_cells(group, plan.study, store, scorer, targets[group[0].target], progress=progress)
+            errors = []
+            for job, (status, value) in zip(group, outcomes):
+                if status == "ok":
+                    summary.ran += 1
+                else:
+                    errors.append(f"{type(value).__name__}: {value}")
+                    summary.failed.append((job.label, errors[-1]))
+            progress.done(label, time.perf_counter() - started, "; ".join(errors) or None, count=len(group))
         progress.describe("all jobs")
     return summary

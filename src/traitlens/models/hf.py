@@ -17,11 +17,14 @@ computation shared by all choices of an item.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from traitlens.config.schema import BaseModelSpec
 from traitlens.data.template import token_boundary
+from traitlens.models.device import resolve_device
 from traitlens.models.load import load_base
 from traitlens.models.scorer import ChoiceRequest, ChoiceScores, Generation, GenerateRequest
 
@@ -30,17 +33,32 @@ from traitlens.models.scorer import ChoiceRequest, ChoiceScores, Generation, Gen
 MIN_SHARED_PREFIX = 8
 # Rows per output-layer matmul when scoring next tokens (see `_next_token_logprobs`).
 HEAD_ROWS = 256
+# Under `evaluation.batch_size: auto` on a CPU (see `HFScorer.rows_per_batch`): tokens per scoring
+# batch, at most CPU_ROWS rows; rows per generation batch.
+CPU_SCORE_TOKENS = 512
+CPU_ROWS = 16
+CPU_GENERATE_ROWS = 64
+# Most rows per forward pass on a GPU, however much memory is free.
+MAX_GPU_ROWS = 512
 
 
 class HFScorer:
-    def __init__(self, spec: BaseModelSpec, dtype: str = "float32", batch_size: int = 16):
+    def __init__(self, spec: BaseModelSpec, dtype: str = "float32", batch_size: int | str = "auto",
+                 device: str = "auto", mixed_adapters: bool | str = "auto"):
         import torch
 
         self.torch = torch
+        self.device = torch.device(resolve_device(device))
         self.model, self.tokenizer = load_base(spec, dtype)
+        self.model.to(self.device)
+        self.dtype = dtype
         self.batch_size = batch_size
         self.adapter: str | None = None
         self._loaded: set[str] = set()
+        # Several adapters in one batch, each row through its own (PEFT's mixed-adapter batches):
+        # on a GPU a batch of one adapter's items leaves most of the device idle. On a CPU the
+        # merged one-adapter-at-a-time path measured faster (docs/performance.md).
+        self.mixed = self.device.type == "cuda" if mixed_adapters == "auto" else bool(mixed_adapters)
         # float32: merge the active adapter into the weights, so adapted models run as fast as
         # the base (unmerged LoRA adds about a quarter to a forward pass). bfloat16 keeps
         # adapters unmerged: adding the delta into bfloat16 weights would round it and change
@@ -51,6 +69,7 @@ class HFScorer:
         # single-token predictions on 300 movie reviews; in float32 scores move by ~1e-5.
         self.share_prefix = dtype == "float32"
         self._originals: dict[str, Any] = {}  # unmerged weights of the layers LoRA touches
+        self.on_rows: Callable[[int], None] | None = None  # told how many rows each batch answered
 
     # --- adapters ----------------------------------------------------------------------
 
@@ -58,6 +77,8 @@ class HFScorer:
         """Switch adapters in place; each adapter's weights are read from disk once."""
         from peft import PeftModel
 
+        if key == self.adapter and (key is None or not self.merge or self._merged()):
+            return  # already in place (a mixed batch unmerges: then the adapter is merged again)
         # Unmerge first: PEFT would otherwise unmerge by subtracting the delta when an adapter
         # is loaded or switched, which leaves the weights a rounding error off the originals.
         self._restore()
@@ -90,24 +111,76 @@ class HFScorer:
                 layer.get_base_layer().weight.data.copy_(self._originals[name])
                 layer.merged_adapters.clear()
 
+    def _merged(self) -> bool:
+        return any(layer.merged for _, layer in self._lora_layers())
+
     def _merge(self, key: str) -> None:
         for name, layer in self._lora_layers():
             if key in layer.lora_A:
                 self._originals.setdefault(name, layer.get_base_layer().weight.detach().clone())
                 layer.merge(adapter_names=[key])
 
-    def _context(self):
-        """Run under the active adapter, or with every adapter disabled for the base."""
-        from contextlib import nullcontext
-
-        if self.adapter is None and hasattr(self.model, "disable_adapter"):
+    def _context(self, names: list[str] | None = None):
+        """Run under the active adapter, or with every adapter disabled for the base; with
+        `names`, each row of the call through the adapter named for it (see `_routed`)."""
+        if names is None and self.adapter is None and hasattr(self.model, "disable_adapter"):
             return self.model.disable_adapter()
         return nullcontext()
+
+    def _routed(self, names: list[str] | None):
+        """Forward passes inside send row i through adapter `names[i]` ("__base__": none),
+        using PEFT's mixed-batch hooks; a no-op without names."""
+        if names is None:
+            return nullcontext()
+        return self.model._enable_peft_forward_hooks(adapter_names=names)
+
+    def _mixed_names(self, adapters: list[str | None], rows: int) -> list[str]:
+        """Per expanded row, its adapter's PEFT name; unmerges first (PEFT refuses mixed
+        batches over merged weights)."""
+        self._restore()
+        missing = [key for key in adapters if key is not None and key not in self._loaded]
+        if missing:
+            raise ValueError(f"adapters {missing} are not loaded; call use_adapter(key, path) for each first")
+        return [key or "__base__" for key in adapters for _ in range(rows)]
 
     @property
     def _lm(self) -> Any:
         """The plain causal LM inside any PEFT wrapper; LoRA layers live inside its modules."""
         return self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+
+    # --- batching ----------------------------------------------------------------------
+
+    def rows_per_batch(self, width: int, generating: bool = False) -> int:
+        """Rows of `width` tokens per forward pass: the setting, or under `auto`, on a GPU as many
+        as half its free memory holds (see `rows_for_memory`); on a CPU, CPU_GENERATE_ROWS when
+        generating, else rows of CPU_SCORE_TOKENS tokens in all (1 to CPU_ROWS).
+
+        Why by tokens on a CPU: rows are padded to the batch's longest, and on 24 BoolQ passages
+        (87-337 tokens) batches of 16 computed 141 tokens/s, batches of 512 tokens 225-248
+        (same scores); reviews of about 60 tokens ran as fast either way. Generation is the other
+        way round: each step reads every weight once for the whole batch, and 24 ASDiv problems
+        took 15.6 s in one batch against 19.1 s in batches of 16 (alternating, 2 runs each)."""
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        if self.device.type != "cuda":
+            return CPU_GENERATE_ROWS if generating else max(1, min(CPU_ROWS, CPU_SCORE_TOKENS // width))
+        free, _ = self.torch.cuda.mem_get_info(self.device)
+        return rows_for_memory(free // 2, width, self._lm.config, 2 if self.dtype == "bfloat16" else 4)
+
+    def _batches(self, order: list[int], widths: list[int]) -> Iterator[list[int]]:
+        """`order` (longest first) cut into batches sized for their longest row."""
+        start = 0
+        while start < len(order):
+            size = self.rows_per_batch(widths[order[start]])
+            yield order[start:start + size]
+            start += size
+
+    def _tensor(self, data: Any) -> Any:
+        return self.torch.tensor(data, dtype=self.torch.long, device=self.device)
+
+    def _told(self, rows: int) -> None:
+        if self.on_rows is not None:
+            self.on_rows(rows)
 
     # --- log-likelihood ----------------------------------------------------------------
 
@@ -115,33 +188,50 @@ class HFScorer:
         return self.tokenizer(text, add_special_tokens=special)["input_ids"]
 
     def loglikelihood(self, requests: list[ChoiceRequest]) -> list[ChoiceScores]:
+        return self._loglikelihood(requests)
+
+    def loglikelihood_mixed(self, requests: list[ChoiceRequest], adapters: list[str | None]
+                            ) -> list[list[ChoiceScores]]:
+        """`requests` answered by each of `adapters` (loaded keys; None for the base), all in
+        shared batches: one list of scores per adapter."""
+        names = self._mixed_names(adapters, len(requests))
+        flat = self._loglikelihood(requests * len(adapters), names)
+        return [flat[i * len(requests):(i + 1) * len(requests)] for i in range(len(adapters))]
+
+    def _loglikelihood(self, requests: list[ChoiceRequest], names: list[str] | None = None) -> list[ChoiceScores]:
         torch = self.torch
         encoded = []
         for request in requests:
             pairs = [token_boundary(request.context, c) for c in request.continuations]
             encoded.append((self._encode(pairs[0][0], True), [self._encode(c, False) for _, c in pairs]))
-        order = sorted(range(len(requests)), key=lambda i: -len(encoded[i][0]))
+        widths = [len(context) for context, _ in encoded]
+        order = sorted(range(len(requests)), key=lambda i: -widths[i])
         last: list[Any] = [None] * len(requests)  # each context's final hidden state
         tails: list[list[float]] = [[0.0] * len(choices) for _, choices in encoded]
-        with torch.inference_mode(), self._context():
-            prefix = self._shared_prefix([context for context, _ in encoded])
-            for start in range(0, len(order), self.batch_size):
-                batch = order[start:start + self.batch_size]
-                hidden = self._score_batch([encoded[i] for i in batch], [tails[i] for i in batch], prefix)
+        with torch.inference_mode(), self._context(names):
+            # Mixed rows share no prefix: each adapter changes the prefix's keys and values.
+            prefix = None if names else self._shared_prefix([context for context, _ in encoded])
+            for batch in self._batches(order, widths):
+                rows = [names[i] for i in batch] if names else None
+                hidden = self._score_batch([encoded[i] for i in batch], [tails[i] for i in batch], prefix, rows)
                 for row, index in enumerate(batch):
                     last[index] = hidden[row]
-            first = self._next_token_logprobs(torch.stack(last)) if requests else None
+                self._told(len(batch))
+            first = self._next_token_logprobs(torch.stack(last), names) if requests else None
         return [ChoiceScores(tuple(first[i, choice[0]].item() + tail for choice, tail in zip(choices, tails[i])),
                              tuple(len(choice) for choice in choices))
                 for i, (_, choices) in enumerate(encoded)]
 
-    def _next_token_logprobs(self, hidden: Any) -> Any:
+    def _next_token_logprobs(self, hidden: Any, names: list[str] | None = None) -> Any:
         """Log-probabilities of the next token after each hidden state. The output layer runs
         over a whole call's items in chunks of HEAD_ROWS rather than per batch: against a 49k-token
         vocabulary, output layer and log-softmax took 1.2 ms per row in batches of 16 and 0.54 ms
         in chunks of 256."""
-        return self.torch.cat([self.torch.log_softmax(head_logits(self._lm, hidden[i:i + HEAD_ROWS]).float(), dim=-1)
-                               for i in range(0, len(hidden), HEAD_ROWS)])
+        out = []
+        for i in range(0, len(hidden), HEAD_ROWS):
+            with self._routed(names[i:i + HEAD_ROWS] if names else None):
+                out.append(self.torch.log_softmax(head_logits(self._lm, hidden[i:i + HEAD_ROWS]).float(), dim=-1))
+        return self.torch.cat(out)
 
     def _shared_prefix(self, contexts: list[list[int]]) -> tuple[int, Any] | None:
         """(length, KV cache) of the tokens every context starts with (a target's instruction,
@@ -155,7 +245,7 @@ class HFScorer:
             length = next((i for i in range(length) if context[i] != first[i]), length)
         if length < MIN_SHARED_PREFIX:
             return None
-        out = self._lm.get_decoder()(input_ids=self.torch.tensor([first[:length]]), use_cache=True)
+        out = self._lm.get_decoder()(input_ids=self._tensor([first[:length]]), use_cache=True)
         return length, out.cache
 
     def _pad(self, rows: list[list[int]], left: bool = False) -> tuple[Any, Any]:
@@ -167,58 +257,70 @@ class HFScorer:
             span = slice(width - len(row), width) if left else slice(0, len(row))
             ids[i, span] = torch.tensor(row, dtype=torch.long)
             mask[i, span] = 1
-        return ids, mask
+        return ids.to(self.device), mask.to(self.device)
 
     def _score_batch(self, items: list[tuple[list[int], list[list[int]]]], tails: list[list[float]],
-                     prefix: tuple[int, Any] | None = None) -> Any:
+                     prefix: tuple[int, Any] | None = None, names: list[str] | None = None) -> Any:
         """Each context's final hidden state (its next-token distribution is computed later,
         for the whole call at once); adds to `tails` the log-probs of choice tokens after the
-        first."""
+        first. Row i runs through adapter `names[i]` when names are given."""
         torch = self.torch
         decoder = self._lm.get_decoder()
         contexts = [context for context, _ in items]
-        lengths = torch.tensor([len(c) for c in contexts])
+        lengths = self._tensor([len(c) for c in contexts])
+        rows = torch.arange(len(items), device=self.device)
         multi = any(len(choice) > 1 for _, choices in items for choice in choices)
         if prefix is None:
             ids, mask = self._pad(contexts)
-            out = decoder(input_ids=ids, attention_mask=mask, use_cache=multi)
-            last = out.last_hidden_state[torch.arange(len(items)), lengths - 1]
+            with self._routed(names):
+                out = decoder(input_ids=ids, attention_mask=mask, use_cache=multi)
+            last = out.last_hidden_state[rows, lengths - 1]
         else:  # only each context's own tokens run, attending to the shared prefix's cache
             shared, cache = prefix
             ids, own = self._pad([c[shared:] for c in contexts])
-            mask = torch.cat([torch.ones(len(items), shared, dtype=torch.long), own], dim=1)
-            positions = shared + torch.arange(ids.shape[1]).unsqueeze(0).expand(len(items), -1)
+            mask = torch.cat([torch.ones(len(items), shared, dtype=torch.long, device=self.device), own], dim=1)
+            positions = shared + torch.arange(ids.shape[1], device=self.device).unsqueeze(0).expand(len(items), -1)
             out = decoder(input_ids=ids, attention_mask=mask, position_ids=positions,
-                          cache=_select_cache(cache, torch.zeros(len(items), dtype=torch.long)), use_cache=True)
-            last = out.last_hidden_state[torch.arange(len(items)), lengths - shared - 1]
+                          cache=_select_cache(cache, torch.zeros_like(rows)), use_cache=True)
+            last = out.last_hidden_state[rows, lengths - shared - 1]
         if multi:
-            self._add_continuations(items, out.cache, mask, lengths, tails)
+            self._add_continuations(items, out.cache, mask, lengths, tails, names)
         return last
 
-    def _add_continuations(self, items, cache, context_mask, lengths, tails) -> None:
+    def _add_continuations(self, items, cache, context_mask, lengths, tails, names=None) -> None:
         """Add the log-probs of every choice token after the first, reusing the context cache."""
         torch = self.torch
         decoder = self._lm.get_decoder()
         pairs = [(i, j) for i, (_, choices) in enumerate(items) for j, c in enumerate(choices) if len(c) > 1]
-        for start in range(0, len(pairs), self.batch_size):
-            chunk = pairs[start:start + self.batch_size]
-            rows = torch.tensor([i for i, _ in chunk])
-            # Feed all choice tokens but the last; each one predicts the token after it.
-            inputs = [items[i][1][j][:-1] for i, j in chunk]
-            ids, mask = self._pad(inputs)
-            positions = lengths[rows].unsqueeze(1) + torch.arange(ids.shape[1]).unsqueeze(0)
-            repeated = _select_cache(cache, rows)
-            out = decoder(input_ids=ids, attention_mask=torch.cat([context_mask[rows], mask], dim=1),
-                          position_ids=positions, cache=repeated, use_cache=True)
-            logprobs = torch.log_softmax(head_logits(self._lm, out.last_hidden_state).float(), dim=-1)
+        inputs = [items[i][1][j][:-1] for i, j in pairs]  # each choice token predicts the one after it
+        order = sorted(range(len(pairs)), key=lambda k: -len(inputs[k]))
+        widths = [int(lengths[i]) + len(inputs[k]) for k, (i, _) in enumerate(pairs)]
+        for chosen in self._batches(order, widths):
+            chunk = [pairs[k] for k in chosen]
+            rows = self._tensor([i for i, _ in chunk])
+            ids, mask = self._pad([inputs[k] for k in chosen])
+            positions = lengths[rows].unsqueeze(1) + torch.arange(ids.shape[1], device=self.device).unsqueeze(0)
+            with self._routed([names[i] for i, _ in chunk] if names else None):
+                out = decoder(input_ids=ids, attention_mask=torch.cat([context_mask[rows], mask], dim=1),
+                              position_ids=positions, cache=_select_cache(cache, rows), use_cache=True)
+                logprobs = torch.log_softmax(head_logits(self._lm, out.last_hidden_state).float(), dim=-1)
             for row, (i, j) in enumerate(chunk):
-                targets = torch.tensor(items[i][1][j][1:])
-                picked = logprobs[row, torch.arange(len(targets)), targets]
+                targets = self._tensor(items[i][1][j][1:])
+                picked = logprobs[row, torch.arange(len(targets), device=self.device), targets]
                 tails[i][j] += picked.sum().item()
 
     # --- generation --------------------------------------------------------------------
 
     def generate(self, requests: list[GenerateRequest]) -> list[Generation]:
+        return self._generate(requests)
+
+    def generate_mixed(self, requests: list[GenerateRequest], adapters: list[str | None]) -> list[list[Generation]]:
+        """`requests` answered by each of `adapters` in shared batches, as `loglikelihood_mixed`."""
+        names = self._mixed_names(adapters, len(requests))
+        flat = self._generate(requests * len(adapters), names)
+        return [flat[i * len(requests):(i + 1) * len(requests)] for i in range(len(adapters))]
+
+    def _generate(self, requests: list[GenerateRequest], names: list[str] | None = None) -> list[Generation]:
         torch = self.torch
         results: list[Generation | None] = [None] * len(requests)
         # Trailing spaces stay with what comes next, as in scoring (see token_boundary).
@@ -226,21 +328,24 @@ class HFScorer:
         # Requests with the same settings batch together; longest first.
         order = sorted(range(len(requests)), key=lambda i: (requests[i].max_new_tokens,
                                                             requests[i].stop, -len(encoded[i])))
-        with torch.inference_mode(), self._context():
+        with torch.inference_mode(), self._context(names):
             start = 0
             while start < len(order):
                 head = requests[order[start]]
-                batch = [i for i in order[start:start + self.batch_size]
+                size = self.rows_per_batch(len(encoded[order[start]]) + head.max_new_tokens, generating=True)
+                batch = [i for i in order[start:start + size]
                          if (requests[i].max_new_tokens, requests[i].stop) == (head.max_new_tokens, head.stop)]
                 ids, mask = self._pad([encoded[i] for i in batch], left=True)
+                routing = {"adapter_names": [names[i] for i in batch]} if names else {}
                 output = self.model.generate(
                     input_ids=ids, attention_mask=mask, max_new_tokens=head.max_new_tokens,
                     do_sample=False, stop_strings=list(head.stop) or None, tokenizer=self.tokenizer,
-                    pad_token_id=self.tokenizer.pad_token_id)
+                    pad_token_id=self.tokenizer.pad_token_id, **routing)
                 for row, index in enumerate(batch):
                     new = output[row, ids.shape[1]:].tolist()
                     results[index] = self._cut(new, head.stop)
                 start += len(batch)
+                self._told(len(batch))
         return results
 
     def _cut(self, new_tokens: list[int], stop: tuple[str, ...]) -> Generation:
@@ -256,6 +361,22 @@ class HFScorer:
             text = text[:cut]
             kept = self._encode(text, False)
         return Generation(text, len(kept))
+
+
+def rows_for_memory(budget: int, width: int, config: Any, element_bytes: int) -> int:
+    """Rows of `width` tokens whose inference activations fit in `budget` bytes: the KV cache of
+    every layer, plus one layer's working set (hidden states, MLP, attention scores) and the
+    output layer's logits for one position per row. An upper estimate, kept within
+    1..MAX_GPU_ROWS."""
+    config = config.get_text_config()
+    hidden = config.hidden_size
+    inner = getattr(config, "intermediate_size", None) or 4 * hidden
+    heads = config.num_attention_heads
+    kv = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    per_token = element_bytes * (2 * config.num_hidden_layers * kv * head_dim + 4 * hidden + 3 * inner + heads * width)
+    per_row = width * per_token + 4 * config.vocab_size
+    return max(1, min(MAX_GPU_ROWS, budget // per_row))
 
 
 def head_logits(lm: Any, hidden: Any) -> Any:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -44,13 +45,23 @@ class Generation:
 
 class Scorer(Protocol):
     tokenizer: object | None  # for chat templates; None when the scorer has no tokenizer
+    # Whether executors should send one target's models together (`*_mixed`) rather than one
+    # model at a time: the scorer knows which is faster on its device.
+    mixed: bool
+    on_rows: Callable[[int], None] | None  # called with the rows each batch answered (progress)
 
     def use_adapter(self, key: str | None, path: Path | None = None) -> None:
-        """Answer with this adapter from now on (None: the base alone)."""
+        """Answer with this adapter from now on (None: the base alone); loads it once."""
 
     def loglikelihood(self, requests: list[ChoiceRequest]) -> list[ChoiceScores]: ...
 
     def generate(self, requests: list[GenerateRequest]) -> list[Generation]: ...
+
+    def loglikelihood_mixed(self, requests: list[ChoiceRequest], adapters: list[str | None]
+                            ) -> list[list[ChoiceScores]]:
+        """`requests` answered by each loaded adapter (None: the base), one list per adapter."""
+
+    def generate_mixed(self, requests: list[GenerateRequest], adapters: list[str | None]) -> list[list[Generation]]: ...
 
 
 class FakeScorer:
@@ -63,10 +74,44 @@ class FakeScorer:
 
     tokenizer = None
 
-    def __init__(self, bias: dict[str | None, str] | None = None, base_identity: dict | None = None):
+    def __init__(self, bias: dict[str | None, str] | None = None, base_identity: dict | None = None,
+                 mixed: bool = False):
         self.adapter: str | None = None
         self.bias = bias or {}
         self.base_identity = base_identity or {"fake": True}
+        self.mixed = mixed
+        self.on_rows: Callable[[int], None] | None = None
+        self.calls = 0  # scoring calls answered, so tests can tell batched from one-at-a-time
+
+    def _each(self, answer, requests: list, adapters: list[str | None]) -> list[list]:
+        """One call answered by every adapter in turn, as a real mixed batch answers it."""
+        active, out = self.adapter, []
+        for key in adapters:
+            self.adapter = key
+            out.append(answer(requests))
+        self.adapter = active
+        self._answered(len(requests) * len(adapters))
+        return out
+
+    def loglikelihood(self, requests: list[ChoiceRequest]) -> list[ChoiceScores]:
+        self._answered(len(requests))
+        return self._scores(requests)
+
+    def generate(self, requests: list[GenerateRequest]) -> list[Generation]:
+        self._answered(len(requests))
+        return self._generations(requests)
+
+    def loglikelihood_mixed(self, requests: list[ChoiceRequest], adapters: list[str | None]
+                            ) -> list[list[ChoiceScores]]:
+        return self._each(self._scores, requests, adapters)
+
+    def generate_mixed(self, requests: list[GenerateRequest], adapters: list[str | None]) -> list[list[Generation]]:
+        return self._each(self._generations, requests, adapters)
+
+    def _answered(self, rows: int) -> None:
+        self.calls += 1
+        if self.on_rows is not None:
+            self.on_rows(rows)
 
     def use_adapter(self, key: str | None, path: Path | None = None) -> None:
         self.adapter = key
@@ -75,7 +120,7 @@ class FakeScorer:
         digest = hashlib.sha256("\x1f".join([self.adapter or "base", *parts]).encode()).digest()
         return int.from_bytes(digest[:8], "big") / 2**64
 
-    def loglikelihood(self, requests: list[ChoiceRequest]) -> list[ChoiceScores]:
+    def _scores(self, requests: list[ChoiceRequest]) -> list[ChoiceScores]:
         favoured = self.bias.get(self.adapter)
         out = []
         for request in requests:
@@ -85,7 +130,7 @@ class FakeScorer:
             out.append(ChoiceScores(logprobs, tuple(max(1, len(c.split())) for c in request.continuations)))
         return out
 
-    def generate(self, requests: list[GenerateRequest]) -> list[Generation]:
+    def _generations(self, requests: list[GenerateRequest]) -> list[Generation]:
         favoured = self.bias.get(self.adapter)
         out = []
         for request in requests:
