@@ -225,3 +225,13 @@ def test_stability_skips_refits_that_cannot_be_fitted():
 
     table = trait_stability(reference, refit, results.cells, results.items, samples=10)
     assert table.loc["trait 1", "refits"] == 5 and table.loc["trait 1", "median_congruence"] == pytest.approx(1.0)
+
+
+def test_congruence_with_a_column_of_zeros_is_zero_not_nan():
+    from traitlens.analysis.traits import congruence, match
+
+    reference = np.array([[1.0, 0.2], [0.9, -0.1], [0.1, 1.0]])
+    degenerate = np.array([[0.8, 0.0], [1.0, 0.0], [0.0, 0.0]])
+    assert np.isfinite(congruence(reference, degenerate)).all()
+    aligned, phi = match(reference, degenerate)  # no error: the zero column is matched with 0
+    assert phi[1] == 0 and phi[0] > 0.9

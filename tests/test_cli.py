@@ -164,7 +164,7 @@ targets:
     text = (TINY_TRAIN.format(base=tiny_model).replace("targets:\n", sections)
             .replace("  - name: movie\n    dataset: catalog:sentiment-movie\n    kind: classification\n"
                      "    labels: [negative, positive]\n    abilities: [sentiment]\n", "")
-            .replace("evaluation: {limit: 8}", "evaluation: {limit: 40}\nanalysis: {bootstrap_samples: 50}"))
+            .replace("evaluation: {limit: 8, dtype: float32}", "evaluation: {limit: 40, dtype: float32}\nanalysis: {bootstrap_samples: 50}"))
     path = write_study(text)
     assert traitlens("traits", str(path)).returncode == 2  # nothing run yet: a clear error
     study = load_study(path)

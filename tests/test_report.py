@@ -55,7 +55,7 @@ targets:
     dataset: catalog:arithmetic
     kind: generative
     abilities: [arithmetic]
-""").replace("evaluation: {limit: 8}", "evaluation: {limit: 40}\nanalysis: {bootstrap_samples: 30, mask_diagonal: false}")
+""").replace("evaluation: {limit: 8, dtype: float32}", "evaluation: {limit: 40, dtype: float32}\nanalysis: {bootstrap_samples: 30, mask_diagonal: false}")
     path = folder / "study.yaml"
     path.write_text(text)
     study = load_study(path)
@@ -147,7 +147,7 @@ def test_report_reuses_the_cells_it_is_given(report, tmp_path, monkeypatch):
 
 def test_a_study_too_small_for_traits_still_gets_its_report(tmp_path, tiny_model):
     path = tmp_path / "small.yaml"
-    path.write_text(TINY_TRAIN.format(base=tiny_model).replace("targets:\n", MORE_SOURCES).replace("evaluation: {limit: 8}", "evaluation: {limit: 40}\nanalysis: {bootstrap_samples: 30}"))
+    path.write_text(TINY_TRAIN.format(base=tiny_model).replace("targets:\n", MORE_SOURCES).replace("evaluation: {limit: 8, dtype: float32}", "evaluation: {limit: 40, dtype: float32}\nanalysis: {bootstrap_samples: 30}"))
     study = load_study(path)
     sources, targets = prepare_study(study)
     summary = run_plan(plan_study(study), Store(study.store), sources, targets, Console(quiet=True),

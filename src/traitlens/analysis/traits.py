@@ -83,8 +83,12 @@ def parallel_analysis(x: np.ndarray, samples: int = 200, quantile: float = 0.95,
 
 
 def congruence(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Tucker's congruence coefficient between the columns of a and b (a k x k matrix)."""
-    return (a.T @ b) / np.outer(np.linalg.norm(a, axis=0), np.linalg.norm(b, axis=0))
+    """Tucker's congruence coefficient between the columns of a and b (a k x k matrix); 0 for a
+    column of zeros (a bootstrap refit on a degenerate resample can give one), which shares no
+    pattern with anything."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        phi = (a.T @ b) / np.outer(np.linalg.norm(a, axis=0), np.linalg.norm(b, axis=0))
+    return np.nan_to_num(phi, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def match(reference: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
