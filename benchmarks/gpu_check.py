@@ -1,0 +1,234 @@
+"""The GPU check: traitlens trains and scores on a CUDA device as it does on the CPU.
+
+A randomly initialised model of SmolLM2-135M's architecture (weights cannot travel to a GPU
+machine; a random model exercises every code path and costs the same FLOPs) and a few hundred
+catalog items exported to JSONL. Two adapters are trained on the device; the base and both
+adapters are then scored on two targets on the device (bfloat16 where native, several adapters
+per batch, batch sizes from free memory: every `auto`) and again on the CPU in float32, one
+adapter at a time. Reported: per-cell agreement of predictions and the largest log-probability
+gap between the two, training tokens/s, evaluation items/s, and the share of the device's
+matmul peak (bfloat16 on a GPU, measured in the same run) that training and scoring reach.
+
+Model FLOPs are counted as in `benchmarks/hardware.py`, more roughly: 2 x non-embedding
+parameters per token for a forward pass, twice that for a training step (the backward pass into
+the frozen weights' inputs; their own gradients are never computed); attention and the output
+layer are left out, so the shares are slight underestimates.
+
+Two steps: `prepare` here (reads the offline catalog, writes `.gpu_check/`: config, tokenizer,
+items, about 4 MB), then `run` where the GPU is, with only torch, transformers, peft and the
+packages in KINDS.md installed, plus pydantic's wheels shipped beside it:
+
+    .venv/bin/python benchmarks/gpu_check.py prepare .gpu_check
+    python3 benchmarks/gpu_check.py run .gpu_check --device cuda     # on the GPU machine
+
+`--tiny` prepares a two-layer model instead (the test suite runs the whole check on the CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # runs from a checkout, installed or not
+
+TARGETS = {"movie": ("sentiment-movie", ["negative", "positive"]),
+           "amazon": ("sentiment-amazon", ["negative", "positive"])}
+SOURCES = {"movie": "sentiment-movie", "tweets": "sentiment-tweets"}
+
+
+def prepare(out: Path, items: int, tiny: bool) -> None:
+    from traitlens.data.catalog import materialize
+    from traitlens.models.load import materialize_catalog_model
+
+    model = materialize_catalog_model("smollm2-135m-instruct")
+    (out / "model").mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        if (model / name).exists():
+            shutil.copy(model / name, out / "model" / name)
+    config = json.loads((model / "config.json").read_text())
+    if tiny:
+        config.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, head_dim=16)
+    (out / "model" / "config.json").write_text(json.dumps(config, indent=1))
+    import pandas as pd
+
+    for name, catalog in {**SOURCES, **{f"target-{t}": c for t, (c, _) in TARGETS.items()}}.items():
+        split = "test" if name.startswith("target-") else "train"
+        table = pd.read_json(materialize(catalog) / f"{split}.jsonl", lines=True, dtype=False)
+        table.sample(n=min(items, len(table)), random_state=0).to_json(out / f"{name}.jsonl", orient="records",
+                                                                        lines=True)
+    print(f"wrote {out} ({sum(f.stat().st_size for f in out.rglob('*') if f.is_file()) / 2**20:.1f} MB)")
+
+
+def study_text(folder: Path, device: str, steps: int, items: int, train_dtype: str, eval_dtype: str,
+               mixed: str) -> str:
+    sources = "".join(f"""
+  - name: {name}
+    dataset: {folder / f'{name}.jsonl'}
+    labels: [negative, positive]
+    template: {{instruction: "Is the sentiment negative or positive?", trigger: Sentiment}}""" for name in SOURCES)
+    targets = "".join(f"""
+  - name: {name}
+    dataset: {folder / f'target-{name}.jsonl'}
+    kind: classification
+    labels: {labels}
+    abilities: [sentiment]
+    template: {{instruction: "Is the sentiment negative or positive?", trigger: Sentiment}}"""
+                      for name, (_, labels) in TARGETS.items())
+    return f"""name: gpu-check
+base: {folder / 'random-model'}
+sources:{sources}
+targets:{targets}
+lora: {{r: 16, alpha: 32}}
+training: {{learning_rate: 0.0003, warmup_steps: 2, max_steps: {steps}, max_length: 256, dtype: {train_dtype}}}
+evaluation: {{limit: {items}, dtype: {eval_dtype}, mixed_adapters: {mixed}}}
+execution: {{device: {device}}}
+"""
+
+
+def matmul_peak(device: str, dtype) -> float:
+    """FLOP/s of square matmuls on `device`: 4096-wide on a GPU, 1024 on a CPU (a 4096 one takes
+    seconds there)."""
+    import torch
+
+    size, repeats = (4096, 20) if device.startswith("cuda") else (1024, 5)
+
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ a
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    sync()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ a
+    sync()
+    return 2 * size**3 * repeats / (time.perf_counter() - started)
+
+
+def run_study(text: str, folder: Path, name: str):
+    from rich.console import Console
+
+    from traitlens.config import load_study
+    from traitlens.data.load import prepare_study
+    from traitlens.execution.local import run_plan
+    from traitlens.execution.plan import plan_study
+    from traitlens.store import Store
+
+    path = folder / f"{name}.yaml"
+    path.write_text(text)
+    study = load_study(path)
+    plan = plan_study(study)
+    store = Store(folder / f"store-{name}")
+    sources, targets = prepare_study(study)
+    started = time.perf_counter()
+    summary = run_plan(plan, store, sources, targets, Console(stderr=True))
+    if summary.failed:
+        raise SystemExit(f"{name}: failed jobs {summary.failed}")
+    return plan, store, time.perf_counter() - started
+
+
+def run(folder: Path, device: str, steps: int, items: int, mixed: str = "auto") -> dict:
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from traitlens.models.device import local_hardware
+
+    folder = folder.resolve()
+    hardware = local_hardware(device)
+    model_dir = folder / "random-model"
+    if not (model_dir / "config.json").exists():
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(folder / "model"))
+        model.save_pretrained(model_dir)
+        AutoTokenizer.from_pretrained(folder / "model").save_pretrained(model_dir)
+    for old in folder.glob("store-*"):
+        shutil.rmtree(old)
+    non_embedding = sum(p.numel() for n, p in AutoModelForCausalLM.from_pretrained(model_dir).named_parameters()
+                        if "embed" not in n and "lm_head" not in n)
+
+    plan, store, device_seconds = run_study(study_text(folder, device, steps, items, "auto", "auto", mixed),
+                                            folder, "device")
+    resolved = plan.study.evaluation.dtype
+    peak_dtype = torch.bfloat16 if resolved == "bfloat16" else torch.float32
+    peak = matmul_peak(hardware.device, peak_dtype)
+    adapters = [store.adapter_meta(job.key) for job in plan.train_jobs]
+    train_tokens = sum(meta["tokens_seen"] for meta in adapters)
+    train_seconds = sum(meta["wall_seconds"] for meta in adapters)
+    eval_records = store.jobs(job.key for job in plan.eval_jobs)
+    eval_seconds = sum(r.wall_s or 0 for r in eval_records.values())
+    eval_items = sum(store.cell(job.key)["n_items"] for job in plan.eval_jobs)
+
+    # The same adapters scored on the CPU in float32, one at a time: the reference.
+    cpu_plan, cpu_store = _score_on_cpu(folder, plan, store, steps, items)
+    agreement, gaps = {}, []
+    for job, cpu_job in zip(plan.eval_jobs, cpu_plan.eval_jobs):
+        ours, theirs = store.items(job.key), cpu_store.items(cpu_job.key)
+        agreement[f"{job.model} on {job.target}"] = sum(
+            a["prediction"] == b["prediction"] for a, b in zip(ours, theirs)) / len(ours)
+        gaps += [abs(a["choice_logprobs"][k] - b["choice_logprobs"][k]) for a, b in zip(ours, theirs)
+                 for k in a["choice_logprobs"]]
+    report = {
+        "device": hardware.describe(), "torch": torch.__version__, "python": platform.python_version(),
+        "dtype": resolved, "mixed_batches": sorted({store.cell(j.key)["meta"]["mixed_batch"] for j in plan.eval_jobs}),
+        "adapter_paths": adapters[0]["paths"], "peak_tflops": peak / 1e12,
+        "train_tokens_per_s": train_tokens / train_seconds,
+        "train_share_of_peak": 4 * non_embedding * train_tokens / train_seconds / peak,
+        "eval_items_per_s": eval_items / eval_seconds, "device_seconds": device_seconds,
+        "agreement_min": min(agreement.values()), "agreement": agreement, "max_logprob_gap": max(gaps),
+    }
+    print(json.dumps(report, indent=1))
+    return report
+
+
+def _score_on_cpu(folder: Path, plan, store, steps: int, items: int):
+    """Score every cell again on the CPU in float32, one adapter at a time, with the device's
+    adapters: the CPU study asks for the same training (same keys), so they are copied in."""
+    from traitlens.config import load_study
+    from traitlens.execution.plan import plan_study
+    from traitlens.store import Store
+
+    text = study_text(folder, "cpu", steps, items, plan.study.training.dtype, "float32", "false")
+    (folder / "cpu.yaml").write_text(text)
+    cpu_plan = plan_study(load_study(folder / "cpu.yaml"))
+    cpu_store = Store(folder / "store-cpu")
+    for job, cpu_job in zip(plan.train_jobs, cpu_plan.train_jobs):
+        assert job.key == cpu_job.key
+        scratch = cpu_store.scratch_dir(job.key)
+        shutil.copytree(store.adapter_path(job.key), scratch, dirs_exist_ok=True)
+        cpu_store.start_job(job.key, "train", job.label, job.spec, "gpu-check")
+        cpu_store.put_adapter(job.key, job.source, job.seed, scratch, store.adapter_meta(job.key))
+    return run_study(text, folder, "cpu")[:2]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare", help="export config, tokenizer and items (needs the offline catalog)")
+    p.add_argument("folder", type=Path)
+    p.add_argument("--items", type=int, default=300)
+    p.add_argument("--tiny", action="store_true", help="a two-layer model (for the CPU test)")
+    r = sub.add_parser("run", help="train and score on the device and on the CPU, report")
+    r.add_argument("folder", type=Path)
+    r.add_argument("--device", default="cuda")
+    r.add_argument("--steps", type=int, default=30)
+    r.add_argument("--items", type=int, default=200, help="items per target")
+    r.add_argument("--mixed", default="auto", choices=["auto", "true", "false"],
+                   help="evaluation.mixed_adapters on the device (auto: on a GPU, yes)")
+    r.add_argument("--json", type=Path, help="also write the report here")
+    args = parser.parse_args()
+    if args.command == "prepare":
+        prepare(args.folder, args.items, args.tiny)
+    else:
+        report = run(args.folder, args.device, args.steps, args.items, args.mixed)
+        if args.json:
+            args.json.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
