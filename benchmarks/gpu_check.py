@@ -19,7 +19,12 @@ items, about 4 MB), then `run` where the GPU is, with only torch, transformers, 
 packages in KINDS.md installed, plus pydantic's wheels shipped beside it:
 
     .venv/bin/python benchmarks/gpu_check.py prepare .gpu_check
-    python3 benchmarks/gpu_check.py run .gpu_check --device cuda     # on the GPU machine
+    .venv/bin/pip download --no-deps --only-binary=:all: --python-version 3.12 \
+        --platform manylinux_2_17_x86_64 -d .gpu_check/wheels \
+        pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 typing-inspection==0.4.5
+    # on the GPU machine, from the checkout (.gpu_check carried beside it):
+    pip install --no-deps --target /tmp/site .gpu_check/wheels/*.whl && export PYTHONPATH=/tmp/site
+    python3 benchmarks/gpu_check.py run .gpu_check --device cuda --json report.json
 
 `--tiny` prepares a two-layer model instead (the test suite runs the whole check on the CPU).
 """

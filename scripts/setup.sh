@@ -41,5 +41,5 @@ case "$build" in
     fi ;;
   *) echo "TRAITLENS_TORCH must be cuda or cpu; got '$build'" >&2; exit 1 ;;
 esac
-echo "torch: $(.venv/bin/python -c 'import torch; print(torch.__version__, "CUDA available" if torch.cuda.is_available() else "no CUDA device")')"
+echo "torch: $(.venv/bin/python -c 'import torch; print(torch.__version__, "CUDA available" if torch.cuda.is_available() else "no CUDA device")' 2>/dev/null)"
 .venv/bin/pip install "${quiet[@]}" -c requirements/lock.txt -e ".${extras:+[$extras]}"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import warnings
+from contextlib import contextmanager
 from collections import Counter
 from pathlib import Path
 
@@ -27,6 +29,7 @@ from traitlens.execution.analyses import ensure_analyses, run_explain, run_trait
 from traitlens.execution.local import RunSummary, run_plan
 from traitlens.execution.plan import Plan, plan_study
 from traitlens.models.device import HardwareWarning
+from traitlens.progress import JobProgress
 from traitlens.store import Store
 
 console = Console(highlight=False)
@@ -140,11 +143,23 @@ def train(study_file: Path, source_names: tuple[str, ...], seeds: tuple[int, ...
     _finish(summary)
 
 
+@contextmanager
+def _working(what: str):
+    """A step that can take minutes (analyses load models, bootstrap, profile datasets): a live
+    bar on a terminal; in a log, heartbeat lines and one when it is done."""
+    started = time.perf_counter()
+    with JobProgress(console, 1, what) as progress:
+        progress.describe(what)
+        yield
+        progress.done(what, time.perf_counter() - started)
+
+
 def _summarize(plan: Plan, store: Store, study_file: Path) -> None:
     """The end of a run: traits, the explanation's verdict, the report. Analyses whose inputs
     have not changed since they were stored are reused, so a finished study reruns quickly."""
     try:
-        results = ensure_analyses(plan, store)
+        with _working("analysis: traits, profiles, explanation"):
+            results = ensure_analyses(plan, store)
     except TraitlensError as exc:  # e.g. no adapter finished: the matrix stands on its own
         console.print(f"[yellow]no analysis[/]: {exc}")
         return
@@ -223,7 +238,8 @@ def traits(study_file: Path) -> None:
     study = load_study(study_file)
     store = _finished_store(study, study_file)
     with store.locked(f"traitlens traits {study_file}"):
-        result = run_traits(plan_study(study), store)
+        with _working("analysis: traits"):
+            result = run_traits(plan_study(study), store)
     _print_traits(result, study)
 
 
@@ -284,7 +300,8 @@ def explain(study_file: Path, top: int) -> None:
     study = load_study(study_file)
     store = _finished_store(study, study_file)
     with store.locked(f"traitlens explain {study_file}"):
-        result, source_profiles = run_explain(plan_study(study), store)
+        with _working("analysis: profiles, explanation"):
+            result, source_profiles = run_explain(plan_study(study), store)
     console.print(f"[bold]verdict[/]: {result.verdict}")
     if not result.groups.empty:
         _print_frame("feature groups: held-out R2 over the target-mean baseline (95% interval)",
@@ -376,7 +393,7 @@ def report(study_file: Path, output: Path | None) -> None:
     study = load_study(study_file)
     store = _finished_store(study, study_file)
     plan = plan_study(study)
-    with store.locked(f"traitlens report {study_file}"):
+    with store.locked(f"traitlens report {study_file}"), _working("analysis: traits, profiles, explanation"):
         results = ensure_analyses(plan, store)
     console.print(f"report: {_write_report(plan, store, output, results)}")
 
