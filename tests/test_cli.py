@@ -175,6 +175,7 @@ targets:
     result = traitlens("traits", str(path))
     assert result.returncode == 0, result.stderr
     assert "trait 1:" in result.stdout and "loadings (targets x traits)" in result.stdout
+    assert "[1/1] analysis: traits: done in" in result.stdout  # in a log, the analysis reports too
     assert "median congruence" in " ".join(result.stdout.split())  # rich wraps long lines
     stored = Store(study.store).analysis("tiny-train", "traits")
     assert stored is not None and stored[1]["traits"][0]["loadings"]

@@ -157,3 +157,20 @@ def test_too_few_pairs_to_learn_from_give_no_ranking_and_a_clear_error():
     assert held_out_recommendations(rows).empty  # hiding the only target leaves nothing to learn from
     with pytest.raises(TraitlensError, match="too little to predict transfer from: 0 observed"):
         recommend(rows.assign(delta=np.nan), "t0", by="target")
+
+
+def test_text_statistics_come_from_a_seeded_sample_and_counts_from_every_row(monkeypatch):
+    from traitlens.data import profile as profiles
+
+    table = pd.DataFrame({"input": [f"review number {i % 30} " + "good " * (i % 30 % 7) for i in range(40)],
+                          "answer": ["positive" if i % 3 else "negative" for i in range(40)]})
+    monkeypatch.setattr(profiles, "PROFILE_ROWS", 10)
+    tokenizer = lambda texts, add_special_tokens: {"input_ids": [t.split() for t in texts]}  # noqa: E731
+    sample = table.sample(n=10, random_state=0)
+    whole, of_sample = profiles.profile(table, tokenizer), profiles.profile(sample, tokenizer)
+    for name in ("input_tokens_mean", "mtld", "type_token_ratio", "readability", "question_rate", "negation_rate"):
+        assert whole[name] == pytest.approx(of_sample[name])
+    assert whole["size"] == 40 and whole["duplicate_rate"] == pytest.approx(10 / 40)  # every row counted
+    assert whole["majority_share"] == pytest.approx(26 / 40) != of_sample["majority_share"]
+    _, _, similar = profiles.profile_study({"s": table}, {"t": table}, tokenizer)
+    assert similar.loc[("s", "t")].to_dict() == pytest.approx(profiles.similarity(sample, sample))

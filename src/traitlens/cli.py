@@ -6,8 +6,8 @@ import os
 import sys
 import time
 import warnings
-from contextlib import contextmanager
 from collections import Counter
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -501,15 +501,15 @@ def _print_plan(plan: Plan, store: Store | None) -> None:
                   f"evaluation): {done} done, {len(plan.jobs) - done} to run; {where}.")
 
 
+_python_showwarning = warnings.showwarning
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Our own warnings as one plain line, without the source line Python would print."""
     if issubclass(category, HardwareWarning):
         click.echo(f"warning: {message}", err=True)
     else:
         _python_showwarning(message, category, filename, lineno, file, line)
-
-
-_python_showwarning = warnings.showwarning
 
 
 def main() -> None:

@@ -223,8 +223,9 @@ class Training(Strict):
 class Evaluation(Strict):
     limit: PositiveInt | None = Field(200, description="Default items per target; null for all.")
     batch_size: Literal["auto"] | PositiveInt = Field(
-        "auto", description="Rows per forward pass. auto: 16 on a CPU; on a GPU, as many as the free memory "
-                            "holds for the batch's token count.")
+        "auto", description="Rows per forward pass. auto: on a CPU, scoring batches of about 512 tokens (at most "
+                            "16 rows) and generation batches of 64 rows; on a GPU, as many rows as half the free "
+                            "memory holds for the batch's token count.")
     dtype: Dtype = Field("auto", description=DTYPE_HELP)
     mixed_adapters: Literal["auto"] | bool = Field(
         "auto", description="Score several adapters of a target in one batch (each row through its own "

@@ -82,12 +82,16 @@ def flesch_reading_ease(texts: list[str]) -> float:
 
 
 def profile(table: pd.DataFrame, tokenizer: Any) -> dict[str, float]:
-    """The profile of one prepared dataset (canonical columns input, answer, passage?). Class
-    statistics are computed when there are at most 20 distinct answers."""
-    inputs = question_text(table)
+    """The profile of one prepared dataset (canonical columns input, answer, passage?). Size,
+    duplicate rate and class statistics (when there are at most 20 distinct answers) count every
+    row; the text statistics (tokens, vocabulary, readability, rates) come from a seeded sample
+    of at most PROFILE_ROWS rows: they settle long before that, and whole test sets (3,270 BoolQ
+    passages, say) made profiling a fifth of a quickstart's analysis."""
+    rows = _sample(table)
+    inputs = question_text(rows)
     answers = table["answer"].astype(str)
     encode = lambda texts: np.array([len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]])
-    input_tokens, answer_tokens = encode(inputs), encode(answers)
+    input_tokens, answer_tokens = encode(inputs), encode(rows["answer"].astype(str))
     all_words = [w for text in inputs for w in words(text)]
     texts = list(inputs)
     out = {"size": float(len(table)),
@@ -99,9 +103,9 @@ def profile(table: pd.DataFrame, tokenizer: Any) -> dict[str, float]:
            "vocabulary_size": float(len(set(all_words))), "readability": flesch_reading_ease(texts),
            "digit_density": sum(c.isdigit() for t in texts for c in t) / max(1, sum(len(t) for t in texts)),
            "number_density": sum(len(NUMBER.findall(t)) for t in texts) / max(1, len(all_words)),
-           "question_rate": float(np.mean(["?" in t for t in table["input"]])),
+           "question_rate": float(np.mean(["?" in t for t in rows["input"]])),
            "negation_rate": float(np.mean([any(w in NEGATIONS for w in words(t)) for t in texts])),
-           "duplicate_rate": float(inputs.duplicated().mean())}
+           "duplicate_rate": float(question_text(table).duplicated().mean())}
     # Free-form answers (math, generation) have no class distribution worth the name.
     classes = class_statistics(answers) if answers.nunique() <= 20 else {
         "n_classes": float(answers.nunique()), "class_entropy": float("nan"), "class_entropy_norm": float("nan"),
@@ -142,14 +146,12 @@ def answer_lengths(table: pd.DataFrame, tokenizer: Any, sample: int = 200, seed:
 
 def profile_study(sources: dict[str, pd.DataFrame], targets: dict[str, pd.DataFrame], tokenizer: Any
                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(source profiles, target profiles, similarity of every source to every target), each
-    dataset estimated from a seeded sample of at most PROFILE_ROWS rows: rates and means settle
-    long before that, and whole test sets (3,270 BoolQ passages, say) made profiling take a
-    fifth of a quickstart's analysis."""
-    sources, targets = ({name: _sample(table) for name, table in tables.items()} for tables in (sources, targets))
+    """(source profiles, target profiles, similarity of every source to every target); text
+    statistics and similarities from samples of at most PROFILE_ROWS rows (see `profile`)."""
     source_profiles = pd.DataFrame({n: profile(t, tokenizer) for n, t in sources.items()}).T
     target_profiles = pd.DataFrame({n: profile(t, tokenizer) for n, t in targets.items()}).T
-    pairs = {(s, t): similarity(source, target) for s, source in sources.items() for t, target in targets.items()}
+    pairs = {(s, t): similarity(_sample(source), _sample(target))
+             for s, source in sources.items() for t, target in targets.items()}
     similar = pd.DataFrame(pairs).T
     similar.index.names = ["source", "target"]
     return source_profiles, target_profiles, similar

@@ -86,12 +86,13 @@ def score_cells(jobs: list[Job], study: Study, scorer: Scorer, table: pd.DataFra
         return []
     target = study.target(jobs[0].target)
     items = select_items(table, jobs[0].spec["limit"], study.evaluation.seed)
+    probes = prompts(target, items.head(PROBES), scorer)  # the same for every adapter of the target
     outcomes: dict[str, tuple[str, Any]] = {}
     ready = []
     for job in jobs:
         try:
             if job.needs is not None:
-                _activate_checked_adapter(job, adapters[job.key], scorer, prompts(target, items.head(PROBES), scorer))
+                _activate_checked_adapter(job, adapters[job.key], scorer, probes)
             ready.append(job)
         except Exception as exc:  # this adapter fails; the target's other models go on
             outcomes[job.key] = ("error", exc)

@@ -23,8 +23,6 @@ from typing import Any
 
 from traitlens.errors import TraitlensError
 
-DTYPES = ("float32", "bfloat16")
-
 
 class HardwareWarning(UserWarning):
     """A setting the hardware runs far slower than an alternative would."""
