@@ -135,23 +135,46 @@ def test_paired_test():
     assert 0 < paired_test(soft_base, soft, rng) <= 1
 
 
-def hand_results():
-    """Base + three sources, two seeds for one of them, three targets with item scores."""
+def label_items(rng, skill, golds, labels=("negative", "positive"), preference=None):
+    """Item records of a model on a label target with these `golds`: the gold label's
+    log-probability leads by `skill` on average; `preference` (label -> nats) adds a constant
+    preference for labels on every item."""
+    items = []
+    for gold in golds:
+        logits = {label: rng.normal(skill if label == gold else 0.0, 1.0) + (preference or {}).get(label, 0.0)
+                  for label in labels}
+        prediction = max(logits, key=logits.get)
+        items.append({"gold": gold, "prediction": prediction, "score": float(prediction == gold),
+                      "choice_logprobs": logits})
+    return items
+
+
+def hand_results(metric="accuracy"):
+    """Base + three sources, two seeds for one of them, three targets: two label targets with
+    choice log-probabilities and a generated one with 0/1 scores."""
     rng = np.random.default_rng(4)
-    items, rows = {}, []
-    truth = {"base": (0.5, 0.5, 0.3), "movie": (0.9, 0.8, 0.1), "tweets": (0.8, 0.85, 0.2), "math": (0.5, 0.5, 0.7)}
+    outputs, rows = {}, []
+    truth = {"base": (0.0, 0.0, 0.3), "movie": (3.0, 2.0, 0.1), "tweets": (2.5, 2.5, 0.1), "math": (0.0, 0.0, 0.7)}
     models = [("base", None, None), ("movie", "movie", 0), ("tweets/s0", "tweets", 0), ("tweets/s1", "tweets", 1),
               ("math", "math", 0)]
     for t_index, target in enumerate(("movie", "amazon", "asdiv")):
-        table = {}
+        golds = rng.choice(["negative", "positive"], 200)
+        by_model = {}
         for model, source, seed in models:
-            p = truth[source or "base"][t_index]
-            table[model] = (rng.uniform(size=200) < p).astype(float)
+            level = truth[source or "base"][t_index]
+            if target == "asdiv":
+                by_model[model] = [{"gold": "1", "prediction": "1" if hit else "2", "score": float(hit),
+                                    "generated": "1", "generated_tokens": 1} for hit in rng.uniform(size=200) < level]
+            else:
+                by_model[model] = label_items(rng, level, golds)
             rows.append({"model": model, "source": source, "seed": seed, "target": target,
-                         "key": f"{model}-{target}", "score": table[model].mean(), "n": 200})
-        items[target] = pd.DataFrame(table).T
-    return Results(pd.DataFrame(rows), items, {("movie", "movie"), ("math", "asdiv")},
-                   {"movie": ["sentiment"], "amazon": ["sentiment"], "asdiv": ["arithmetic"]})
+                         "key": f"{model}-{target}", "n": 200,
+                         "metrics": {"accuracy": float(np.mean([i["score"] for i in by_model[model]]))}})
+        outputs[target] = by_model
+    return Results(pd.DataFrame(rows), outputs, {("movie", "movie"), ("math", "asdiv")},
+                   {"movie": ["sentiment"], "amazon": ["sentiment"], "asdiv": ["arithmetic"]},
+                   {"movie": ["negative", "positive"], "amazon": ["negative", "positive"], "asdiv": None},
+                   {"movie": "movie", "tweets": "tweets", "math": "math"}).scored(metric)
 
 
 def test_views_and_diagonal():
@@ -174,7 +197,7 @@ def test_views_and_diagonal():
 
 def test_uncertainty_and_side_effects():
     results = hand_results()
-    table = cell_uncertainty(results.cells, results.items, samples=500, seed=0)
+    table = cell_uncertainty(results, samples=500, seed=0)
     assert len(table) == 4 * 3 and (table["low"] <= table["delta"]).all() and (table["delta"] <= table["high"]).all()
     assert (table["q"] >= table["p"] - 1e-12).all()
     movie = table.query("model == 'movie' and target == 'movie'").iloc[0]
@@ -223,8 +246,10 @@ def test_stability_skips_refits_that_cannot_be_fitted():
             raise ValueError("too few targets vary in this resample")
         return reference
 
-    table = trait_stability(reference, refit, results.cells, results.items, samples=10)
+    matrix = pd.DataFrame(np.eye(3), index=["movie", "tweets", "math"], columns=reference.index)
+    table = trait_stability(reference, refit, lambda m: reference, results.cells, matrix, results.scores, samples=10)
     assert table.loc["trait 1", "refits"] == 5 and table.loc["trait 1", "median_congruence"] == pytest.approx(1.0)
+    assert table.loc["trait 1", "loso_min"] == pytest.approx(1.0) and table.loc["trait 1", "source_refits"] == 10
 
 
 def test_congruence_with_a_column_of_zeros_is_zero_not_nan():

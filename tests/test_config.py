@@ -124,7 +124,7 @@ def test_sources_can_be_included_from_files(write_study, tmp_path):
     # The error inside the included file points at that file and line.
     assert problems == [f"{sub / 'sources.yaml'}:5: sources[1].labls: unknown key. Did you mean "
                         "'labels'? Allowed keys here: name, dataset, subset, revision, split, "
-                        "columns, labels, template, transforms, seed."]
+                        "columns, labels, template, transforms, seed, family."]
     (sub / "sources.yaml").write_text("- name: local\n  dataset: data/local.jsonl\n")
     study = load_study(write_study(text))
     assert [s.name for s in study.sources] == ["local", "movie", "boolq"]

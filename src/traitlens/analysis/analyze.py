@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from traitlens.analysis.collect import Results
+from traitlens.analysis.diagnostics import own_task, target_diagnostics
 from traitlens.analysis.effects import asymmetry, side_effects
 from traitlens.analysis.stability import trait_stability
-from traitlens.analysis.traits import ESTIMATORS, name_trait
-from traitlens.analysis.uncertainty import cell_uncertainty
+from traitlens.analysis.traits import ESTIMATORS, name_trait, split_half_count
+from traitlens.analysis.uncertainty import cell_uncertainty, source_uncertainty
 from traitlens.analysis.views import raw_matrix, seed_spread, view
 from traitlens.config.schema import Analysis
 from traitlens.errors import TraitlensError
@@ -20,10 +22,15 @@ from traitlens.execution.plan import BASE
 
 @dataclass
 class TraitAnalysis:
+    metric: str  # the analysis metric asked for
+    used: dict[str, str]  # the metric each target is scored in (generated answers fall back)
     raw: pd.DataFrame  # models (base + sources) x targets
     matrix: pd.DataFrame  # sources x targets, the chosen view, what the traits are fitted on
-    uncertainty: pd.DataFrame  # per adapter cell: delta, interval, p, q, significant
+    uncertainty: pd.DataFrame  # per adapter cell (each seed): delta, interval, p, q, significant
+    source_uncertainty: pd.DataFrame  # per matrix cell (seeds averaged): hierarchical interval, p, q
     spread: pd.DataFrame  # sources x targets std across seeds
+    targets: pd.DataFrame  # per target: the base's diagnostics and flags
+    own_task: pd.DataFrame  # per source with a home target: its delta there, flagged if not > 0
     loadings: pd.DataFrame  # targets x traits
     scores: pd.DataFrame  # sources x traits
     explained: pd.Series
@@ -32,17 +39,22 @@ class TraitAnalysis:
     side_effects: pd.DataFrame
     asymmetry: pd.DataFrame
     dropped: list[str]  # sources left out for missing cells, targets no adapter moves
+    trait_count: dict[str, Any]  # how the count was chosen, and the split-half errors per rank
     no_traits: str | None = None  # why there are no traits, when the matrix is too small or flat
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON (NaN as null), as stored for the report."""
         return json_ready({
+            "metric": self.metric, "used": self.used,
             "raw": self.raw.to_dict(), "matrix": self.matrix.to_dict(), "spread": self.spread.to_dict(),
             "uncertainty": self.uncertainty.to_dict("records"),
+            "source_uncertainty": self.source_uncertainty.to_dict("records"),
+            "diagnostics": {"targets": self.targets.to_dict("records"), "own_task": self.own_task.to_dict("records")},
             "traits": [{"trait": trait, "name": name, "explained": float(self.explained[trait]),
                         "loadings": self.loadings[trait].to_dict(), "scores": self.scores[trait].to_dict(),
                         **self.stability.loc[trait].to_dict()}
                        for trait, name in zip(self.loadings.columns, self.names)],
+            "trait_count": self.trait_count,
             "side_effects": self.side_effects.to_dict("records"),
             "asymmetry": self.asymmetry.to_dict("records"), "dropped": self.dropped,
             "no_traits": self.no_traits,
@@ -63,6 +75,8 @@ def json_ready(value: Any) -> Any:
 
 
 def analyze(results: Results, settings: Analysis) -> TraitAnalysis:
+    if results.metric != settings.metric:
+        results = results.scored(settings.metric)
     raw_all = raw_matrix(results.cells)
     if BASE not in raw_all.index:
         raise TraitlensError("no base cells in the store yet: run the study first (`traitlens run`).")
@@ -73,30 +87,70 @@ def analyze(results: Results, settings: Analysis) -> TraitAnalysis:
                              f"complete rows now: {', '.join(complete.index) or 'none'}. Run the study first.")
     sources = [row for row in complete.index if row != BASE]
     cells = results.cells[results.cells["source"].isin(sources) | (results.cells["model"] == BASE)]
+    kept = replace(results, cells=cells)
     estimator = ESTIMATORS[settings.method]
     matrix_of = lambda cells_: view(raw_matrix(cells_), settings.view, results.diagonal, settings.mask_diagonal)
     model = lambda n_traits: estimator(n_traits, settings.rotation, random_state=settings.seed,
                                        standardize=settings.standardize)
     matrix = matrix_of(cells)
-    uncertainty = cell_uncertainty(cells, results.items, settings.bootstrap_samples, settings.alpha, settings.seed)
+    samples, alpha, seed = settings.bootstrap_samples, settings.alpha, settings.seed
+    uncertainty = cell_uncertainty(kept, samples, alpha, seed)
+    by_source = source_uncertainty(kept, samples, alpha, seed)
     delta = view(complete, "delta")
-    effects = {"raw": complete, "matrix": matrix, "uncertainty": uncertainty, "spread": seed_spread(cells),
-               "side_effects": side_effects(uncertainty), "asymmetry": asymmetry(delta, results.diagonal)}
+    effects = {"metric": settings.metric, "used": results.used, "raw": complete, "matrix": matrix,
+               "uncertainty": uncertainty, "source_uncertainty": by_source, "spread": seed_spread(cells),
+               "targets": target_diagnostics(kept), "own_task": own_task(kept, by_source),
+               "side_effects": side_effects(by_source),
+               "asymmetry": asymmetry(delta, results.diagonal, kept, samples, alpha, seed)}
     try:
         if len(sources) < 3:
             raise ValueError(f"traits need at least three adapters scored on every target; "
                              f"{len(sources)} are ({', '.join(sources)})")
-        traits = model(settings.n_traits).fit(matrix)
+        count = _trait_count(settings, kept, matrix_of, matrix)
+        traits = model(count["n_traits"]).fit(matrix)
     except ValueError as exc:  # the effects still stand; the report shows them without traits
         return TraitAnalysis(
             **effects, loadings=pd.DataFrame(index=matrix.columns), scores=pd.DataFrame(index=matrix.index),
             explained=pd.Series(dtype=float), names=[], stability=pd.DataFrame(), dropped=dropped,
-            no_traits=f"{exc}. Add sources or targets, or more items per target.")
+            trait_count={}, no_traits=f"{exc}. Add sources or targets, or more items per target.")
     # Refits keep the full-data trait count, so their traits can be matched one to one.
-    refit = lambda cells_: model(traits.n_traits_).fit(matrix_of(cells_)).loadings_
-    stability = trait_stability(traits.loadings_, refit, cells, results.items, settings.bootstrap_samples, settings.seed)
+    refit = lambda matrix_: model(traits.n_traits_).fit(matrix_).loadings_
+    stability = trait_stability(traits.loadings_, lambda cells_: refit(matrix_of(cells_)), refit, cells,
+                                matrix, kept.scores, samples, seed)
     return TraitAnalysis(
         **effects, loadings=traits.loadings_, scores=traits.scores_,
         explained=traits.explained_variance_ratio_,
         names=[name_trait(traits.loadings_[t], results.abilities) for t in traits.loadings_.columns],
-        stability=stability, dropped=dropped + traits.dropped_targets_)
+        stability=stability, dropped=dropped + traits.dropped_targets_,
+        trait_count=count | {"n_traits": traits.n_traits_})
+
+
+SPLITS = 20  # random halvings of the items for the split-half trait count
+
+
+def _trait_count(settings: Analysis, results: Results, matrix_of, matrix: pd.DataFrame) -> dict[str, Any]:
+    """How many traits, and how that was decided: the configured number, or under `auto` the
+    split-half choice (the matrix rebuilt from two halves of every target's items, SPLITS
+    times) or parallel analysis."""
+    if settings.n_traits != "auto":
+        return {"method": "fixed", "n_traits": int(settings.n_traits)}
+    if settings.trait_count == "parallel_analysis":
+        return {"method": "parallel_analysis", "n_traits": "auto"}
+    rng = np.random.default_rng(settings.seed)
+    halves = []
+    for _ in range(SPLITS):
+        pair = [{}, {}]
+        for target, scores in results.scores.items():
+            order = rng.permutation(scores.n_items)
+            for side, index in enumerate((order[: len(order) // 2], order[len(order) // 2:])):
+                values = scores.score(list(range(len(scores.models))), index)[:, 0]
+                pair[side].update({(m, target): v for m, v in zip(scores.models, values)})
+        halves.append(tuple(
+            matrix_of(results.cells.assign(score=[side[(m, t)] for m, t in
+                                                  zip(results.cells["model"], results.cells["target"])]))
+            .reindex(index=matrix.index, columns=matrix.columns).to_numpy(float) for side in pair))
+    varying = matrix.std(ddof=1).to_numpy() > 1e-12
+    halves = [(a[:, varying], b[:, varying]) for a, b in halves]
+    count, errors = split_half_count(halves, settings.standardize)
+    return {"method": "split_half", "n_traits": count, "splits": SPLITS,
+            "errors": [float(e) for e in errors]}

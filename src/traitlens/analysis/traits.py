@@ -82,6 +82,34 @@ def parallel_analysis(x: np.ndarray, samples: int = 200, quantile: float = 0.95,
     return max(1, int(np.argmin(above)) if not above.all() else p)
 
 
+def split_half_count(halves: list[tuple[np.ndarray, np.ndarray]], standardize: bool = True,
+                     max_rank: int | None = None) -> tuple[int, np.ndarray]:
+    """The trait count the items themselves support: (count, error per rank 0..max).
+
+    Each pair holds two matrices (sources x targets) built from disjoint halves of every
+    target's items, so their noise is independent and only shared structure carries over. For
+    each rank k, the rank-k fit of one half (centred, and scaled by the targets' pooled spread
+    when standardising) predicts the other, both ways round; the count is the rank with the
+    smallest prediction error, at least 1. Masked cells (NaN) are filled with the target's mean
+    in the fitted half and left out of the error.
+    """
+    first = halves[0][0]
+    limit = min(first.shape[1], first.shape[0] - 1) if max_rank is None else max_rank
+    errors = np.zeros(limit + 1)
+    for a, b in halves:
+        scale = np.nanstd(np.vstack([a, b]), axis=0, ddof=1) if standardize else np.ones(a.shape[1])
+        scale = np.where(scale > 1e-12, scale, np.inf)  # a target no half moves carries nothing
+        for fitted, held in ((a, b), (b, a)):
+            x = np.where(np.isnan(fitted), np.nanmean(fitted, axis=0), fitted)
+            x = (x - x.mean(axis=0)) / scale
+            y = (held - np.nanmean(held, axis=0)) / scale
+            u, singular, vt = np.linalg.svd(x, full_matrices=False)
+            for k in range(limit + 1):
+                approximation = (u[:, :k] * singular[:k]) @ vt[:k]
+                errors[k] += np.nansum((y - approximation) ** 2)
+    return max(1, int(np.argmin(errors))), errors
+
+
 def congruence(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Tucker's congruence coefficient between the columns of a and b (a k x k matrix); 0 for a
     column of zeros (a bootstrap refit on a degenerate resample can give one), which shares no
@@ -117,7 +145,8 @@ class _Traits:
         if self.rotation not in ROTATIONS:
             raise ValueError(f"rotation must be one of {ROTATIONS}; got {self.rotation!r}")
         x = matrix.to_numpy(dtype=float)
-        x = np.where(np.isnan(x), np.nanmean(x, axis=0), x)  # masked cells: the target's mean
+        observed = (~np.isnan(x)).sum(axis=0)  # masked cells: the target's mean (0 if all masked)
+        x = np.where(np.isnan(x), np.nansum(x, axis=0) / np.maximum(observed, 1), x)
         spread = x.std(axis=0, ddof=1)
         kept = spread > 1e-12  # a target no adapter moves carries no trait information
         self.dropped_targets_ = [t for t, k in zip(matrix.columns, kept) if not k]

@@ -129,6 +129,14 @@ class DatasetSpec(Strict):
 class Source(DatasetSpec):
     """A dataset an adapter is trained on."""
 
+    family: Name | None = Field(None, description=(
+        "Sources built from the same data (variants of one corpus) share a family; the explanation "
+        "test holds out a whole family at a time. Default: the source's dataset (and subset)."))
+
+    @property
+    def family_name(self) -> str:
+        return self.family or (self.dataset if self.subset is None else f"{self.dataset}/{self.subset}")
+
     @field_validator("name")
     @classmethod
     def _not_base(cls, value: str) -> str:
@@ -235,6 +243,13 @@ class Evaluation(Strict):
 
 
 class Analysis(Strict):
+    metric: Literal["accuracy", "balanced_accuracy", "macro_f1", "calibrated_accuracy", "margin",
+                    "calibrated_margin"] = Field("calibrated_margin", description=(
+        "What a cell's score is, for the matrix, intervals, traits and explanation (see "
+        "docs/metrics.md). calibrated_margin: the gold answer's log-probability lead over the best "
+        "wrong one after removing the model's average preference for each label on that target. "
+        "Targets without choice log-probabilities (generated answers) use balanced_accuracy, or "
+        "accuracy when they have no label set."))
     view: Literal["raw", "delta", "relative_delta", "zscore"] = "delta"
     mask_diagonal: bool = True
     method: Literal["pca", "factor_analysis"] = "pca"
@@ -245,6 +260,11 @@ class Analysis(Strict):
         "with large effects. false: work on the covariance, where targets weigh by how much "
         "the adapters move them."))
     n_traits: Literal["auto"] | PositiveInt = "auto"
+    trait_count: Literal["split_half", "parallel_analysis"] = Field("split_half", description=(
+        "How `n_traits: auto` picks the count. split_half: fit each rank on the matrix from one "
+        "half of every target's items and keep the rank that best predicts the other half "
+        "(docs/trait-count.md compares it with parallel analysis on planted matrices). "
+        "parallel_analysis: Horn's parallel analysis of the matrix alone."))
     bootstrap_samples: PositiveInt = 1000
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
     seed: Annotated[int, Field(ge=0)] = 0

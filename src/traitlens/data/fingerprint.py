@@ -13,7 +13,7 @@ from traitlens.store.keys import file_digest
 
 # Bump when a catalog entry's materialized rows change (new split seed, new binning, ...).
 CATALOG_VERSION = 1
-NOT_RESULT_FIELDS = {"name", "dataset", "subset", "revision", "abilities", "limit"}
+NOT_RESULT_FIELDS = {"name", "dataset", "subset", "revision", "abilities", "limit", "family"}
 
 
 def fingerprint(spec: DatasetSpec, field: str) -> dict[str, Any]:
@@ -30,7 +30,7 @@ def fingerprint(spec: DatasetSpec, field: str) -> dict[str, Any]:
         origin = {"catalog": ref.value, "catalog_version": CATALOG_VERSION}
     else:
         origin = {"hub": ref.value, "subset": spec.subset, "revision": spec.revision or "main"}
-    # Names and ability tags label a result but cannot change it; a target's item limit is
+    # Names, families and ability tags label a result but cannot change it; a target's item limit is
     # keyed by the planner, which knows the study-wide default.
     settings = spec.model_dump(mode="json", exclude=NOT_RESULT_FIELDS)
     return {"origin": origin, **settings}
