@@ -77,7 +77,7 @@ def planted_study(seed: int, sources: int = 10, targets: int = 6):
 
 def test_planted_feature_ranks_first_and_its_group_wins():
     delta, groups = planted_study(0)
-    result = explain(delta, groups, None, ["hidden", "similarity", "quality"], samples=200)
+    result = explain(delta, groups, None, ["hidden", "similarity", "quality"], samples=200, permutations=50)
     transfer = result.correlations[result.correlations["outcome"] == "transfer"]
     assert transfer.iloc[0]["feature"] == "hidden:answer_tokens_mean"
     assert result.groups.iloc[0]["group"] == "hidden" and result.groups.iloc[0]["low"] > 0
@@ -85,12 +85,58 @@ def test_planted_feature_ranks_first_and_its_group_wins():
 
 
 def test_small_study_says_so():
-    delta, groups = planted_study(1, sources=4)
-    result = explain(delta, groups, None, ["hidden", "similarity"], samples=50)
-    assert result.verdict.startswith("too small to tell: 4 sources")
+    delta, groups = planted_study(1, sources=3)
+    result = explain(delta, groups, None, ["hidden", "similarity"], samples=50, permutations=20)
+    assert result.verdict.startswith("too small to tell: 3 source families")
     assert list(result.groups["group"]) and len(result.correlations)  # still reported, with intervals
     tiny = explain(delta.iloc[:2], groups, None, ["hidden"], samples=20)
-    assert tiny.verdict.startswith("too small to tell: 2 sources") and tiny.groups.empty
+    assert tiny.verdict.startswith("too small to tell: 2 source families") and tiny.groups.empty
+    # Six sources, but only two datasets: folds hold out families, so still too small.
+    delta, groups = planted_study(1, sources=6)
+    families = {s: "a" if i < 3 else "b" for i, s in enumerate(delta.index)}
+    assert explain(delta, groups, None, ["hidden"], samples=20, families=families).verdict.startswith(
+        "too small to tell: 2 source families")
+
+
+FORMATS = ("word", "digit", "letter")
+
+
+def label_format_study(seed: int, effect: float = 0.1, noise: float = 0.03):
+    """Four datasets in three label formats each (12 sources, 4 families) and 9 targets, 3 per
+    format: a source helps only the targets written in its label format (by `effect`). Every
+    source helps as much overall, so no per-source statistic can tell the cells apart."""
+    rng = np.random.default_rng(seed)
+    sources = {f"d{d}-{f}": (f"d{d}", f) for d in range(4) for f in FORMATS}
+    targets = {f"t{j}": FORMATS[j % 3] for j in range(9)}
+    delta = pd.DataFrame({t: [effect * (fmt == targets[t]) + noise * rng.standard_normal()
+                              for _, fmt in sources.values()] for t in targets}, index=list(sources))
+    pairs = pd.MultiIndex.from_product([list(sources), list(targets)], names=["source", "target"])
+    hidden = pd.DataFrame({"format_match": [float(sources[s][1] == targets[t]) for s, t in pairs],
+                           "label_overlap": rng.uniform(0, 1, len(pairs))}, index=pairs)
+    profile = pd.DataFrame({"answer_tokens": rng.uniform(1, 5, len(sources)),
+                            "class_entropy": rng.uniform(0.5, 1, len(sources))}, index=list(sources))
+    similar = pd.DataFrame({"tfidf_cosine": rng.uniform(0, 1, len(pairs))}, index=pairs)
+    groups = {"hidden": hidden, "profile": profile, "similarity": similar}
+    return delta, groups, {s: family for s, (family, _) in sources.items()}
+
+
+def test_a_planted_pair_level_effect_is_found_by_the_hidden_group():
+    delta, groups, families = label_format_study(0)
+    result = explain(delta, groups, None, ["hidden", "profile", "similarity"], samples=100, seed=0,
+                     families=families, permutations=100)
+    table = result.groups.set_index("group")
+    assert result.groups.iloc[0]["group"] == "hidden" and table.loc["hidden", "r2"] > 0.5
+    assert table.loc["hidden", "r2"] > table.loc["hidden", "null_95"] and table.loc["hidden", "p"] < 0.05
+    assert table.loc["profile", "r2"] < table.loc["profile", "null_95"]  # a per-source shift cannot see it
+    assert result.verdict.startswith("hidden explains held-out transfer best")
+
+
+def test_without_an_effect_the_verdict_says_the_design_cannot_tell():
+    delta, groups, families = label_format_study(1, effect=0.0)
+    result = explain(delta, groups, None, ["hidden", "profile", "similarity"], samples=100, seed=1,
+                     families=families, permutations=100)
+    assert result.verdict.startswith("too small to tell: no feature group predicts")
+    assert (result.groups["null_95"] > 0).all()  # chance alone reaches a positive held-out R2
 
 
 def test_recommend_ranks_sources_for_an_unseen_target():
@@ -129,7 +175,7 @@ def test_spec_file_errors_name_the_field(tmp_path):
 def test_masked_cells_are_not_observations():
     delta, groups = planted_study(3, sources=6)
     delta.iloc[0, 0] = np.nan  # a masked diagonal cell
-    result = explain(delta, groups, None, ["hidden", "similarity"], samples=20)
+    result = explain(delta, groups, None, ["hidden", "similarity"], samples=20, permutations=10)
     assert result.groups["r2"].notna().all()
 
 
@@ -174,3 +220,32 @@ def test_text_statistics_come_from_a_seeded_sample_and_counts_from_every_row(mon
     assert whole["majority_share"] == pytest.approx(26 / 40) != of_sample["majority_share"]
     _, _, similar = profiles.profile_study({"s": table}, {"t": table}, tokenizer)
     assert similar.loc[("s", "t")].to_dict() == pytest.approx(profiles.similarity(sample, sample))
+
+
+def test_recommendations_are_scored_against_trivial_baselines():
+    from traitlens.analysis.explain import held_out_recommendations, pair_rows, recommendation_quality
+
+    # Transfer follows a source feature the recommender sees: it should beat a random pick.
+    delta, groups = planted_study(6, sources=10, targets=5)
+    rows = pair_rows(delta, groups["hidden"], pd.DataFrame({"size": [1.0] * 5}, index=delta.columns),
+                     groups["similarity"])
+    table, verdict = recommendation_quality(held_out_recommendations(rows), rows)
+    scores = table.set_index("method")
+    assert list(scores.index) == ["recommender", "source mean", "similarity", "random"]
+    assert (scores["targets"] == 5).all()
+    assert scores.loc["recommender", "regret"] < scores.loc["random", "regret"]
+    assert scores.loc["recommender", "ndcg3"] > scores.loc["random", "ndcg3"]
+    assert 0 <= scores["ndcg3"].min() and scores["ndcg3"].max() <= 1 + 1e-9
+    # Transfer that only the sources' own means carry, with features that say nothing: the
+    # recommender cannot beat ranking by each source's mean transfer, and the verdict says so.
+    rng = np.random.default_rng(7)
+    strength = pd.Series(np.linspace(-0.1, 0.1, 10), index=delta.index)
+    flat = pd.DataFrame(np.add.outer(strength.to_numpy(), np.zeros(5)) + 0.002 * rng.standard_normal((10, 5)),
+                        index=delta.index, columns=delta.columns)
+    noise = {"hidden": pd.DataFrame({"x": rng.uniform(size=10)}, index=delta.index),
+             "similarity": groups["similarity"]}
+    rows = pair_rows(flat, noise["hidden"], pd.DataFrame({"size": [1.0] * 5}, index=flat.columns),
+                     noise["similarity"])
+    table, verdict = recommendation_quality(held_out_recommendations(rows), rows)
+    assert table.set_index("method").loc["source mean", "regret"] == pytest.approx(0)
+    assert verdict.startswith("the recommender is NOT better than the trivial baselines")

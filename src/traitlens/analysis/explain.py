@@ -1,11 +1,21 @@
-"""Why transfer happens: which source features track transfer, and which feature group predicts
-held-out cells best (the paper's claim: hidden statistics beat surface similarity and quality).
+"""Why transfer happens: which features track transfer, and which feature group predicts
+held-out cells better than chance (the paper's claim: hidden statistics beat surface
+similarity and quality).
 
-Every cell (source s, target t) gets the features of its group: s's profile (hidden
-statistics), s-to-t similarity, s's quality proxies, and the adapter's behaviour (generated
-length vs the base, label collapse; known only after training, so reported, not for prediction).
-Prediction is scored leave-one-source-out against a baseline that predicts each target's mean
-transfer; uncertainty comes from resampling sources, since a source's cells share its features.
+Every cell (source s, target t) gets the declared features of each group (see
+`execution.features`): most are pair-level, so a group can predict which targets a source helps,
+not only how much it helps overall. The test is built so a group can win only by predicting
+cells it has not seen:
+- each target's deltas are put in units of their spread across sources (targets scored in nats
+  and in accuracy weigh alike), and the baseline predicts each target's mean from the training
+  sources; a group models what the baseline leaves over, with a ridge model;
+- folds hold out a whole family of sources (variants of one dataset), so a sibling's cells
+  cannot give the answer away; the ridge penalty is chosen inside each training fold, by the
+  same leave-one-family-out (nested cross-validation);
+- each group's held-out R2 has a bootstrap interval over families, and a permutation null
+  (sources' rows of the matrix shuffled, features kept): its 95th percentile is the R2 this
+  design could tell from chance, so "too small to tell" is a measured statement.
+Behaviour (known only after training) is reported in the correlations, not used to predict.
 """
 
 from __future__ import annotations
@@ -19,13 +29,16 @@ from scipy import stats
 
 from traitlens.errors import TraitlensError
 
-MIN_SOURCES = 5  # below this, leave-one-source-out has too few sources to fit on
+MIN_FAMILIES = 4  # below this, leave-one-family-out fits on too few families to trust
+ALPHAS = np.logspace(-2, 3, 6)  # ridge penalties the nested cross-validation chooses among
+PERMUTATIONS = 200
+GROUP_COLUMNS = ["group", "features", "r2", "low", "high", "null_95", "p"]
 
 
 @dataclass
 class Explanation:
     correlations: pd.DataFrame  # feature, group, outcome, rho, low, high
-    groups: pd.DataFrame  # group, r2 (held-out, vs target-mean baseline), low, high
+    groups: pd.DataFrame  # group, features, r2 (held-out, vs target-mean baseline), low, high, null_95, p
     verdict: str
 
     def to_json(self) -> dict[str, Any]:
@@ -54,7 +67,7 @@ def behaviour(cells: pd.DataFrame) -> pd.DataFrame:
 
 def cell_features(delta: pd.DataFrame, groups: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per observed cell: source, target, delta, and every feature with its group as a
-    column prefix ("hidden:mtld"). Group frames are indexed by source, or by (source, target)."""
+    column prefix ("hidden:format_match"). Group frames are indexed by source, or by (source, target)."""
     # Masked (diagonal) and missing cells are not observations.
     rows = delta.stack().dropna().rename("delta").reset_index()
     rows.columns = ["source", "target", "delta"]
@@ -92,77 +105,167 @@ def _rho(x: pd.Series, y: pd.Series, cluster: pd.Series, draws: list[np.ndarray]
     x, y, cluster = x[valid].to_numpy(float), y[valid].to_numpy(float), cluster[valid].to_numpy()
     if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return {"rho": np.nan, "low": np.nan, "high": np.nan}
-    rho = stats.spearmanr(x, y).statistic
+    rho = _spearman(x, y)
+    members = {s: np.flatnonzero(cluster == s) for s in np.unique(cluster)}
     boot = []
     for draw in draws:
-        index = np.concatenate([np.flatnonzero(cluster == s) for s in draw])
+        index = np.concatenate([members.get(s, np.array([], int)) for s in draw])
         if len(index) >= 3 and np.ptp(x[index]) > 0 and np.ptp(y[index]) > 0:
-            boot.append(stats.spearmanr(x[index], y[index]).statistic)
+            boot.append(_spearman(x[index], y[index]))
     low, high = np.quantile(boot, [0.025, 0.975]) if boot else (np.nan, np.nan)
     return {"rho": float(rho), "low": float(low), "high": float(high)}
 
 
-def compare_groups(cells: pd.DataFrame, predictive: list[str], samples: int, seed: int,
-                   alpha: float = 1.0) -> pd.DataFrame:
-    """Leave-one-source-out held-out R^2 of a ridge model per feature group, over the baseline
-    that predicts each target's mean transfer from the other sources."""
-    sources = cells["source"].unique()
-    errors: dict[str, list[float]] = {"baseline": []}
-    held: list[str] = []
-    for source in sources:
-        train, test = cells[cells["source"] != source], cells[cells["source"] == source]
-        target_mean = train.groupby("target")["delta"].mean()
-        base_train = train["target"].map(target_mean).to_numpy()
-        base_test = test["target"].map(target_mean).fillna(train["delta"].mean()).to_numpy()
-        errors["baseline"] += list((test["delta"].to_numpy() - base_test) ** 2)
-        held += [source] * len(test)
-        for group in predictive:
-            columns = [c for c in cells.columns if c.startswith(f"{group}:") and train[c].nunique() > 1]
-            prediction = base_test
-            if columns:  # the group models what the target means leave over
-                residual = train[columns].assign(delta=train["delta"].to_numpy() - base_train)
-                prediction = base_test + _ridge(residual, test[columns], alpha)
-            errors.setdefault(group, []).extend((test["delta"].to_numpy() - prediction) ** 2)
-    held_arr = np.array(held)
+def _spearman(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho (average ranks for ties), as scipy's, without its per-call checks: the
+    source bootstrap computes it tens of thousands of times."""
+    return float(np.corrcoef(stats.rankdata(x), stats.rankdata(y))[0, 1])
+
+
+def _ridge_path(x: np.ndarray, y: np.ndarray, x_new: np.ndarray, alphas: np.ndarray = ALPHAS) -> np.ndarray:
+    """Predictions (alphas x new rows) of ridge regressions of y on x, one per penalty, with
+    features standardised on the training rows (missing values at their mean). Written out
+    with one SVD for every penalty: nested cross-validation and the permutation null fit tens
+    of thousands of these tiny models, where scikit-learn's per-fit overhead would dominate."""
+    mean, std = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
+    std = np.where(std > 1e-12, std, 1.0)
+    z, z_new = np.nan_to_num((x - mean) / std), np.nan_to_num((x_new - mean) / std)
+    u, singular, vt = np.linalg.svd(z, full_matrices=False)
+    shrink = singular / (singular ** 2 + alphas[:, None])  # alphas x rank
+    coefficients = (shrink * (u.T @ (y - y.mean()))) @ vt  # alphas x features
+    return y.mean() + coefficients @ z_new.T
+
+
+def _held_out(x: np.ndarray | None, y: np.ndarray, target: np.ndarray, family: np.ndarray) -> np.ndarray:
+    """Leave-one-family-out predictions of y: each target's mean over the training families,
+    plus (when `x` is given) a ridge model of what those means leave over, its penalty chosen
+    by leave-one-family-out within the training families."""
+    prediction = np.empty_like(y)
+    for held in np.unique(family):
+        test, train = family == held, family != held
+        prediction[test] = _target_means(y, target, train, test)
+        if x is None:
+            continue
+        residual = y[train] - _target_means(y, target, train, train)
+        alpha = _choose_alpha(x[train], residual, target[train], family[train])
+        prediction[test] += _ridge_path(x[train], residual, x[test], np.array([alpha]))[0]
+    return prediction
+
+
+def _target_means(y: np.ndarray, target: np.ndarray, train: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Each of `rows`' target's mean y over the `train` rows (targets as integer codes); the
+    overall training mean for a target with no training row."""
+    sums = np.bincount(target[train], y[train], minlength=target.max() + 1)
+    counts = np.bincount(target[train], minlength=target.max() + 1)
+    means = np.where(counts > 0, sums / np.maximum(counts, 1), y[train].mean())
+    return means[target[rows]]
+
+
+def _choose_alpha(x: np.ndarray, residual: np.ndarray, target: np.ndarray, family: np.ndarray) -> float:
+    folds = np.unique(family)
+    if len(folds) < 3:  # too few families to hold one out inside the fold: hold out rows instead
+        folds, family = np.arange(len(residual)) % 3, np.arange(len(residual)) % 3
+    errors = np.zeros(len(ALPHAS))
+    for held in np.unique(folds):
+        test, train = family == held, family != held
+        if train.sum() < 2:
+            continue
+        errors += ((_ridge_path(x[train], residual[train], x[test]) - residual[test]) ** 2).sum(axis=1)
+    return float(ALPHAS[int(np.argmin(errors))])
+
+
+def compare_groups(cells: pd.DataFrame, predictive: list[str], families: dict[str, str], samples: int,
+                   seed: int, permutations: int = PERMUTATIONS) -> pd.DataFrame:
+    """Per feature group: held-out R2 over the target-mean baseline (leave-one-family-out,
+    nested penalty choice), its interval over families, and a permutation null: its 95th
+    percentile (`null_95`, the R2 this design could tell from chance) and p."""
+    y = _standardised(cells)
+    target = pd.factorize(cells["target"])[0]
+    family = cells["source"].map(lambda s: families.get(s, s)).to_numpy()
+    source = cells["source"].to_numpy()
     rng = np.random.default_rng(seed)
-    baseline = np.array(errors["baseline"])
+    columns = {group: [c for c in cells.columns if c.startswith(f"{group}:") and cells[c].nunique() > 1]
+               for group in predictive}
+    baseline = (_held_out(None, y, target, family) - y) ** 2
+    unique = np.unique(family)
+    boot_families = [rng.choice(unique, len(unique)) for _ in range(samples)]
+    members = {f: np.flatnonzero(family == f) for f in unique}
+    shuffled = [dict(zip(np.unique(source), rng.permutation(np.unique(source)))) for _ in range(permutations)]
+    nulls = [_permuted(cells, y, shuffle) for shuffle in shuffled]  # each source takes another's outcomes
+    null_baselines = [((_held_out(None, y_null, target, family) - y_null) ** 2).sum() for y_null in nulls]
     rows = []
     for group in predictive:
-        group_errors = np.array(errors[group])
+        if not columns[group]:
+            rows.append({"group": group, "features": "", "r2": np.nan, "low": np.nan, "high": np.nan,
+                         "null_95": np.nan, "p": np.nan})
+            continue
+        x = cells[columns[group]].to_numpy(float)
+        errors = (_held_out(x, y, target, family) - y) ** 2
+        r2 = 1 - errors.sum() / max(baseline.sum(), 1e-12)
         boot = []
-        for _ in range(samples):
-            index = np.concatenate([np.flatnonzero(held_arr == s) for s in rng.choice(sources, len(sources))])
-            boot.append(1 - group_errors[index].sum() / max(baseline[index].sum(), 1e-12))
-        r2 = 1 - group_errors.sum() / max(baseline.sum(), 1e-12)
+        for draw in boot_families:
+            index = np.concatenate([members[f] for f in draw])
+            boot.append(1 - errors[index].sum() / max(baseline[index].sum(), 1e-12))
+        null = np.array([1 - ((_held_out(x, y_null, target, family) - y_null) ** 2).sum() / max(b, 1e-12)
+                         for y_null, b in zip(nulls, null_baselines)])
         low, high = np.quantile(boot, [0.025, 0.975])
-        rows.append({"group": group, "r2": float(r2), "low": float(low), "high": float(high)})
-    return pd.DataFrame(rows).sort_values("r2", ascending=False).reset_index(drop=True)
+        rows.append({"group": group, "features": ", ".join(c.split(":", 1)[1] for c in columns[group]),
+                     "r2": float(r2), "low": float(low), "high": float(high),
+                     "null_95": float(np.quantile(null, 0.95)) if len(null) else np.nan,
+                     "p": float((1 + (null >= r2).sum()) / (len(null) + 1))})
+    return pd.DataFrame(rows, columns=GROUP_COLUMNS).sort_values("r2", ascending=False, na_position="last") \
+        .reset_index(drop=True)
+
+
+def _standardised(cells: pd.DataFrame) -> np.ndarray:
+    """Each target's deltas in units of their spread across sources."""
+    spread = cells.groupby("target")["delta"].transform(lambda d: d.std(ddof=1) if len(d) > 1 else 1.0)
+    return (cells["delta"] / spread.where(spread > 1e-12, 1.0)).to_numpy(float)
+
+
+def _permuted(cells: pd.DataFrame, y: np.ndarray, shuffle: dict[str, str]) -> np.ndarray:
+    """y with every source's cells given another source's outcome on the same target (0 where
+    that source has no cell there, e.g. its masked diagonal: the target's mean in these units
+    is near 0 after the baseline, so it adds no signal)."""
+    lookup = dict(zip(zip(cells["source"], cells["target"]), y))
+    return np.array([lookup.get((shuffle[s], t), 0.0) for s, t in zip(cells["source"], cells["target"])])
 
 
 def explain(delta: pd.DataFrame, groups: dict[str, pd.DataFrame], scores: pd.DataFrame | None,
-            predictive: list[str], samples: int = 500, seed: int = 0) -> Explanation:
+            predictive: list[str], samples: int = 500, seed: int = 0, families: dict[str, str] | None = None,
+            permutations: int = PERMUTATIONS) -> Explanation:
+    """`families`: source -> family (default: every source its own family)."""
     cells = cell_features(delta, groups)
     table = correlations(cells, scores, samples, seed)
-    n_sources = cells["source"].nunique()
-    if n_sources < 3:
-        return Explanation(table, pd.DataFrame(columns=["group", "r2", "low", "high"]),
-                           f"too small to tell: {n_sources} sources; leave-one-source-out needs at least 3.")
-    ranked = compare_groups(cells, predictive, samples, seed)
-    best, second = ranked.iloc[0], ranked.iloc[1] if len(ranked) > 1 else None
-    if n_sources < MIN_SOURCES:
-        verdict = (f"too small to tell: {n_sources} sources (the held-out scores below fit on "
-                   f"{n_sources - 1} at a time; trust a comparison from {MIN_SOURCES} sources on).")
-    elif best.r2 <= 0 or best.low <= 0:
-        verdict = (f"no feature group predicts held-out transfer better than each target's mean "
-                   f"(best: {best.group}, R2 {best.r2:+.2f} [{best.low:+.2f}, {best.high:+.2f}]).")
-    elif second is not None and best.low <= second.r2:
-        verdict = (f"{best.group} predicts best (R2 {best.r2:+.2f} [{best.low:+.2f}, {best.high:+.2f}]) but "
-                   f"not clearly ahead of {second.group} ({second.r2:+.2f}); the study is too small to tell.")
-    else:
-        verdict = (f"{best.group} explains held-out transfer best: R2 {best.r2:+.2f} [{best.low:+.2f}, "
-                   f"{best.high:+.2f}] over the target-mean baseline"
-                   + (f", ahead of {second.group} ({second.r2:+.2f})." if second is not None else "."))
-    return Explanation(table, ranked, verdict)
+    families = {s: (families or {}).get(s, s) for s in cells["source"].unique()}
+    n_families = len(set(families.values()))
+    if n_families < 3:
+        return Explanation(table, pd.DataFrame(columns=GROUP_COLUMNS),
+                           f"too small to tell: {n_families} source families; holding one out needs at least 3.")
+    ranked = compare_groups(cells, predictive, families, samples, seed, permutations)
+    return Explanation(table, ranked, _verdict(ranked, n_families))
+
+
+def _verdict(ranked: pd.DataFrame, n_families: int) -> str:
+    scored = ranked.dropna(subset=["r2"])
+    if scored.empty:
+        return "too small to tell: no feature group has features that vary across the sources."
+    best = scored.iloc[0]
+    second = scored.iloc[1] if len(scored) > 1 else None
+    shown = lambda row: f"{row.group} R2 {row.r2:+.2f} [{row.low:+.2f}, {row.high:+.2f}]"  # noqa: E731
+    if n_families < MIN_FAMILIES:
+        return (f"too small to tell: {n_families} source families (each fold fits on {n_families - 1}; trust a "
+                f"comparison from {MIN_FAMILIES} on). Best: {shown(best)}.")
+    if best.r2 <= best.null_95:
+        return (f"too small to tell: no feature group predicts held-out transfer better than chance (best: "
+                f"{shown(best)}; shuffling sources gives up to {best.null_95:+.2f} in 95% of shuffles, so "
+                f"only a group above that would show).")
+    if second is not None and best.low <= second.r2:
+        return (f"{shown(best)} beats chance (p={best.p:.3f}) but is not clearly ahead of {second.group} "
+                f"({second.r2:+.2f}); the study is too small to rank them.")
+    return (f"{best.group} explains held-out transfer best: {shown(best)} over the target-mean baseline, "
+            f"above chance (95% of shuffles <= {best.null_95:+.2f}, p={best.p:.3f})"
+            + (f", ahead of {second.group} ({second.r2:+.2f})." if second is not None else "."))
 
 
 def pair_rows(delta: pd.DataFrame | None, sources: pd.DataFrame, targets: pd.DataFrame,
@@ -227,3 +330,55 @@ def held_out_recommendations(rows: pd.DataFrame) -> pd.DataFrame:
         out += [{"target": target, "rank": rank + 1, "source": row.source, "predicted": row.predicted,
                  "observed": observed.get(row.source)} for rank, row in enumerate(ranking.itertuples())]
     return pd.DataFrame(out, columns=["target", "rank", "source", "predicted", "observed"])
+
+
+BASELINES = ("recommender", "source mean", "similarity", "random")
+
+
+def recommendation_quality(held_out: pd.DataFrame, rows: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """How good the held-out rankings (`held_out_recommendations`) are next to trivial ones, per
+    method: mean top-1 regret (the best source's transfer minus the top pick's, in units of the
+    target's spread across sources) and NDCG@3 (gains: transfer above the target's worst
+    source), over targets. Baselines: ranking by each source's mean transfer on the other
+    targets, by sentence-embedding similarity to the target alone, and a random pick (its
+    expected value). Returns the table and a plain sentence on whether the recommender wins."""
+    similarity = next((c for c in ("pair:embedding_cosine", "pair:tfidf_cosine") if c in rows), None)
+    per_target = {method: {"regret": [], "ndcg3": []} for method in BASELINES}
+    for target, ranked in held_out.groupby("target"):
+        observed = ranked.set_index("source")["observed"].dropna()
+        if len(observed) < 3 or observed.std(ddof=1) <= 1e-12:
+            continue
+        gain = (observed - observed.min()) / observed.std(ddof=1)
+        others = rows[(rows["target"] != target) & rows["delta"].notna()].groupby("source")["delta"].mean()
+        pair = rows[rows["target"] == target].set_index("source")
+        rankings = {"recommender": ranked.set_index("source")["predicted"],
+                    "source mean": others, "similarity": pair[similarity] if similarity else None}
+        for method, score in rankings.items():
+            if score is None:
+                continue
+            order = score.reindex(gain.index).fillna(-np.inf).sort_values(ascending=False, kind="stable").index
+            per_target[method]["regret"].append(gain.max() - gain[order[0]])
+            per_target[method]["ndcg3"].append(_dcg(gain[order].to_numpy()) / _dcg(np.sort(gain.to_numpy())[::-1]))
+        per_target["random"]["regret"].append(gain.max() - gain.mean())
+        per_target["random"]["ndcg3"].append(_dcg(np.full(len(gain), gain.mean())) / _dcg(np.sort(gain.to_numpy())[::-1]))
+    table = pd.DataFrame([{"method": method, "regret": np.mean(v["regret"]) if v["regret"] else np.nan,
+                           "ndcg3": np.mean(v["ndcg3"]) if v["ndcg3"] else np.nan, "targets": len(v["regret"])}
+                          for method, v in per_target.items()])
+    if table["targets"].iloc[0] == 0:
+        return table, "too few targets with three or more sources to score the recommender."
+    ours, rest = table.iloc[0], table.iloc[1:].dropna(subset=["regret"])
+    best_regret, best_ndcg = rest.loc[rest["regret"].idxmin()], rest.loc[rest["ndcg3"].idxmax()]
+    regret = (f"top-1 regret {ours.regret:.2f} vs {best_regret.regret:.2f} for the best baseline "
+              f"({best_regret.method}, {'worse' if ours.regret >= best_regret.regret else 'better'})")
+    ndcg = (f"NDCG@3 {ours.ndcg3:.2f} vs {best_ndcg.ndcg3:.2f} ({best_ndcg.method}, "
+            f"{'worse' if ours.ndcg3 <= best_ndcg.ndcg3 else 'better'})")
+    where = f"over {int(ours.targets)} held-out targets"
+    if ours.regret < best_regret.regret and ours.ndcg3 > best_ndcg.ndcg3:
+        return table, f"the recommender beats every baseline {where}: {regret}, {ndcg}."
+    return table, (f"the recommender is NOT better than the trivial baselines {where}: {regret}, {ndcg}. "
+                   "Use its rankings with care.")
+
+
+def _dcg(gains: np.ndarray, k: int = 3) -> float:
+    top = gains[:k]
+    return float((top / np.log2(np.arange(2, len(top) + 2))).sum())

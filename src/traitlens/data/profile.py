@@ -138,6 +138,45 @@ def similarity(source: pd.DataFrame, target: pd.DataFrame) -> dict[str, float]:
             "tfidf_cosine": cosine(centroid(source_text), centroid(target_text))}
 
 
+def answer_kind(answers: pd.Series) -> tuple[str, str]:
+    """(kind, format) of a dataset's answers: kind "labels" (at most 20 distinct answers) with
+    format "digit", "letter" or "word", else kind "free" with format "number" or "text"."""
+    values = answers.astype(str).str.strip()
+    if values.nunique() <= 20:
+        if values.str.fullmatch(r"-?\d+").all():
+            return "labels", "digit"
+        return "labels", "letter" if values.str.fullmatch(r"[A-Z]").all() else "word"
+    return "free", "number" if values.str.fullmatch(r"-?[\d,]+(?:\.\d+)?").mean() > 0.9 else "text"
+
+
+def label_prior(answers: pd.Series) -> dict[str, float] | None:
+    """The share of each label among the answers, lower-cased; None for free-form answers."""
+    values = answers.astype(str).str.strip().str.lower()
+    return values.value_counts(normalize=True).to_dict() if values.nunique() <= 20 else None
+
+
+def pair_statistics(source: pd.DataFrame, target: pd.DataFrame) -> dict[str, float]:
+    """How a source's answers relate to a target's: the share of label names they have in
+    common (Jaccard, 0 for free-form answers), whether they are written in the same format
+    (word / digit / letter labels, numbers, text) and are the same kind of task (labels vs free
+    answers), and the Jensen-Shannon divergence (bits, 0-1) between the source's label prior and
+    the target's gold prior (1 when they share no label; NaN for free-form answers)."""
+    (source_kind, source_format), (target_kind, target_format) = answer_kind(source["answer"]), answer_kind(target["answer"])
+    source_prior, target_prior = label_prior(source["answer"]), label_prior(target["answer"])
+    if source_prior is None or target_prior is None:
+        overlap, divergence = 0.0, float("nan")
+    else:
+        labels = set(source_prior) | set(target_prior)
+        overlap = len(set(source_prior) & set(target_prior)) / len(labels)
+        p = np.array([source_prior.get(label, 0.0) for label in labels])
+        q = np.array([target_prior.get(label, 0.0) for label in labels])
+        middle = (p + q) / 2
+        kl = lambda a: float(np.sum(np.where(a > 0, a * np.log2(np.where(a > 0, a, 1) / middle), 0.0)))  # noqa: E731
+        divergence = (kl(p) + kl(q)) / 2
+    return {"label_overlap": overlap, "format_match": float(source_format == target_format),
+            "task_match": float(source_kind == target_kind), "prior_divergence": divergence}
+
+
 def answer_lengths(table: pd.DataFrame, tokenizer: Any, sample: int = 200, seed: int = 0) -> list[int]:
     """Token lengths of a seeded sample of the answers, for length distributions in the report."""
     rows = table.sample(n=min(sample, len(table)), random_state=seed)

@@ -10,7 +10,7 @@ import pandas as pd
 from traitlens.analysis import ANALYSIS_CODE_VERSION
 from traitlens.analysis.analyze import TraitAnalysis, analyze, json_ready
 from traitlens.analysis.collect import Results, collect
-from traitlens.analysis.explain import Explanation, behaviour, held_out_recommendations
+from traitlens.analysis.explain import Explanation, behaviour, held_out_recommendations, recommendation_quality
 from traitlens.analysis.explain import explain as explain_transfer
 from traitlens.analysis.views import raw_matrix, view
 from traitlens.data.load import prepare_study
@@ -50,15 +50,21 @@ def run_explain(plan: Plan, store: Store, results: Results | None = None) -> tup
     features = study_features(study, sources, targets, behaviour(results.cells))
     delta = view(raw_matrix(results.cells), "delta", results.diagonal, study.analysis.mask_diagonal).dropna(how="all")
     scores = pd.DataFrame({t["trait"]: t["scores"] for t in stored[1]["traits"]}) if stored and stored[1]["traits"] else None
-    result = explain_transfer(delta, features.groups, scores, PREDICTIVE,
-                              study.analysis.bootstrap_samples, study.analysis.seed)
-    recommendations = held_out_recommendations(features.pairs(delta))
+    result = explain_transfer(delta, features.groups, scores, PREDICTIVE, study.analysis.bootstrap_samples,
+                              study.analysis.seed, results.families)
+    pairs = features.pairs(delta)
+    recommendations = held_out_recommendations(pairs)
+    quality, quality_verdict = recommendation_quality(recommendations, pairs)
     store.put_analysis(study.name, "explain", analysis_key("explain", plan, results.cells["key"]),
                        result.to_json() | json_ready({
-                           "answer_lengths": features.answer_lengths,
+                           "metric": results.metric, "answer_lengths": features.answer_lengths,
                            "source_profiles": features.source_profiles.to_dict("index"),
                            "target_profiles": features.target_profiles.to_dict("index"),
-                           "recommendations": recommendations.to_dict("records")}))
+                           "features": {group: frame.reset_index().to_dict("records")
+                                        for group, frame in features.groups.items()},
+                           "recommendations": recommendations.to_dict("records"),
+                           "recommendation_quality": quality.to_dict("records"),
+                           "recommendation_verdict": quality_verdict}))
     return result, features.source_profiles
 
 
