@@ -181,7 +181,7 @@ targets:
     assert stored is not None and stored[1]["traits"][0]["loadings"]
     explained = traitlens("explain", str(path))
     assert explained.returncode == 0, explained.stderr
-    assert "verdict: too small to tell: 3 sources" in explained.stdout
+    assert "verdict: too small to tell: 3 source families" in explained.stdout
     assert "feature groups: held-out R2" in explained.stdout
     assert "strongest correlations" in explained.stdout and "source profiles" in explained.stdout
     saved = Store(study.store).analysis("tiny-train", "explain")[1]

@@ -18,8 +18,9 @@ from rich.text import Text
 
 from traitlens import __version__
 from traitlens.analysis.collect import Results
+from traitlens.analysis.metrics import DESCRIPTIONS, METRICS
 from traitlens.config import Study, load_study
-from traitlens.config.schema import DatasetSpec
+from traitlens.config.schema import Analysis, DatasetSpec
 from traitlens.data.catalog import CATALOG, catalog_splits
 from traitlens.data.load import prepare, prepare_study
 from traitlens.data.reference import parse_reference
@@ -164,14 +165,35 @@ def _summarize(plan: Plan, store: Store, study_file: Path) -> None:
         console.print(f"[yellow]no analysis[/]: {exc}")
         return
     traits = store.analysis(plan.study.name, "traits")[1]
+    _print_checks(traits)
     if traits.get("no_traits"):
         console.print(f"[yellow]no traits[/]: {traits['no_traits']}")
     for trait in traits["traits"]:
         console.print(f"{trait['trait']}: [bold]{trait['name']}[/], {trait['explained']:.0%} of variance, "
-                      f"stability {trait['median_congruence']:.2f} (`traitlens traits {study_file}` for details)")
-    verdict = store.analysis(plan.study.name, "explain")[1]["verdict"]
-    console.print(f"why: {verdict} (`traitlens explain {study_file}`)")
+                      f"stability {trait['median_congruence']:.2f} over items, {trait['source_median']:.2f} over "
+                      f"sources (`traitlens traits {study_file}` for details)")
+    explained = store.analysis(plan.study.name, "explain")[1]
+    console.print(f"why: {explained['verdict']} (`traitlens explain {study_file}`)")
+    if explained.get("recommendation_verdict"):
+        console.print(f"recommendations: {explained['recommendation_verdict']}")
     console.print(f"report: {_write_report(plan, store, None, results)}")
+
+
+def _print_checks(analysis: dict) -> None:
+    """The metric, and every diagnostic flag: what to know before reading the matrix."""
+    metric = analysis["metric"]
+    fallbacks = {t: m for t, m in analysis["used"].items() if m != metric}
+    console.print(f"metric: [bold]{metric}[/], {DESCRIPTIONS[metric]}"
+                  + (f" (without choice log-probabilities: {', '.join(f'{t} {m}' for t, m in fallbacks.items())})"
+                     if fallbacks else ""))
+    diagnostics = analysis["diagnostics"]
+    for target in diagnostics["targets"]:
+        for flag in target["flags"]:
+            console.print(f"[yellow]check[/] {target['target']}: the base {flag}")
+    for own in diagnostics["own_task"]:
+        for flag in own["flags"]:
+            console.print(f"[yellow]check[/] {own['source']} on its own task {own['target']}: {flag} "
+                          f"({own['delta']:+.3f} [{own['low']:+.3f}, {own['high']:+.3f}])")
 
 
 def _executor(study: Study):
@@ -240,11 +262,11 @@ def traits(study_file: Path) -> None:
     with store.locked(f"traitlens traits {study_file}"):
         with _working("analysis: traits"):
             result = run_traits(plan_study(study), store)
-    _print_traits(result, study)
+    _print_traits(result, study.analysis)
 
 
-def _print_traits(result, study: Study) -> None:
-    settings = study.analysis
+def _print_traits(result, settings: Analysis) -> None:
+    _print_checks(result.to_json())
     if result.no_traits:  # the effects below still stand
         console.print(f"[yellow]no traits[/]: {result.no_traits}")
     else:
@@ -256,7 +278,8 @@ def _print_traits(result, study: Study) -> None:
     else:
         console.print(f"no significant negative transfer at q < {settings.alpha}.")
     for row in result.asymmetry.itertuples():
-        console.print(f"asymmetry {row.a} -> {row.b}: {row.a_to_b:+.3f}, {row.b} -> {row.a}: {row.b_to_a:+.3f}")
+        console.print(f"asymmetry {row.a} -> {row.b}: {row.a_to_b:+.3f}, {row.b} -> {row.a}: {row.b_to_a:+.3f}, "
+                      f"difference {row.difference:+.3f} [{row.low:+.3f}, {row.high:+.3f}], p={row.p:.3g}")
     if result.dropped:
         console.print(f"[yellow]left out[/] (missing cells, or no variation): {', '.join(result.dropped)}")
 
@@ -266,11 +289,17 @@ def _print_trait_tables(result, settings) -> None:
                   f"the {settings.view} matrix of {len(result.matrix)} sources x {result.matrix.shape[1]} targets"
                   + (" (diagonal masked)" if settings.mask_diagonal else "")
                   + ("" if settings.standardize else ", targets not standardised") + ".")
+    count = result.trait_count
+    if count.get("method") == "split_half":
+        console.print(f"count: {count['n_traits']} by split-half prediction over {count['splits']} halvings of the "
+                      f"items (error by rank: {', '.join(f'{e:.1f}' for e in count['errors'])})")
     for trait, name in zip(result.loadings.columns, result.names):
         stable = result.stability.loc[trait]
-        console.print(f"  {trait}: [bold]{name}[/] - {result.explained[trait]:.0%} of variance, "
-                      f"stability {stable['median_congruence']:.2f} median congruence "
-                      f"({stable['share_at_least_0.85']:.0%} of {int(stable['refits'])} refits >= 0.85)")
+        console.print(f"  {trait}: [bold]{name}[/] - {result.explained[trait]:.0%} of variance; median congruence "
+                      f"{stable['median_congruence']:.2f} over items ({stable['share_at_least_0.85']:.0%} of "
+                      f"{int(stable['refits'])} refits >= 0.85), {stable['source_median']:.2f} over sources "
+                      f"({stable['source_share_at_least_0.85']:.0%} >= 0.85), leaving one source out lowest "
+                      f"{stable['loso_min']:.2f}")
     for title, frame in (("loadings (targets x traits)", result.loadings),
                          ("scores (sources x traits)", result.scores)):
         console.print(title)  # not a table title: rich wraps those to a narrow table's width
@@ -303,9 +332,14 @@ def explain(study_file: Path, top: int) -> None:
         with _working("analysis: profiles, explanation"):
             result, source_profiles = run_explain(plan_study(study), store)
     console.print(f"[bold]verdict[/]: {result.verdict}")
+    stored = store.analysis(study.name, "explain")[1]
+    console.print(f"[bold]recommendations[/]: {stored['recommendation_verdict']}")
+    _print_frame("held-out ranking quality by method (regret in target spreads; NDCG@3)",
+                 pd.DataFrame(stored["recommendation_quality"]).set_index("method"))
     if not result.groups.empty:
-        _print_frame("feature groups: held-out R2 over the target-mean baseline (95% interval)",
-                     result.groups.set_index("group"))
+        _print_frame("feature groups: held-out R2 over the target-mean baseline, leaving one source family out "
+                     "(95% interval; null_95: what chance reaches in 95% of source shuffles)",
+                     result.groups.set_index(["group", "features"]))
     shown = result.correlations.head(top).set_index(["feature", "outcome"])[["rho", "low", "high"]]
     _print_frame(f"strongest correlations (Spearman rho, 95% interval), top {top}", shown)
     _print_frame("source profiles", source_profiles[["size", "n_classes", "class_entropy_norm",
@@ -363,6 +397,65 @@ def recommend(study_file: Path, target_file: Path | None, source_file: Path | No
                      quality.set_index(by))
         console.print(f"mean held-out Spearman: {quality['spearman'].mean():+.2f} over {len(quality)} {by}s"
                       + (" (too few to trust)" if len(quality) < 5 else ""))
+
+
+@cli.command("compare-cells")
+@STUDY_ARG
+@click.argument("a")
+@click.argument("b")
+@click.option("--target", required=True, help="The target both are scored on.")
+@click.option("--metric", type=click.Choice(METRICS), help="Default: the study's analysis.metric.")
+def compare_cells(study_file: Path, a: str, b: str, target: str, metric: str | None) -> None:
+    """Test whether B scores differently from A on one target (B minus A), item by item.
+
+    A and B are sources (their seeds averaged, and resampled in the interval), single adapters
+    ("movie/s1") or "base": the test for designed contrasts such as a balanced vs a skewed
+    variant of one corpus. Paired over the target's items: McNemar's exact test for 0/1 scores,
+    a sign-flip test for margins, a swap permutation test for balanced accuracy and macro-F1,
+    and a hierarchical bootstrap when a side has several seeds.
+    """
+    from traitlens.analysis.collect import collect
+    from traitlens.analysis.uncertainty import compare_models
+
+    study = load_study(study_file)
+    results = collect(plan_study(study), _finished_store(study, study_file), metric)
+    settings = study.analysis
+    try:
+        row = compare_models(results, a, b, target, settings.bootstrap_samples, settings.alpha, settings.seed)
+    except ValueError as exc:
+        raise TraitlensError(str(exc)) from exc
+    console.print(f"{b} - {a} on {target} ({row['metric']}, {row['items']} items): {row['difference']:+.3f} "
+                  f"[{row['low']:+.3f}, {row['high']:+.3f}], p={row['p']:.3g} "
+                  f"({a} {row['a_score']:.3f}, {row['seeds_a']} seed(s); {b} {row['b_score']:.3f}, "
+                  f"{row['seeds_b']} seed(s))")
+
+
+@cli.command("analyze")
+@click.argument("export", metavar="EXPORT", type=click.Path(exists=True, path_type=Path))
+@click.option("--metric", type=click.Choice(METRICS), help="Default: the exported study's analysis.metric.")
+@click.option("--n-traits", help="A number, or auto. Default: the exported study's.")
+def analyze_export(export: Path, metric: str | None, n_traits: str | None) -> None:
+    """Analyse an item-level export with no model and no store: diagnostics, uncertainty, traits.
+
+    EXPORT is a report's data folder (`<report>-data/`, holding items.parquet and items.json)
+    or its items.parquet. Every metric is recomputed from the items, so the analysis can be
+    redone under another metric or trait count years later.
+    """
+    from traitlens.analysis.analyze import analyze
+    from traitlens.analysis.export import load_items
+
+    results, meta = load_items(export)
+    n_traits = int(n_traits) if n_traits is not None and n_traits.isdigit() else n_traits
+    changes = {key: value for key, value in (("metric", metric), ("n_traits", n_traits)) if value is not None}
+    try:
+        settings = Analysis.model_validate(meta["analysis"] | changes)
+    except ValueError as exc:
+        raise TraitlensError(f"--n-traits must be a positive number or auto: {exc}") from exc
+    console.print(f"export of study {meta['study']}: {len(results.cells)} cells, {len(results.models)} models, "
+                  f"{len(results.targets)} targets")
+    with _working("analysis: traits"):
+        result = analyze(results, settings)
+    _print_traits(result, settings)
 
 
 def _print_frame(title: str, frame: pd.DataFrame) -> None:

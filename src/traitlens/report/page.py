@@ -15,13 +15,15 @@ from plotly.offline import get_plotlyjs
 
 from traitlens import __version__
 from traitlens.analysis.collect import Results, collect
+from traitlens.analysis.export import export_items
+from traitlens.analysis.metrics import DESCRIPTIONS
 from traitlens.analysis.uncertainty import score_intervals
 from traitlens.errors import TraitlensError
 from traitlens.execution.plan import BASE, Plan
 from traitlens.report import figures
 from traitlens.store.db import ADAPTER_META_FILE, Store
 
-SECTIONS = [("glance", "Study"), ("matrix", "Transfer matrix"), ("traits", "Traits"),
+SECTIONS = [("checks", "Read first"), ("glance", "Study"), ("matrix", "Transfer matrix"), ("traits", "Traits"),
             ("effects", "Side effects"), ("profiles", "Profiles"), ("explanation", "Why"),
             ("recommendations", "Recommendations"), ("lengths", "Lengths"), ("confusion", "Confusion"),
             ("provenance", "Provenance")]
@@ -100,12 +102,20 @@ def build_report(plan: Plan, store: Store, out: Path, results: Results | None = 
                          f"{'standardised' if study.analysis.standardize else 'centred, not standardised'}."),
         "no_traits": analysis.get("no_traits"),
         "traits": [{"trait": t["trait"], "name": t["name"], "explained": f"{t['explained']:.0%}",
-                    "stability": _num(t["median_congruence"]), "share": f"{t['share_at_least_0.85']:.0%}"}
+                    "stability": _num(t["median_congruence"]), "share": f"{t['share_at_least_0.85']:.0%}",
+                    "loso": f"{_num(t['loso_min'])} / {_num(t['loso_median'])}",
+                    "source_stability": _num(t["source_median"]),
+                    "source_share": f"{t['source_share_at_least_0.85']:.0%}"}
                    for t in analysis["traits"]],
+        "trait_count": _trait_count_text(analysis.get("trait_count", {})),
+        "metric": {"name": analysis["metric"], "description": DESCRIPTIONS[analysis["metric"]],
+                   "fallbacks": ", ".join(f"{t}: {m}" for t, m in analysis["used"].items() if m != analysis["metric"])},
+        "checks": _checks(analysis),
         "side_effects": [{"model": e["model"], "target": e["target"], "delta": _num(e["delta"], True),
                           "interval": f"[{_num(e['low'], True)}, {_num(e['high'], True)}]", "q": _p(e["q"])}
                          for e in analysis["side_effects"]],
-        "asymmetry": [{**a, **{k: _num(a[k], True) for k in ("a_to_b", "b_to_a", "difference")}}
+        "asymmetry": [{**a, **{k: _num(a[k], True) for k in ("a_to_b", "b_to_a", "difference")},
+                       "interval": f"[{_num(a['low'], True)}, {_num(a['high'], True)}]", "p": _p(a["p"])}
                       for a in analysis["asymmetry"]],
         "length_figures": length_ids, "confusion_figures": confusion_ids,
         "figures": [(name, _script_json(figure)) for name, figure in figs.items()],
@@ -115,9 +125,11 @@ def build_report(plan: Plan, store: Store, out: Path, results: Results | None = 
                                      autoescape=True, undefined=jinja2.StrictUndefined)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(environment.get_template("template.html.j2").render(context), encoding="utf-8")
-    intervals = score_intervals(results.items, study.analysis.bootstrap_samples, alpha, study.analysis.seed)
-    _export(out.with_name(f"{out.stem}-data"), raw, delta, uncertainty, intervals, loadings, scores, analysis,
-            explained[1] if explained else None)
+    intervals = score_intervals(results, study.analysis.bootstrap_samples, alpha, study.analysis.seed)
+    folder = out.with_name(f"{out.stem}-data")
+    _export(folder, raw, delta, uncertainty, intervals, loadings, scores, analysis, explained[1] if explained else None)
+    export_items(results, study.name, {t.name: t.kind for t in study.targets},
+                 study.analysis.model_dump(mode="json"), folder)
     return out
 
 
@@ -129,14 +141,47 @@ def _explanation(stored: dict[str, Any], sources: list[str], targets: list[str])
         "verdict": stored["verdict"], "columns": PROFILE_COLUMNS,
         "sources": profile_rows(stored["source_profiles"], sources),
         "targets": profile_rows(stored["target_profiles"], targets),
-        "groups": [{"group": g["group"], "r2": _num(g["r2"], True),
-                    "interval": f"[{_num(g['low'], True)}, {_num(g['high'], True)}]"} for g in stored["groups"]],
+        "groups": [{"group": g["group"], "features": g.get("features", ""), "r2": _num(g["r2"], True),
+                    "interval": f"[{_num(g['low'], True)}, {_num(g['high'], True)}]",
+                    "null": _num(g.get("null_95"), True), "p": _p(g.get("p"))} for g in stored["groups"]],
+        "recommendation_verdict": stored.get("recommendation_verdict", ""),
+        "recommendation_quality": [{"method": q["method"], "regret": _num(q["regret"]), "ndcg3": _num(q["ndcg3"]),
+                                    "targets": q["targets"]} for q in stored.get("recommendation_quality", [])],
         "recommendations": [{**r, "predicted": _num(r["predicted"], True), "observed": _num(r["observed"], True)}
                             for r in stored.get("recommendations", [])],
         "correlations": [{"feature": c["feature"], "outcome": c["outcome"], "rho": _num(c["rho"], True),
                           "interval": f"[{_num(c['low'], True)}, {_num(c['high'], True)}]"}
                          for c in stored["correlations"][:20]],
     }
+
+
+def _checks(analysis: dict[str, Any]) -> dict[str, Any]:
+    """The diagnostics shown first: every flag as one line, and the tables behind them."""
+    diagnostics = analysis["diagnostics"]
+    flags = [f"{t['target']}: the base {flag}" for t in diagnostics["targets"] for flag in t["flags"]]
+    flags += [f"{o['source']} on {o['target']}: {flag}" for o in diagnostics["own_task"] for flag in o["flags"]]
+    return {"flags": flags,
+            "targets": [{"target": t["target"], "metric": t["metric"], "base_score": _num(t["base_score"]),
+                         "base_accuracy": _num(t["base_accuracy"]), "chance": _num(t["chance"]),
+                         "p": _p(t["p_above_chance"]), "flags": "; ".join(t["flags"]),
+                         "shares": ", ".join(f"{label} {share:.0%}" for label, share in
+                                             sorted(t["predicted_shares"].items(), key=lambda x: -x[1]))}
+                        for t in diagnostics["targets"]],
+            "own": [{"source": o["source"], "target": o["target"], "delta": _num(o["delta"], True),
+                     "interval": f"[{_num(o['low'], True)}, {_num(o['high'], True)}]",
+                     "accuracy_delta": _num(o["accuracy_delta"], True), "flags": "; ".join(o["flags"])}
+                    for o in diagnostics["own_task"]]}
+
+
+def _trait_count_text(count: dict[str, Any]) -> str:
+    if count.get("method") == "split_half":
+        errors = ", ".join(f"{k}: {e:.1f}" for k, e in enumerate(count["errors"]))
+        return (f"{count['n_traits']} trait(s) chosen by split-half prediction: the rank whose fit on one half of "
+                f"every target's items best predicts the other half, over {count['splits']} random halvings "
+                f"(squared error by rank, {errors}).")
+    if count.get("method") == "parallel_analysis":
+        return f"{count['n_traits']} trait(s) chosen by parallel analysis."
+    return f"{count.get('n_traits', 0)} trait(s), as configured." if count else ""
 
 
 def _export(folder: Path, raw, delta, uncertainty, intervals, loadings, scores, analysis: dict,
@@ -146,6 +191,9 @@ def _export(folder: Path, raw, delta, uncertainty, intervals, loadings, scores, 
     intervals.to_csv(folder / "cells_raw_intervals.csv", index=False)
     delta.to_csv(folder / "matrix_delta.csv")
     uncertainty.to_csv(folder / "cells_uncertainty.csv", index=False)
+    pd.DataFrame(analysis["source_uncertainty"]).to_csv(folder / "matrix_uncertainty.csv", index=False)
+    pd.DataFrame(analysis["diagnostics"]["targets"]).to_csv(folder / "diagnostics_targets.csv", index=False)
+    pd.DataFrame(analysis["diagnostics"]["own_task"]).to_csv(folder / "diagnostics_own_task.csv", index=False)
     loadings.to_csv(folder / "trait_loadings.csv")
     scores.to_csv(folder / "trait_scores.csv")
     pd.DataFrame([{k: v for k, v in t.items() if k not in ("loadings", "scores")} for t in analysis["traits"]]
@@ -157,6 +205,8 @@ def _export(folder: Path, raw, delta, uncertainty, intervals, loadings, scores, 
         pd.DataFrame(explained["correlations"]).to_csv(folder / "feature_correlations.csv", index=False)
         pd.DataFrame(explained["groups"]).to_csv(folder / "feature_groups.csv", index=False)
         pd.DataFrame(explained.get("recommendations", [])).to_csv(folder / "recommendations.csv", index=False)
+        pd.DataFrame(explained.get("recommendation_quality", [])).to_csv(folder / "recommendation_quality.csv",
+                                                                         index=False)
         (folder / "explanation.json").write_text(json.dumps(explained, indent=1))
 
 

@@ -1,0 +1,75 @@
+"""Item-level exports: every model's answer to every item, so any analysis can be redone later
+with no model and no store.
+
+`items.parquet` has one row per (model, target, item): model, source, seed, target, item,
+gold, prediction, score, choice_logprobs (JSON text: option -> log-probability, since options
+differ between targets), generated, generated_tokens. `items.json` beside it holds what the
+analysis needs besides the items: each target's kind, label set and ability tags, each source's
+family, which sources were trained on a target's dataset, and the study's analysis settings.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from traitlens.analysis.collect import CELL_COLUMNS, Results
+from traitlens.errors import TraitlensError
+from traitlens.evaluate.metrics import cell_metrics
+
+ITEMS_FILE, META_FILE = "items.parquet", "items.json"
+COLUMNS = ["model", "source", "seed", "target", "item", "gold", "prediction", "score", "choice_logprobs",
+           "generated", "generated_tokens"]
+
+
+def export_items(results: Results, study_name: str, kinds: dict[str, str], analysis: dict[str, Any],
+                 folder: Path) -> Path:
+    """Write `items.parquet` and `items.json` into `folder`; return the Parquet file."""
+    rows = []
+    for cell in results.cells.itertuples():
+        for index, item in enumerate(results.outputs[cell.target][cell.model]):
+            logprobs = item.get("choice_logprobs")
+            rows.append({"model": cell.model, "source": cell.source, "seed": cell.seed, "target": cell.target,
+                         "item": index, "gold": item["gold"], "prediction": item["prediction"],
+                         "score": item["score"], "choice_logprobs": json.dumps(logprobs) if logprobs else None,
+                         "generated": item.get("generated"), "generated_tokens": item.get("generated_tokens")})
+    table = pd.DataFrame(rows, columns=COLUMNS).astype({"seed": "Int64", "generated_tokens": "Int64"})
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(folder / ITEMS_FILE, index=False)
+    (folder / META_FILE).write_text(json.dumps({
+        "study": study_name, "kinds": kinds, "labels": results.labels, "abilities": results.abilities,
+        "families": results.families, "diagonal": sorted(results.diagonal), "analysis": analysis}, indent=1))
+    return folder / ITEMS_FILE
+
+
+def load_items(path: Path) -> tuple[Results, dict[str, Any]]:
+    """(results, meta) from an export folder (or its items.parquet), scored by accuracy until
+    `Results.scored` picks another metric. Cell metrics are recomputed from the items."""
+    folder = path.parent if path.suffix == ".parquet" else path
+    if not (folder / ITEMS_FILE).exists() or not (folder / META_FILE).exists():
+        raise TraitlensError(f"{folder} is not an item-level export: it needs {ITEMS_FILE} and {META_FILE} "
+                             "(written by `traitlens report` into the report's -data folder).")
+    meta = json.loads((folder / META_FILE).read_text())
+    table = pd.read_parquet(folder / ITEMS_FILE)
+    missing = set(COLUMNS) - set(table.columns)
+    if missing:
+        raise TraitlensError(f"{folder / ITEMS_FILE}: missing column(s) {', '.join(sorted(missing))}")
+    outputs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    cells = []
+    for (target, model), group in table.sort_values("item").groupby(["target", "model"], sort=False):
+        items = [{"gold": r.gold, "prediction": r.prediction, "score": float(r.score),
+                  "choice_logprobs": json.loads(r.choice_logprobs) if isinstance(r.choice_logprobs, str) else None,
+                  "generated": r.generated, "generated_tokens": None if pd.isna(r.generated_tokens) else int(r.generated_tokens)}
+                 for r in group.itertuples()]
+        outputs.setdefault(target, {})[model] = items
+        first = group.iloc[0]
+        labels = meta["labels"].get(target)
+        cells.append({"model": model, "source": None if pd.isna(first["source"]) else first["source"],
+                      "seed": None if pd.isna(first["seed"]) else int(first["seed"]), "target": target,
+                      "key": f"{model}@{target}", "n": len(items), "metrics": cell_metrics(items, labels)})
+    results = Results(pd.DataFrame(cells, columns=CELL_COLUMNS), outputs,
+                      {tuple(pair) for pair in meta["diagonal"]}, meta["abilities"], meta["labels"], meta["families"])
+    return results.scored("accuracy"), meta
