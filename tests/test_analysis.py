@@ -260,3 +260,70 @@ def test_congruence_with_a_column_of_zeros_is_zero_not_nan():
     assert np.isfinite(congruence(reference, degenerate)).all()
     aligned, phi = match(reference, degenerate)  # no error: the zero column is matched with 0
     assert phi[1] == 0 and phi[0] > 0.9
+
+
+def test_split_half_count_beats_parallel_analysis_on_200_planted_matrices():
+    """The comparison behind `analysis.trait_count: split_half` (docs/trait-count.md), rerun
+    at three matrices per condition: 216 planted studies over trait counts 1-4, trait
+    correlations 0 and 0.5, three sizes and three effect sizes."""
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "trait_count.py"
+    run = subprocess.run([sys.executable, str(script), "--repeats", "3", "--seed", "1"],
+                         capture_output=True, text=True, check=True)
+    rows = {tuple(cell.strip() for cell in line.strip("|").split("|")[:2]): line.strip("|").split("|")
+            for line in run.stdout.splitlines() if line.startswith("| ")}
+    matrices, split_half, parallel = (rows[("all", "all")][i].strip() for i in (2, 3, 4))
+    assert int(matrices) == 216
+    assert int(split_half.rstrip("%")) >= int(parallel.rstrip("%")) + 15 and int(split_half.rstrip("%")) >= 65
+    for k in ("1", "2", "3", "4"):  # never worse at any true count
+        row = rows[("traits k", k)]
+        assert int(row[3].strip().rstrip("%")) >= int(row[4].strip().rstrip("%")), row
+
+
+def test_split_half_count_on_item_halves():
+    from traitlens.analysis.traits import split_half_count
+
+    rng = np.random.default_rng(8)
+    structure = np.repeat(np.eye(2), 4, axis=1) * rng.uniform(0.5, 1, (2, 8))  # targets 0-3 on one trait, 4-7 on the other
+    truth = rng.standard_normal((15, 2)) @ structure
+    halves = [(truth + 0.2 * rng.standard_normal(truth.shape), truth + 0.2 * rng.standard_normal(truth.shape))
+              for _ in range(10)]
+    count, errors = split_half_count(halves)
+    assert count == 2 and len(errors) == 9 and errors[2] < errors[1] < errors[0]
+    noise = [(rng.standard_normal((15, 8)), rng.standard_normal((15, 8))) for _ in range(10)]
+    assert split_half_count(noise)[0] == 1  # nothing shared: the floor of one trait
+
+
+def test_seeds_that_disagree_widen_the_matrix_interval():
+    from dataclasses import replace
+
+    from traitlens.analysis.uncertainty import source_uncertainty
+
+    results = hand_results("calibrated_margin")
+    golds = [item["gold"] for item in results.outputs["movie"]["base"]]
+    outputs = {t: dict(by_model) for t, by_model in results.outputs.items()}
+    outputs["movie"]["tweets/s1"] = label_items(np.random.default_rng(9), 0.0, golds)  # this seed learned nothing
+    results = replace(results, outputs=outputs).scored("calibrated_margin")
+    cells = cell_uncertainty(results, samples=500, seed=0).set_index(["model", "target"])
+    matrix = source_uncertainty(results, samples=500, seed=0).set_index(["source", "target"])
+    row = matrix.loc[("tweets", "movie")]
+    assert row.seeds == 2 and row.low <= row.delta <= row.high
+    s0, s1 = cells.loc[("tweets/s0", "movie")], cells.loc[("tweets/s1", "movie")]
+    assert row.delta == pytest.approx((s0.delta + s1.delta) / 2)
+    assert row.high - row.low > 1.5 * max(s0.high - s0.low, s1.high - s1.low)  # seed variation counts
+    assert matrix.loc[("movie", "movie")].seeds == 1
+
+
+def test_asymmetry_has_intervals_and_compare_models_tests_a_contrast():
+    from traitlens.analysis.uncertainty import compare_models
+
+    results = hand_results("accuracy")
+    delta = view(raw_matrix(results.cells), "delta")
+    table = asymmetry(delta, results.diagonal, results, samples=300)
+    row = table.iloc[0]
+    assert (row.a, row.b) == ("movie", "math") and row.low <= row.difference <= row.high and 0 <= row.p <= 1
+    assert row.difference == pytest.approx(row.a_to_b - row.b_to_a) and row.high > row.low
+    contrast = compare_models(results, "math", "movie", "movie", samples=300)
+    assert contrast["difference"] > 0.3 and contrast["low"] > 0 and contrast["p"] < 0.001
+    assert contrast["seeds_a"] == 1 and compare_models(results, "base", "tweets", "amazon", samples=300)["seeds_b"] == 2
+    with pytest.raises(ValueError, match="neither a source nor a model"):
+        compare_models(results, "base", "nosuch", "movie")

@@ -195,6 +195,10 @@ targets:
     assert "mean held-out Spearman" in ranked.stdout
     both = traitlens("recommend", str(path))
     assert both.returncode == 2 and "exactly one of --target" in both.stderr
+    summary = " ".join(traitlens("run", str(path)).stdout.split())  # all done: the end-of-run summary only
+    assert "metric: calibrated_margin, the gold answer's log-probability lead" in summary
+    assert "over items" in summary and "over sources" in summary and "why: too small to tell" in summary
+    assert "recommendations: " in summary and "report: " in summary
 
 
 def test_status_shows_counts_and_errors(write_study):

@@ -167,3 +167,54 @@ def test_a_study_too_small_for_traits_still_gets_its_report(tmp_path, tiny_model
     data = tmp_path / "small-data"
     assert len(pd.read_csv(data / "cells_uncertainty.csv")) == 2 * 2  # 2 adapters x 2 targets
     assert json.loads((data / "traits.json").read_text())["traits"] == []
+
+
+def test_item_level_export_round_trips_and_can_be_analysed_without_a_store(report):
+    from traitlens.analysis.collect import collect
+    from traitlens.analysis.export import load_items
+
+    data = report.with_name("out-data")
+    items = pd.read_parquet(data / "items.parquet")
+    assert list(items.columns) == ["model", "source", "seed", "target", "item", "gold", "prediction", "score",
+                                   "choice_logprobs", "generated", "generated_tokens"]
+    study = load_study(report.with_name("study.yaml"))
+    from_store = collect(plan_study(study), Store(study.store))
+    assert len(items) == sum(len(records) for by_model in from_store.outputs.values() for records in by_model.values())
+    assert set(items["model"]) == {"base", "movie", "tweets", "evil"} and items["target"].nunique() == 4
+    assert items.loc[items["target"] == "arithmetic", "generated"].notna().all()
+    assert json.loads(items.loc[items["target"] == "amazon", "choice_logprobs"].iloc[0]).keys() == {"negative", "positive"}
+    from_export, meta = load_items(data)
+    for metric in ("accuracy", "calibrated_margin", "macro_f1"):
+        ours = from_export.scored(metric).cells.set_index(["model", "target"])["score"]
+        theirs = from_store.scored(metric).cells.set_index(["model", "target"])["score"]
+        assert ours.sort_index().to_numpy() == pytest.approx(theirs.sort_index().to_numpy()), metric
+    assert meta["kinds"]["arithmetic"] == "generative" and from_export.diagonal == from_store.diagonal
+    result = subprocess.run([sys.executable, "-m", "traitlens", "analyze", str(data), "--metric", "balanced_accuracy"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "export of study" in result.stdout and "metric: balanced_accuracy" in result.stdout
+    wrong = subprocess.run([sys.executable, "-m", "traitlens", "analyze", str(report.parent)], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "is not an item-level export" in wrong.stderr
+
+
+def test_the_page_starts_with_the_metric_and_the_diagnostics(report):
+    page = report.read_text()
+    assert page.index('id="checks"') < page.index('id="glance"') < page.index('id="matrix"')
+    checks = page[page.index('id="checks"'):page.index('id="glance"')]
+    assert "calibrated_margin" in checks and "The base on each target" in checks
+    assert "Each adapter on its own task" in checks  # movie and evil train on their own targets
+    assert "arithmetic: accuracy" in checks  # the generated target falls back, and says so
+    data = report.with_name("out-data")
+    own = pd.read_csv(data / "diagnostics_own_task.csv")
+    assert set(own["source"]) == {"movie", "evil"} and {"delta", "low", "high", "flags"} <= set(own.columns)
+
+
+def test_compare_cells(report):
+    study = report.with_name("study.yaml")
+    run = lambda *args: subprocess.run([sys.executable, "-m", "traitlens", "compare-cells", str(study), *args],  # noqa: E731
+                                       capture_output=True, text=True)
+    result = run("base", "movie", "--target", "amazon", "--metric", "accuracy")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("movie - base on amazon (accuracy, 40 items):") and "p=" in result.stdout
+    missing = run("base", "nosuch", "--target", "amazon")
+    assert missing.returncode == 2 and "'nosuch' is neither a source nor a model" in missing.stderr

@@ -252,10 +252,13 @@ def status(study_file: Path) -> None:
 def traits(study_file: Path) -> None:
     """Find the latent traits behind a study's transfer matrix.
 
-    Uses the finished cells in the store (run the study first): the matrix view, method,
-    rotation and number of traits come from the study's `analysis:` section. Prints each trait's
-    name, explained variance, bootstrap stability and loadings, the sources' scores, significant
-    side effects and asymmetries, and stores the result for the report.
+    Uses the finished cells in the store (run the study first): the metric, matrix view,
+    method, rotation and number of traits come from the study's `analysis:` section. Prints the
+    metric and the diagnostics (targets where the base answers one label or sits at chance,
+    adapters that did not learn their own task), how the trait count was chosen, each trait's
+    name, explained variance and stability (over items and over sources), loadings, the
+    sources' scores, significant side effects and asymmetries with intervals, and stores the
+    result for the report.
     """
     study = load_study(study_file)
     store = _finished_store(study, study_file)
@@ -316,15 +319,18 @@ def _print_trait_tables(result, settings) -> None:
 @STUDY_ARG
 @click.option("--top", default=12, show_default=True, help="Feature correlations to print.")
 def explain(study_file: Path, top: int) -> None:
-    """Which source features explain transfer, and does any feature group predict it?
+    """Which features explain transfer, and does any feature group predict it beyond chance?
 
-    Profiles every source and target (class distribution, token lengths, lexical diversity,
-    readability, digits, questions, negation), measures each source's similarity to each target
-    (vocabulary overlap, TF-IDF, sentence embeddings) and its quality (duplicates, base-model
-    perplexity of its answers), reads each adapter's behaviour from its cells (generated length
-    vs the base, label collapse), then reports Spearman correlations with transfer and
-    with the trait scores (intervals from resampling sources) and compares the feature groups
-    by leave-one-source-out prediction of held-out cells. Results are stored for the report.
+    Profiles every source and target, then gives every (source, target) cell a few declared
+    features per group: hidden (label overlap, label format and task match, label-prior
+    divergence, answer-length ratio), profile (the source's class entropy, answer length,
+    lexical diversity), similarity (sentence-embedding, TF-IDF and vocabulary similarity) and
+    quality (duplicates, base-model perplexity of its answers, relative to the target's). Reports
+    Spearman correlations with transfer and with the trait scores (intervals from resampling
+    sources), and each group's held-out R2 over a target-mean baseline with whole source
+    families held out, the ridge penalty chosen by nested cross-validation, an interval over
+    families and a permutation null (what chance reaches). Also scores the held-out
+    recommendations against trivial rankings. Results are stored for the report.
     """
     study = load_study(study_file)
     store = _finished_store(study, study_file)

@@ -48,6 +48,7 @@ def export_items(results: Results, study_name: str, kinds: dict[str, str], analy
 def load_items(path: Path) -> tuple[Results, dict[str, Any]]:
     """(results, meta) from an export folder (or its items.parquet), scored by accuracy until
     `Results.scored` picks another metric. Cell metrics are recomputed from the items."""
+    path = Path(path)
     folder = path.parent if path.suffix == ".parquet" else path
     if not (folder / ITEMS_FILE).exists() or not (folder / META_FILE).exists():
         raise TraitlensError(f"{folder} is not an item-level export: it needs {ITEMS_FILE} and {META_FILE} "
@@ -59,7 +60,7 @@ def load_items(path: Path) -> tuple[Results, dict[str, Any]]:
         raise TraitlensError(f"{folder / ITEMS_FILE}: missing column(s) {', '.join(sorted(missing))}")
     outputs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     cells = []
-    for (target, model), group in table.sort_values("item").groupby(["target", "model"], sort=False):
+    for (target, model), group in table.sort_values("item", kind="stable").groupby(["target", "model"], sort=False):
         items = [{"gold": r.gold, "prediction": r.prediction, "score": float(r.score),
                   "choice_logprobs": json.loads(r.choice_logprobs) if isinstance(r.choice_logprobs, str) else None,
                   "generated": r.generated, "generated_tokens": None if pd.isna(r.generated_tokens) else int(r.generated_tokens)}
