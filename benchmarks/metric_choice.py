@@ -13,7 +13,7 @@ For each metric, from the items alone (no model is run):
   shows how far that moves the adapters' deltas, in units of the target's spread across adapters.
   A metric of skill should not move.
 
-    .venv/bin/python benchmarks/metric_choice.py docs/evidence/quickstart-items
+    .venv/bin/python benchmarks/metric_choice.py docs/evidence/quickstart-items120
 """
 
 from __future__ import annotations
