@@ -165,3 +165,51 @@ def test_a_value_a_union_refuses_gets_every_form_it_takes(write_study):
     text = MINIMAL.replace("training:\n", "analysis:\n  n_traits: many\ntraining:\n")
     joined = "\n".join(problems_of(write_study(text)))
     assert "analysis.n_traits: got 'many'; expected 'auto'; or a valid integer" in joined
+
+
+LAUGHS = "a: &a [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8))
+
+
+@pytest.mark.parametrize("text, expected", [
+    (LAUGHS, "values once its YAML aliases are expanded"),  # a billion laughs: 9^9 values
+    ("name: &x [*x]\n", "or an alias used inside itself"),
+    ("name: " + "[" * 5000 + "]" * 5000 + "\n", "nested"),
+    ("name: " + "{a: " * 100 + "1" + "}" * 100 + "\n", "nested more than 64 levels deep"),
+])
+def test_crafted_yaml_is_refused_quickly_with_a_message(tmp_path, text, expected):
+    import time
+
+    path = tmp_path / "study.yaml"
+    path.write_text(text)
+    started = time.perf_counter()
+    with pytest.raises(TraitlensError, match=expected):
+        load_study(path)
+    assert time.perf_counter() - started < 30  # not a timing test: a hang would take hours
+
+
+def test_a_huge_study_file_is_refused(tmp_path):
+    path = tmp_path / "study.yaml"
+    path.write_text(MINIMAL + "description: '" + "x" * (1 << 20) + "'\n")
+    with pytest.raises(TraitlensError, match="a study or spec file is at most 1,048,576"):
+        load_study(path)
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (("learning_rate: 0.001", "learning_rate: .inf"), "training.learning_rate: must be a finite number"),
+    (("labels: [negative, positive]", "labels: [negative, negative]"), "'negative' listed more than once"),
+    (("labels: [negative, positive]", "labels: []"), "List should have at least 1 item"),
+    (("name: tiny", "store: ''\nname: tiny"), "store is empty"),
+    (("max_steps: 4", "max_steps: 100000000000"), "max_steps: must be less than or equal to"),
+])
+def test_values_that_would_fail_later_are_refused_up_front(write_study, edit, expected):
+    text = MINIMAL.replace(*edit)
+    assert text != MINIMAL, edit
+    with pytest.raises(ConfigError, match=expected):
+        load_study(write_study(text))
+
+
+def test_a_store_that_is_a_file_is_refused(write_study, tmp_path):
+    (tmp_path / "not-a-dir").write_text("x")
+    with pytest.raises(ConfigError, match="is a file, not a directory"):
+        load_study(write_study(MINIMAL + f"store: {tmp_path / 'not-a-dir'}\n"))

@@ -169,3 +169,23 @@ def test_guard_refuses_an_adapter_that_changes_nothing(write_study, tmp_path):
     with pytest.raises(AdapterGuardError, match="leaves the model's outputs unchanged"):
         evaluate_cell(job, study, store, HFScorer(BASE), table)
     assert "unchanged" in store.jobs([job.key])[job.key].error
+
+
+def test_guard_refuses_an_adapter_with_nan_weights(write_study, tmp_path):
+    """A diverged run's NaN weights: argmax over NaN picks the first label, which would be
+    reported as transfer. The guard refuses them instead."""
+    from safetensors.torch import load_file, save_file
+
+    study = load_study(write_study())
+    plan = plan_study(study)
+    store = Store(tmp_path / "store")
+    train = plan.train_jobs[0]
+    store.start_job(train.key, "train", train.label, train.spec, worker="test")
+    folder = _lora(store.scratch_dir(train.key), random_weights=True)
+    weights = load_file(folder / "adapter_model.safetensors")
+    save_file({k: v * float("nan") for k, v in weights.items()}, folder / "adapter_model.safetensors")
+    store.put_adapter(train.key, train.source, 0, folder, {})
+    job = next(j for j in plan.eval_jobs if j.needs == train.key and j.target == "movie")
+    with pytest.raises(AdapterGuardError, match="non-finite log-probabilities"):
+        evaluate_cell(job, study, store, HFScorer(BASE), prepare(study.target("movie"), "movie"))
+    assert store.cell(job.key) is None

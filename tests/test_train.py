@@ -8,6 +8,7 @@ import pytest
 
 from conftest import TINY_TRAIN
 from traitlens.config import load_study
+from traitlens.errors import CheckpointWarning
 from traitlens.data.load import prepare_study
 from traitlens.execution.plan import plan_study
 from traitlens.store import Store
@@ -110,7 +111,8 @@ def test_killed_run_resumes_from_checkpoint_with_the_same_result(tiny_study, mon
         train_adapter(job, study, store, table)
     record = store.jobs([job.key])[job.key]
     assert record.state == "failed" and "killed" in record.error
-    assert (store.artifacts / "checkpoints" / job.key / "latest" / loop.STATE_FILE).exists()
+    latest = store.artifacts / "checkpoints" / job.key / "latest"
+    assert (latest / loop.STATE_JSON).exists() and (latest / loop.STATE_TENSORS).exists()
     monkeypatch.setattr(loop, "_checkpoint", real_checkpoint)
 
     resumed = train_adapter(job, study, store, table)
@@ -122,25 +124,53 @@ def test_killed_run_resumes_from_checkpoint_with_the_same_result(tiny_study, mon
     assert not (store.artifacts / "checkpoints" / job.key).exists()  # cleaned up when done
 
 
-def test_a_checkpoint_from_before_passes_were_counted_still_resumes(tiny_study, monkeypatch):
-    import torch
+class Planted:
+    """A pickle that runs code when loaded: it creates the file it names."""
 
-    study, [job], store, table = tiny_study(store="old-checkpoint")
-    real_checkpoint = loop._checkpoint
+    def __init__(self, marker):
+        self.marker = str(marker)
 
-    def old_checkpoint_then_die(folder, model, optimizer, scheduler, state, device):
-        real_checkpoint(folder, model, optimizer, scheduler, {k: v for k, v in state.items() if k != "passes"}, device)
-        if state["step"] == 4:
-            raise KeyboardInterrupt("killed")
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
 
-    monkeypatch.setattr(loop, "_checkpoint", old_checkpoint_then_die)
-    with pytest.raises(KeyboardInterrupt):
+
+@pytest.mark.parametrize("planted", ["legacy pickle", "pickle under the new names", "truncated"])
+def test_a_planted_or_damaged_checkpoint_runs_no_code_and_the_adapter_retrains(tiny_study, monkeypatch, tmp_path,
+                                                                              planted):
+    import pickle
+
+    study, [job], store, table = tiny_study(store="whole")
+    whole = train_adapter(job, study, store, table)
+    study, [job], store, table = tiny_study(store=f"planted-{planted.split()[0]}")
+    latest = store.artifacts / "checkpoints" / job.key / "latest"  # the key is predictable from the study
+    latest.mkdir(parents=True)
+    marker = tmp_path / f"pwned-{planted.split()[0]}"
+    payload = pickle.dumps({"optimizer": Planted(marker)})
+    if planted == "legacy pickle":
+        (latest / loop.LEGACY_STATE).write_bytes(payload)
+    elif planted == "pickle under the new names":
+        for name in ("adapter_model.safetensors", loop.STATE_TENSORS, loop.STATE_JSON):
+            (latest / name).write_bytes(payload)
+    else:
+        (latest / loop.STATE_JSON).write_text('{"step": 4, "optim')
+        (latest / loop.STATE_TENSORS).write_bytes(b"\x00" * 10)
+    with pytest.warns(CheckpointWarning, match="training this adapter from the start"):
+        retrained = train_adapter(job, study, store, table)
+    assert not marker.exists()  # nothing was unpickled
+    meta = json.loads((retrained / ADAPTER_META_FILE).read_text())
+    assert meta["resumed_from_step"] is None
+    assert meta["loss_curve"] == json.loads((whole / ADAPTER_META_FILE).read_text())["loss_curve"]
+    a, b = _weights(whole), _weights(retrained)
+    assert all((a[k] == b[k]).all() for k in a)
+
+
+def test_a_diverging_run_fails_instead_of_scoring_nan_weights(tiny_study):
+    study, [job], store, table = tiny_study(store="diverging")
+    study = study.model_copy(update={"training": study.training.model_copy(update={"learning_rate": 1e30})})
+    with pytest.raises(loop.TrainingDivergedError, match="training diverged. Lower training.learning_rate"):
         train_adapter(job, study, store, table)
-    saved = torch.load(store.artifacts / "checkpoints" / job.key / "latest" / loop.STATE_FILE, weights_only=False)
-    assert "passes" not in saved
-    monkeypatch.setattr(loop, "_checkpoint", real_checkpoint)
-    meta = json.loads((train_adapter(job, study, store, table) / ADAPTER_META_FILE).read_text())
-    assert meta["resumed_from_step"] == 4 and meta["passes"] == 2  # steps 5 and 6, one merged pass each
+    record = store.jobs([job.key])[job.key]
+    assert record.state == "failed" and "diverged" in record.error and store.adapter_path(job.key) is None
 
 
 def test_identical_request_trains_nothing(tiny_study, monkeypatch):

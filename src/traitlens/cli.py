@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import sqlite3
 import sys
 import time
 import warnings
@@ -25,11 +27,10 @@ from traitlens.data.catalog import CATALOG, catalog_splits
 from traitlens.data.load import prepare, prepare_study
 from traitlens.data.reference import parse_reference
 from traitlens.data.template import render
-from traitlens.errors import TraitlensError
+from traitlens.errors import TraitlensError, TraitlensWarning
 from traitlens.execution.analyses import ensure_analyses, run_explain, run_traits
 from traitlens.execution.local import RunSummary, run_plan
 from traitlens.execution.plan import Plan, plan_study
-from traitlens.models.device import HardwareWarning
 from traitlens.progress import JobProgress
 from traitlens.store import Store
 
@@ -245,6 +246,40 @@ def status(study_file: Path) -> None:
             console.print(f"[yellow]running[/] {job.label}: {note}")
     if live:
         console.print(f"the store is in use: {store.lock_holder()}")
+
+
+@cli.command()
+@STUDY_ARG
+@click.option("--repair", is_flag=True, help="Requeue damaged adapters, mark interrupted jobs failed, "
+                                             "delete leftover scratch and checkpoint folders.")
+def doctor(study_file: Path, repair: bool) -> None:
+    """Check a study's store: the database's integrity, every adapter's files against the
+    checksums recorded when they were written, interrupted jobs, leftover temporary folders.
+
+    Exits 0 when the store is sound (or everything found was repaired), 1 otherwise. Holds the
+    store's lock, so it refuses to run beside a `traitlens run`.
+    """
+    from traitlens.store.doctor import examine
+    from traitlens.store.doctor import repair as fix
+
+    study = load_study(study_file)
+    try:
+        store = _finished_store(study, study_file)
+    except sqlite3.DatabaseError as exc:
+        console.print(f"[yellow]database[/] {study.store / 'results.sqlite'}: cannot be read: {exc} (yours to fix: "
+                      "move the store aside and rerun, or restore it from a backup)")
+        raise SystemExit(1) from None
+    with store.locked(f"traitlens doctor {study_file}"):
+        findings = examine(store)
+        left = fix(store, findings) if repair else findings
+    for finding in findings:
+        action = ("repaired: " + finding.repair) if repair and finding.repair else (
+            f"--repair would {finding.repair}" if finding.repair else "yours to fix")
+        console.print(f"[yellow]{finding.kind}[/] {finding.subject}: {finding.problem} ({action})")
+    if not findings:
+        console.print(f"store {study.store}: sound (database, adapters, jobs, temporary folders).")
+    elif left:
+        raise SystemExit(1)
 
 
 @cli.command()
@@ -529,6 +564,8 @@ def data_show(dataset: str, split: str | None, examples: int) -> None:
     DATASET is catalog:NAME (or just NAME for a catalog entry), a local .jsonl/.json/.csv/.parquet
     file, or a hub id. Examples are rendered with the default template.
     """
+    if not dataset.strip():
+        raise TraitlensError("DATASET is empty; name one: `traitlens data list` shows the catalog.")
     if ":" not in dataset and dataset in CATALOG:
         dataset = f"catalog:{dataset}"
     ref = parse_reference(dataset)
@@ -605,7 +642,7 @@ _python_showwarning = warnings.showwarning
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Our own warnings as one plain line, without the source line Python would print."""
-    if issubclass(category, HardwareWarning):
+    if issubclass(category, TraitlensWarning):
         click.echo(f"warning: {message}", err=True)
     else:
         _python_showwarning(message, category, filename, lineno, file, line)
@@ -616,8 +653,9 @@ def main() -> None:
     warnings.showwarning = _show_warning
     try:
         cli.main(standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        click.echo("interrupted; finished jobs are kept in the store: rerun the same command to resume "
+                   "(a job cut short is redone, training from its last checkpoint)", err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()
@@ -625,6 +663,23 @@ def main() -> None:
     except TraitlensError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("interrupted; finished jobs are kept in the store, rerun to resume", err=True)
-        sys.exit(130)
+    except sqlite3.DatabaseError as exc:
+        click.echo(f"error: {_storage_message(exc)}", err=True)
+        sys.exit(2)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EIO):
+            raise
+        click.echo(f"error: {_storage_message(exc)}", err=True)
+        sys.exit(2)
+
+
+def _storage_message(exc: Exception) -> str:
+    """What a failed write or read of the store means, and what to do."""
+    text = str(exc)
+    if getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "full" in text:
+        return (f"no space left on the device ({text}). Free some space and rerun: finished jobs are kept, and the "
+                "job that was cut short is redone.")
+    if isinstance(exc, sqlite3.DatabaseError):
+        return (f"the store's database cannot be used ({text}). Run `traitlens doctor STUDY.yaml` to check it; if it "
+                "is damaged, move the store aside and rerun (or restore it from a backup).")
+    return f"{exc.strerror or text}: {exc.filename or ''}. Check the store's folder and its permissions."

@@ -18,5 +18,13 @@ class ConfigError(TraitlensError):
         super().__init__("\n".join(lines))
 
 
+class TraitlensWarning(UserWarning):
+    """Something the user should know that does not stop the run; the CLI prints it as one line."""
+
+
+class CheckpointWarning(TraitlensWarning):
+    """A training checkpoint that cannot be trusted, so the adapter trains from the start."""
+
+
 class StoreLockedError(TraitlensError):
     """Another process holds the store's write lock."""

@@ -23,6 +23,12 @@ from traitlens.data.reference import looks_like_path, parse_reference, resolve_p
 from traitlens.errors import ConfigError, TraitlensError
 
 Loc = tuple[str | int, ...]
+# A study file is a few kilobytes; these bounds stop a crafted one (a YAML "billion laughs" of
+# nested aliases, a self-referencing alias, thousands of nesting levels) before anything walks
+# or validates its expansion.
+MAX_FILE_BYTES = 1 << 20
+MAX_VALUES = 100_000  # values once aliases are expanded
+MAX_DEPTH = 64
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,10 @@ def _file_line(problem: str) -> tuple[str, int]:
 
 def _read_yaml(path: Path, prefix: Loc) -> tuple[Any, dict[Loc, Position], list[str]]:
     try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise TraitlensError(f"{path}: {size:,} bytes; a study or spec file is at most {MAX_FILE_BYTES:,}. "
+                                 "Put data in dataset files, not in the study.")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise TraitlensError(f"{path}: no such file. Check the path, or run from the study's folder.")
@@ -90,33 +100,49 @@ def _read_yaml(path: Path, prefix: Loc) -> tuple[Any, dict[Loc, Position], list[
         raise TraitlensError(f"{path}: cannot read it as a YAML text file ({exc}).")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        positions: dict[Loc, Position] = {}
+        problems: list[str] = []
+        if node is not None:  # bounded: raises before a crafted file's expansion is built
+            _walk(node, prefix, str(path), positions, problems)
         data = yaml.safe_load(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         raise TraitlensError(f"{where}: not valid YAML: {exc.problem}. Check indentation and quoting there.")
-    positions: dict[Loc, Position] = {}
-    problems: list[str] = []
-    if node is not None:
-        _walk(node, prefix, str(path), positions, problems)
+    except RecursionError:
+        raise TraitlensError(f"{path}: nested too deeply to read; a study needs a handful of levels.") from None
     return data, positions, problems
 
 
-def _walk(node: yaml.Node, loc: Loc, file: str, out: dict[Loc, Position], problems: list[str]) -> None:
-    out[loc] = Position(file, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = key_node.value
-            if key in seen:  # safe_load keeps the last silently; a user means one of them
-                problems.append(f"{file}:{key_node.start_mark.line + 1}: {_dotted(loc + (key,))}: "
-                                "key written twice in one mapping; keep one")
-            seen.add(key)
-            _walk(value_node, loc + (key,), file, out, problems)
-            out[loc + (key,)] = Position(file, key_node.start_mark.line + 1)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _walk(item, loc + (index,), file, out, problems)
+def _walk(root: yaml.Node, prefix: Loc, file: str, out: dict[Loc, Position], problems: list[str]) -> None:
+    """Every value's position (a key's line for mapping values), and keys written twice.
+    Iterative, with a budget: aliases are followed as many times as they are used, so a crafted
+    file could otherwise expand without end."""
+    stack: list[tuple[yaml.Node, Loc]] = [(root, prefix)]
+    values = 0
+    while stack:
+        node, loc = stack.pop()
+        values += 1
+        if values > MAX_VALUES:
+            raise TraitlensError(f"{file}: more than {MAX_VALUES:,} values once its YAML aliases are expanded "
+                                 "(an alias used inside itself, or aliases nested many times over); a study needs "
+                                 "a few hundred. Write the values out instead.")
+        if len(loc) - len(prefix) > MAX_DEPTH:
+            raise TraitlensError(f"{file}:{node.start_mark.line + 1}: nested more than {MAX_DEPTH} levels deep "
+                                 "(or an alias used inside itself); a study needs a handful.")
+        out.setdefault(loc, Position(file, node.start_mark.line + 1))
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                key = key_node.value
+                if key in seen:  # safe_load keeps the last silently; a user means one of them
+                    problems.append(f"{file}:{key_node.start_mark.line + 1}: {_dotted(loc + (key,))}: "
+                                    "key written twice in one mapping; keep one")
+                seen.add(key)
+                out[loc + (key,)] = Position(file, key_node.start_mark.line + 1)
+                stack.append((value_node, loc + (key,)))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, loc + (index,)) for index, item in enumerate(node.value))
 
 
 def _expand_includes(entries: list, section: str, path: Path, positions: dict[Loc, Position]
@@ -166,7 +192,7 @@ def _resolve_paths(data: dict, base_dir: Path) -> None:
         for item in data.get(section) or []:
             if isinstance(item, dict):
                 _resolve_spec_paths(item, base_dir)
-    if isinstance(data.get("store"), str):
+    if isinstance(data.get("store"), str) and data["store"].strip():  # an empty one is reported, not resolved
         data["store"] = resolve_path(data["store"], base_dir)
     elif "store" not in data:
         data["store"] = resolve_path(".traitlens", base_dir)

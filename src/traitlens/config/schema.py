@@ -38,7 +38,7 @@ DEFAULT_FORMAT = "{instruction}\n{passage}\n{input}\n{options}\n{trigger}:\n{ans
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class BaseModelSpec(Strict):
@@ -118,12 +118,21 @@ class DatasetSpec(Strict):
     revision: str | None = Field(None, description="Hugging Face dataset revision.")
     split: str = "train"
     columns: Columns = Columns()
-    labels: list[str] | None = Field(
-        None, description="The label set in order; omit for free-form answers."
+    labels: list[Annotated[str, Field(min_length=1)]] | None = Field(
+        None, min_length=1, description="The label set in order; omit for free-form answers."
     )
     template: Template = Template()
     transforms: list[Transform] = []
     seed: Annotated[int, Field(ge=0)] = Field(0, description="Seed of subsampling and rebalancing.")
+
+
+    @field_validator("labels")
+    @classmethod
+    def _unique_labels(cls, value: list[str] | None) -> list[str] | None:
+        twice = sorted({label for label in value or [] if value.count(label) > 1})
+        if twice:  # a repeated label is a class with no items, which skews macro-F1 and chance
+            raise ValueError(f"label(s) {', '.join(map(repr, twice))} listed more than once; list each label once")
+        return value
 
 
 class Source(DatasetSpec):
@@ -195,7 +204,7 @@ class Training(Strict):
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_steps: Annotated[int, Field(ge=0)] = 100
     epochs: PositiveInt = 1
-    max_steps: PositiveInt | None = Field(None, description="Stop after this many steps.")
+    max_steps: Annotated[int, Field(gt=0, le=10_000_000)] | None = Field(None, description="Stop after this many steps.")
     batch_size: PositiveInt = Field(8, description="Examples per forward and backward pass.")
     gradient_accumulation: PositiveInt = Field(
         4, description="Micro-batches per optimizer step. The loss is normalised over the whole step, so "
@@ -207,7 +216,8 @@ class Training(Strict):
                             "activations (an eighth of the machine's memory, if less); elsewhere none. null: "
                             "one pass per micro-batch. Same adapter either way, up to float rounding "
                             "(LoRA dropout masks are drawn per pass).")
-    max_length: PositiveInt = 2048
+    max_length: Annotated[int, Field(ge=16, le=1_048_576)] = Field(
+        2048, description="Tokens per training example (prompt and answer); longer ones are truncated.")
     loss_mode: Literal["full", "completion", "prompt"] = "full"
     seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)
     dtype: Dtype = Field("auto", description=DTYPE_HELP + " bfloat16: the frozen base in bfloat16, LoRA "
@@ -311,6 +321,20 @@ class Study(Strict):
     analysis: Analysis = Analysis()
     execution: Execution = Execution()
     store: Path = Field(Path(".traitlens"), description="Store directory, relative to the study file.")
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _store_named(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("store is empty; name a directory (default .traitlens) or leave the key out")
+        return value
+
+    @field_validator("store")
+    @classmethod
+    def _store_usable(cls, value: Path) -> Path:
+        if value.exists() and not value.is_dir():
+            raise ValueError(f"{value} is a file, not a directory; point store at a directory (it is created)")
+        return value
 
     @field_validator("base", mode="before")
     @classmethod

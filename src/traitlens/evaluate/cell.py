@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import math
 import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,7 +15,7 @@ from traitlens.evaluate.metrics import cell_metrics
 from traitlens.evaluate.targets import evaluate_models, label_set, prompts, select_items
 from traitlens.models.scorer import ChoiceRequest, Scorer
 from traitlens.progress import JobProgress, StepMeter
-from traitlens.store.db import ADAPTER_META_FILE, Store
+from traitlens.store.db import ADAPTER_META_FILE, DamagedArtifactError, Store, adapter_file_meta
 
 if TYPE_CHECKING:
     from traitlens.execution.plan import Job
@@ -57,7 +57,14 @@ def evaluate_cells(jobs: list[Job], study: Study, store: Store, scorer: Scorer, 
         else:
             store.start_job(job.key, "eval", job.label, job.spec, worker)
             todo.append(job)
-    adapters = {job.key: store.adapter_path(job.needs) if job.needs else None for job in todo}
+    adapters = {}
+    for job in list(todo):
+        try:
+            adapters[job.key] = store.verified_adapter(job.needs) if job.needs else None
+        except DamagedArtifactError as exc:  # requeued by the store: never scored
+            store.fail_job(job.key, str(exc))
+            out[job.key] = ("error", exc)
+            todo.remove(job)
     for job, (status, value) in zip(todo, score_cells(todo, study, scorer, table, adapters, progress)):
         if status == "ok":
             store.put_cell(job.key, job.model, job.target, *value)
@@ -129,8 +136,11 @@ def _activate_checked_adapter(job: Job, path: Path | None, scorer: Scorer, probe
     fifth of a cell's time)."""
     if path is None:
         raise AdapterGuardError(f"{job.label}: adapter {job.needs[:12]} is not in the store; train it first.")
-    meta_file = path / ADAPTER_META_FILE
-    recorded = json.loads(meta_file.read_text()).get("base") if meta_file.exists() else None
+    meta = adapter_file_meta(path)
+    if meta is None:
+        raise AdapterGuardError(f"{job.label}: adapter {job.needs[:12]} has no readable {ADAPTER_META_FILE} (missing or "
+                                "damaged); `traitlens doctor STUDY.yaml --repair` requeues it for retraining.")
+    recorded = meta.get("base")
     if recorded != job.spec["base"]:
         raise AdapterGuardError(
             f"{job.label}: adapter {job.needs[:12]} was trained on base {recorded}, but the study's "
@@ -144,6 +154,10 @@ def _activate_checked_adapter(job: Job, path: Path | None, scorer: Scorer, probe
     base = scorer.loglikelihood(requests)
     scorer.use_adapter(job.needs, path)
     adapted = scorer.loglikelihood(requests)
+    if not all(math.isfinite(v) for y in adapted for v in y.logprobs):
+        raise AdapterGuardError(
+            f"{job.label}: adapter {job.needs[:12]} gives non-finite log-probabilities on the probe inputs; its "
+            "weights are damaged (NaN or infinite). Delete it with `traitlens doctor --repair` and retrain.")
     change = max(abs(a - b) for x, y in zip(base, adapted) for a, b in zip(x.logprobs, y.logprobs))
     if change < 1e-6:
         raise AdapterGuardError(

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -109,6 +110,9 @@ def _multiple_choice(target: Target, rows: list[dict], contexts: list[str], scor
 
 
 def _choice_item(gold: str, choices: list[str], logprobs: tuple[float, ...]) -> dict[str, Any]:
+    if not all(math.isfinite(lp) for lp in logprobs):  # argmax over NaN would pick the first choice
+        raise ValueError(f"non-finite log-probabilities {logprobs} for choices {choices}: the model's weights are "
+                         "damaged (NaN or infinite); no prediction is made from them.")
     best = max(range(len(choices)), key=lambda i: logprobs[i])
     return {"gold": gold, "prediction": choices[best], "score": float(choices[best] == gold),
             "choice_logprobs": dict(zip(choices, logprobs))}

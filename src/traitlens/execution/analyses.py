@@ -17,6 +17,7 @@ from traitlens.data.load import prepare_study
 from traitlens.errors import TraitlensError
 from traitlens.execution.features import PREDICTIVE, study_features
 from traitlens.execution.plan import Plan
+from traitlens.faults import crash_point
 from traitlens.store.db import Store
 from traitlens.store.keys import content_key
 
@@ -33,6 +34,7 @@ def run_traits(plan: Plan, store: Store, results: Results | None = None) -> Trai
     the report (the caller holds the store's lock)."""
     results = collect(plan, store) if results is None else results
     result = analyze(results, plan.study.analysis)
+    crash_point("analysis")
     store.put_analysis(plan.study.name, "traits", analysis_key("traits", plan, results.cells["key"]),
                        result.to_json())
     return result

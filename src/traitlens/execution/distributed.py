@@ -23,7 +23,7 @@ from traitlens.execution.plan import Job, Plan
 from traitlens.models.device import Hardware
 from traitlens.progress import JobProgress
 from traitlens.models.scorer import Scorer
-from traitlens.store.db import Store
+from traitlens.store.db import DamagedArtifactError, Store
 
 
 def _read_folder(folder: Path) -> dict[str, bytes]:
@@ -135,6 +135,7 @@ def run_plan_ray(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], tar
     summary, states, todo = pending_jobs(plan, store, only)
     if not todo:
         return summary
+    store.clean_scratch()
     started_here = _connect(execution)
     _check_gpus(execution, ray.cluster_resources().get("GPU", 0))
     worker = f"ray@{socket.gethostname()}"
@@ -152,11 +153,15 @@ def run_plan_ray(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], tar
             return
         files = None
         if adapter_key is not None:
-            path = store.adapter_path(adapter_key)
-            if path is None:  # its training failed: these cells wait for the next run
+            if store.adapter_path(adapter_key) is None:  # its training failed: these cells wait for the next run
                 summary.blocked += len(jobs)
                 return
-            files = _read_folder(path)
+            try:
+                files = _read_folder(store.verified_adapter(adapter_key))
+            except DamagedArtifactError as exc:  # requeued: these cells wait for the retrained adapter
+                summary.failed.append((f"adapter {adapter_key[:12]}", str(exc)))
+                summary.blocked += len(jobs)
+                return
         for job in jobs:
             store.start_job(job.key, "eval", job.label, job.spec, worker)
         ref = evaluate.remote(jobs, study, {j.target: targets[j.target] for j in jobs}, files, make_scorer)

@@ -57,6 +57,7 @@ def run_plan(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], targets
     summary, states, todo = pending_jobs(plan, store, only)
     if not todo:
         return summary
+    store.clean_scratch()
     with JobProgress(console, len(todo)) as progress:
         for job in (j for j in todo if j.kind == "train"):
             started, error = time.perf_counter(), None

@@ -21,10 +21,10 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-from traitlens.errors import TraitlensError
+from traitlens.errors import TraitlensError, TraitlensWarning
 
 
-class HardwareWarning(UserWarning):
+class HardwareWarning(TraitlensWarning):
     """A setting the hardware runs far slower than an alternative would."""
 
 

@@ -20,8 +20,9 @@ from traitlens.analysis.metrics import DESCRIPTIONS
 from traitlens.analysis.uncertainty import score_intervals
 from traitlens.errors import TraitlensError
 from traitlens.execution.plan import BASE, Plan
+from traitlens.faults import crash_point
 from traitlens.report import figures
-from traitlens.store.db import ADAPTER_META_FILE, Store
+from traitlens.store.db import Store, adapter_file_meta
 
 SECTIONS = [("checks", "Read first"), ("glance", "Study"), ("matrix", "Transfer matrix"), ("traits", "Traits"),
             ("effects", "Side effects"), ("profiles", "Profiles"), ("explanation", "Why"),
@@ -125,6 +126,7 @@ def build_report(plan: Plan, store: Store, out: Path, results: Results | None = 
                                      autoescape=True, undefined=jinja2.StrictUndefined)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(environment.get_template("template.html.j2").render(context), encoding="utf-8")
+    crash_point("report")
     intervals = score_intervals(results, study.analysis.bootstrap_samples, alpha, study.analysis.seed)
     folder = out.with_name(f"{out.stem}-data")
     _export(folder, raw, delta, uncertainty, intervals, loadings, scores, analysis, explained[1] if explained else None)
@@ -214,8 +216,8 @@ def _source_row(source, plan: Plan, store: Store) -> dict[str, Any]:
     adapters = []
     for job in plan.train_jobs:
         path = store.adapter_path(job.key) if job.source == source.name else None
-        if path is not None and (path / ADAPTER_META_FILE).exists():
-            meta = json.loads((path / ADAPTER_META_FILE).read_text())
+        meta = adapter_file_meta(path) if path is not None else None
+        if meta is not None:
             adapters.append({"seed": job.seed, "key": job.key, "steps": meta["steps"], "tokens": meta["tokens_seen"],
                              "loss": f"{np.mean(meta['loss_curve'][-3:]):.3f}",
                              "minutes": f"{meta['wall_seconds'] / 60:.1f}"})

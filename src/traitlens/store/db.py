@@ -20,10 +20,11 @@ from typing import Any
 
 from traitlens import __version__
 from traitlens.errors import TraitlensError
-from traitlens.store.keys import canonical_json, content_key
+from traitlens.faults import crash_point
+from traitlens.store.keys import canonical_json, content_key, file_digest
 from traitlens.store.lock import holder, write_lock
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: adapters.files_json, every adapter file's SHA-256
 # Written by training next to the PEFT files: settings, base identity, data fingerprint, curve.
 ADAPTER_META_FILE = "traitlens.json"
 
@@ -56,7 +57,8 @@ CREATE TABLE IF NOT EXISTS adapters (
   seed INTEGER NOT NULL,
   path TEXT NOT NULL,
   meta_json TEXT NOT NULL,
-  created_at REAL NOT NULL
+  created_at REAL NOT NULL,
+  files_json TEXT
 );
 CREATE TABLE IF NOT EXISTS cells (
   key TEXT PRIMARY KEY REFERENCES jobs(key),
@@ -91,6 +93,25 @@ CREATE TABLE IF NOT EXISTS analyses (
 ITEM_FIELDS = ("gold", "prediction", "score", "choice_logprobs", "generated", "generated_tokens")
 
 
+class DamagedArtifactError(TraitlensError):
+    """A stored file that is missing or not what was written."""
+
+
+def adapter_file_meta(folder: Path) -> dict[str, Any] | None:
+    """The `traitlens.json` beside an adapter's weights; None when it is missing or damaged."""
+    try:
+        meta = json.loads((folder / ADAPTER_META_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def file_digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under `folder`, by path relative to it."""
+    return {str(path.relative_to(folder)): file_digest(path)
+            for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
 @dataclass(frozen=True)
 class JobRecord:
     key: str
@@ -115,12 +136,15 @@ class Store:
         with self._connect() as conn:
             conn.executescript(SCHEMA)
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) > SCHEMA_VERSION:
+            if row is not None and int(row[0]) > SCHEMA_VERSION:
                 raise TraitlensError(
                     f"the store {self.root} was written by a newer traitlens (schema {row[0]}, this "
                     f"one reads {SCHEMA_VERSION}); upgrade traitlens or use another `store:`.")
+            columns = {c[1] for c in conn.execute("PRAGMA table_info(adapters)")}
+            if "files_json" not in columns:  # a schema 1 store: its adapters have no checksums yet
+                conn.execute("ALTER TABLE adapters ADD COLUMN files_json TEXT")
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        self._verified: set[str] = set()  # adapters whose files matched their checksums in this process
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -197,15 +221,66 @@ class Store:
         """Move a finished adapter folder into the store and mark its job done, atomically."""
         final = self.artifacts / "adapters" / key
         final.parent.mkdir(exist_ok=True)
+        digests = file_digests(files)
         if final.exists():  # left by a crash after the move but before the commit below
             shutil.rmtree(final)
         os.replace(files, final)
+        crash_point("adapter_rename")
         with self._connect() as conn:
-            conn.execute("INSERT OR REPLACE INTO adapters VALUES (?, ?, ?, ?, ?, ?)",
+            conn.execute("INSERT OR REPLACE INTO adapters VALUES (?, ?, ?, ?, ?, ?, ?)",
                          (key, source, seed, str(final.relative_to(self.root)),
-                          canonical_json(meta), time.time()))
+                          canonical_json(meta), time.time(), canonical_json(digests)))
             self._finish(conn, key, "done")
+        self._verified.add(key)
         return final
+
+    def adapter_problems(self, key: str) -> list[str]:
+        """What is wrong with a stored adapter's files: missing, or not what was written
+        (checked against the SHA-256 recorded when it was stored). Empty when it is sound, or
+        when it was stored before checksums were kept (nothing to check against)."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT path, files_json FROM adapters WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return ["not in the store"]
+        folder = self.root / row[0]
+        if not folder.is_dir():
+            return [f"folder {folder} is missing"]
+        if row[1] is None:
+            return []
+        recorded = json.loads(row[1])
+        problems = [f"{name} is missing" for name in recorded if not (folder / name).is_file()]
+        found = file_digests(folder)
+        problems += [f"{name} differs from what was written" for name, digest in recorded.items()
+                     if name in found and found[name] != digest]
+        problems += [f"{name} was added after it was written" for name in found if name not in recorded]
+        return problems
+
+    def verified_adapter(self, key: str) -> Path:
+        """The adapter's folder once its files match their checksums (checked once per process).
+        A damaged adapter is requeued, so the next run retrains it, and `DamagedArtifactError`
+        says so; it is never scored."""
+        path = self.adapter_path(key)
+        if key not in self._verified:
+            problems = self.adapter_problems(key)
+            if problems:
+                self.requeue(key, f"damaged adapter: {'; '.join(problems)}")
+                raise DamagedArtifactError(
+                    f"adapter {key[:12]} is damaged ({'; '.join(problems)}); it was removed and its training "
+                    "job requeued: rerun to retrain it.")
+            self._verified.add(key)
+        return path
+
+    def requeue(self, key: str, reason: str) -> None:
+        """Forget a finished adapter (its row and files) and mark its training job failed with
+        `reason`, so the next run trains it again. Its cells stay: they belong to the adapter
+        that was written, which the checksums vouch for, and a retrained adapter gets the same key."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT path FROM adapters WHERE key = ?", (key,)).fetchone()
+            conn.execute("DELETE FROM adapters WHERE key = ?", (key,))
+            conn.execute("UPDATE jobs SET state = 'failed', error = ? WHERE key = ?", (reason, key))
+        if row is not None:
+            shutil.rmtree(self.root / row[0], ignore_errors=True)
+        self._verified.discard(key)
 
     def scratch_dir(self, key: str) -> Path:
         """A private folder on the store's filesystem, so `put_adapter`'s rename is atomic."""
@@ -213,6 +288,11 @@ class Store:
         shutil.rmtree(path, ignore_errors=True)
         path.mkdir(parents=True)
         return path
+
+    def clean_scratch(self) -> None:
+        """Delete the scratch folders of jobs that died (a kill leaves them behind). Only while
+        holding the store's lock, before starting jobs: then no job is writing to one."""
+        shutil.rmtree(self.artifacts / "tmp", ignore_errors=True)
 
     def adapter_path(self, key: str) -> Path | None:
         with self._connect() as conn:
@@ -240,6 +320,7 @@ class Store:
                   item.get("generated"), item.get("generated_tokens"))
                  for index, item in enumerate(items)],
             )
+            crash_point("cell_write")  # inside the transaction: the kill rolls it back
             self._finish(conn, key, "done")
 
     def cell(self, key: str) -> dict[str, Any] | None:

@@ -24,6 +24,8 @@ import psutil
 
 from traitlens.config.schema import Study
 from traitlens.data.template import render
+from traitlens.errors import CheckpointWarning, TraitlensError
+from traitlens.faults import crash_point
 from traitlens.models.device import resolve_device
 from traitlens.progress import StepMeter
 from traitlens.store.db import ADAPTER_META_FILE, Store
@@ -35,7 +37,14 @@ if TYPE_CHECKING:
     from traitlens.execution.plan import Job
     from traitlens.progress import JobProgress
 
-STATE_FILE = "trainer_state.pt"
+class TrainingDivergedError(TraitlensError):
+    """A non-finite loss: the adapter's weights are garbage, so the job fails instead."""
+
+
+# Trainer state without pickle (a store can be shared or downloaded, and unpickling a planted
+# file runs its code): tensors (optimizer moments, RNG states) in safetensors, the rest in JSON.
+STATE_TENSORS, STATE_JSON = "trainer_state.safetensors", "trainer_state.json"
+LEGACY_STATE = "trainer_state.pt"  # written by traitlens before 0.2; never loaded
 # Packed rows hold examples up to this many tokens in all where attention spans whole rows (see
 # `_pack`); where it runs example by example (`train/attention.py`), a micro-batch is one row.
 PACK_WIDTH = 512
@@ -151,6 +160,10 @@ def train_files(job: Job, study: Study, table: pd.DataFrame, files: Path, checkp
             step_loss += loss.item()
             state["tokens"] += sum(len(e.input_ids) for e in batch)
             state["passes"] += 1
+        if not math.isfinite(step_loss):  # NaN weights would be scored as if they had learned something
+            raise TrainingDivergedError(
+                f"{job.label}: the loss is {step_loss} at step {step + 1}; training diverged. Lower "
+                f"training.learning_rate (now {settings.learning_rate:g}) or set training.max_grad_norm, then rerun.")
         if settings.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
         optimizer.step()
@@ -158,6 +171,7 @@ def train_files(job: Job, study: Study, table: pd.DataFrame, files: Path, checkp
         optimizer.zero_grad(set_to_none=True)
         state["curve"].append(step_loss / max(loss_tokens, 1))
         state["step"] = step + 1
+        crash_point("train_step")
         state["seconds"] += time.perf_counter() - started
         started = time.perf_counter()
         meter.advance(1, f"loss {state['curve'][-1]:.3f}, "
@@ -372,20 +386,50 @@ def _scheduler(optimizer, kind: str, warmup: int, steps: int):
 def _checkpoint(folder: Path, model, optimizer, scheduler, state: dict, device) -> None:
     """Write a checkpoint beside the last one, then swap it in: a kill never leaves half of one."""
     import torch
+    from safetensors.torch import save_file
 
     fresh, latest, old = folder / "fresh", folder / "latest", folder / "old"
     shutil.rmtree(fresh, ignore_errors=True)
     model.save_pretrained(fresh)
-    # LoRA dropout on a GPU draws from that device's generator: resume needs it as well.
-    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "rng": torch.get_rng_state(), "cuda_rng": cuda_rng,
-                **{k: v for k, v in state.items() if k != "resumed_from"}},
-               fresh / STATE_FILE)
+    tensors, optimizer_json = _split_tensors(optimizer.state_dict(), "optimizer")
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if device.type == "cuda":  # LoRA dropout on a GPU draws from that device's generator: resume needs it too
+        tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
+    save_file({k: v.contiguous() for k, v in tensors.items()}, fresh / STATE_TENSORS)
+    (fresh / STATE_JSON).write_text(json.dumps({
+        "optimizer": optimizer_json, "scheduler": scheduler.state_dict(),
+        **{k: v for k, v in state.items() if k != "resumed_from"}}))
+    crash_point("checkpoint_write")  # written, not yet swapped in
     if latest.exists():
         latest.rename(old)
     fresh.rename(latest)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _split_tensors(value, prefix: str, tensors: dict | None = None):
+    """(tensors by dotted path, the value with each tensor replaced by {"tensor": path})."""
+    import torch
+
+    tensors = {} if tensors is None else tensors
+    if isinstance(value, torch.Tensor):
+        tensors[prefix] = value.detach().cpu()
+        return tensors, {"tensor": prefix}
+    if isinstance(value, dict):
+        return tensors, {"dict": [[k, _split_tensors(v, f"{prefix}.{k}", tensors)[1]] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        return tensors, [_split_tensors(v, f"{prefix}.{i}", tensors)[1] for i, v in enumerate(value)]
+    return tensors, value
+
+
+def _join_tensors(value, tensors: dict):
+    """The inverse of `_split_tensors` (dict keys keep their types: the optimizer's are ints)."""
+    if isinstance(value, dict) and "tensor" in value:
+        return tensors[value["tensor"]]
+    if isinstance(value, dict) and "dict" in value:
+        return {k: _join_tensors(v, tensors) for k, v in value["dict"]}
+    if isinstance(value, list):
+        return [_join_tensors(v, tensors) for v in value]
+    return value
 
 
 def _resume(folder: Path, model, optimizer, scheduler, device) -> dict:
@@ -396,15 +440,30 @@ def _resume(folder: Path, model, optimizer, scheduler, device) -> dict:
     latest = folder / "latest"
     if not latest.exists() and (folder / "old").exists():  # killed between the two renames
         (folder / "old").rename(latest)
-    if not (latest / STATE_FILE).exists():
+    if not (latest / STATE_JSON).exists():
+        if (latest / LEGACY_STATE).exists():
+            warnings.warn(f"{latest}: a checkpoint in the old pickle format, which traitlens no longer "
+                          "loads (unpickling can run code); training this adapter from the start.",
+                          CheckpointWarning, stacklevel=2)
         return {"step": 0, "curve": [], "tokens": 0, "passes": 0, "seconds": 0.0, "resumed_from": None}
-    set_peft_model_state_dict(model, load_file(latest / "adapter_model.safetensors", device=str(device)))
-    saved = torch.load(latest / STATE_FILE, weights_only=False, map_location="cpu")
-    optimizer.load_state_dict(saved["optimizer"])  # moves the state to the parameters' device
+    try:  # read and check everything first, so a damaged file changes nothing
+        weights = load_file(latest / "adapter_model.safetensors", device=str(device))
+        tensors = load_file(latest / STATE_TENSORS)
+        saved = json.loads((latest / STATE_JSON).read_text())
+        optimizer_state = _join_tensors(saved["optimizer"], tensors)
+        missing = {"step", "curve", "tokens", "passes", "seconds", "scheduler"} - saved.keys()
+        if missing or "rng.cpu" not in tensors:
+            raise ValueError(f"missing {', '.join(sorted(missing)) or 'rng.cpu'}")
+    except Exception as exc:  # a damaged checkpoint costs its steps, never the run
+        warnings.warn(f"{latest}: a damaged checkpoint ({type(exc).__name__}: {str(exc)[:200]}); training this "
+                      "adapter from the start.", CheckpointWarning, stacklevel=2)
+        shutil.rmtree(latest, ignore_errors=True)
+        return _resume(folder, model, optimizer, scheduler, device)
+    set_peft_model_state_dict(model, weights)
+    optimizer.load_state_dict(optimizer_state)  # moves the state to the parameters' device
     scheduler.load_state_dict(saved["scheduler"])
-    torch.set_rng_state(saved["rng"])
-    if device.type == "cuda" and saved.get("cuda_rng") is not None:
-        torch.cuda.set_rng_state(saved["cuda_rng"], device)
-    # "passes": absent from checkpoints written before it was counted.
-    return {"step": saved["step"], "curve": saved["curve"], "tokens": saved["tokens"], "passes": saved.get("passes", 0),
+    torch.set_rng_state(tensors["rng.cpu"])
+    if device.type == "cuda" and "rng.cuda" in tensors:
+        torch.cuda.set_rng_state(tensors["rng.cuda"], device)
+    return {"step": saved["step"], "curve": saved["curve"], "tokens": saved["tokens"], "passes": saved["passes"],
             "seconds": saved["seconds"], "resumed_from": saved["step"]}
