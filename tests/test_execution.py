@@ -5,12 +5,9 @@ from __future__ import annotations
 import io
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 
-import pytest
 from rich.console import Console
 
 from conftest import MORE_SOURCES, TINY_TRAIN
@@ -75,32 +72,18 @@ def test_killed_run_then_rerun_completes_the_rest(write_study, tiny_model, tmp_p
     text = (TINY_TRAIN.format(base=tiny_model).replace("targets:\n", MORE_SOURCES, 1)
             .replace("max_steps: 6", "max_steps: 40").replace("checkpoint_every: 2", "checkpoint_every: 5"))
     path = write_study(text)
-    run = subprocess.Popen([sys.executable, "-m", "traitlens", "run", str(path)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    database = load_study(path).store / "results.sqlite"
-    deadline = time.time() + 120
-    done = 0
-    while time.time() < deadline and run.poll() is None:
-        if database.exists():
-            try:
-                with sqlite3.connect(database) as conn:
-                    done = conn.execute("SELECT count(*) FROM jobs WHERE state = 'done'").fetchone()[0]
-            except sqlite3.OperationalError:
-                pass
-        if done >= 1:
-            os.kill(run.pid, signal.SIGKILL)  # no chance to clean up
-            break
-        time.sleep(0.02)
-    run.wait(timeout=30)
-    assert done >= 1 and run.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    # Killed (SIGKILL, no cleanup) as the second adapter is moved into place: triggered by the
+    # run reaching that point (traitlens.faults), not by a timer, so a busy machine changes nothing.
+    run = subprocess.run([sys.executable, "-m", "traitlens", "run", str(path)], capture_output=True,
+                         env={**os.environ, "TRAITLENS_CRASH": "adapter_rename:2"})
+    assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
     study = load_study(path)
     plan, store = plan_study(study), Store(study.store)
     before = {job.label: state for job, state in zip(plan.jobs, plan.states(store).values())}
-    assert "new" in before.values() or "running" in before.values()
+    assert list(before.values()).count("done") == 1 and "running" in before.values()
     status = subprocess.run([sys.executable, "-m", "traitlens", "status", str(path)], capture_output=True, text=True)
     assert status.returncode == 0 and "the store is in use" not in status.stdout
-    if "running" in before.values():
-        assert "interrupted; the next run redoes it" in status.stdout
+    assert "interrupted; the next run redoes it" in status.stdout
     finished = subprocess.run([sys.executable, "-m", "traitlens", "run", str(path)], capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     assert set(plan.states(store).values()) == {"done"}

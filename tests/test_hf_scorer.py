@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -189,3 +190,22 @@ def test_guard_refuses_an_adapter_with_nan_weights(write_study, tmp_path):
     with pytest.raises(AdapterGuardError, match="non-finite log-probabilities"):
         evaluate_cell(job, study, store, HFScorer(BASE), prepare(study.target("movie"), "movie"))
     assert store.cell(job.key) is None
+
+
+def test_inputs_longer_than_the_context_are_cut_with_a_warning(tiny_model):
+    from traitlens.errors import TruncationWarning
+    from traitlens.models.scorer import GenerateRequest
+
+    scorer = HFScorer(BaseModelSpec(name=str(tiny_model)), batch_size=4)
+    assert scorer.context_limit == 512
+    huge = "word " * 5000 + "Sentiment:"
+    short = "Great film. Sentiment:"
+    with pytest.warns(TruncationWarning, match="1 evaluation input\\(s\\) so far were longer than the model's 512"):
+        scores = scorer.loglikelihood([ChoiceRequest(huge, (" positive", " negative")),
+                                       ChoiceRequest(short, (" positive", " negative"))])
+    assert all(math.isfinite(v) for s in scores for v in s.logprobs)
+    alone = scorer.loglikelihood([ChoiceRequest(short, (" positive", " negative"))])
+    assert scores[1].logprobs == pytest.approx(alone[0].logprobs, abs=1e-5)  # the short one is untouched
+    with pytest.warns(TruncationWarning):
+        [generation] = scorer.generate([GenerateRequest(huge, 4, ("\n",))])
+    assert generation.tokens <= 4

@@ -173,3 +173,28 @@ def test_a_full_disk_is_named(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         cli.main()
     assert "no space left on the device" in capsys.readouterr().err
+
+
+def test_validate_finds_what_used_to_fail_only_after_training(write_study, tmp_path, tiny_model):
+    from conftest import MINIMAL
+
+    lacking = write_study(MINIMAL + "lora: {target_modules: [q_proj, w_gate]}\n", "lacking.yaml")
+    result = traitlens("validate", str(lacking))
+    assert result.returncode == 2 and "lora.target_modules: w_gate not in smollm2-135m-instruct" in result.stderr
+    assert "q_proj" in result.stderr  # the names it does have
+    assert traitlens("validate", "--schema-only", str(lacking)).returncode == 0  # the file alone is fine
+    missing = write_study(MINIMAL.replace("base: smollm2-135m-instruct", f"base: {tmp_path / 'no-such-model'}"),
+                          "missing.yaml")
+    result = traitlens("validate", str(missing))
+    assert result.returncode == 2 and "base: cannot find" in result.stderr and "Traceback" not in result.stderr
+    rows = [{"input": f"question {i}", "options": "A. yes\nB. no", "answer": "C" if i == 3 else "A"} for i in range(6)]
+    (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    mc = write_study(MINIMAL.replace("targets:\n", f"""targets:
+  - name: quiz
+    dataset: {tmp_path / 'mc.jsonl'}
+    kind: multiple_choice
+    abilities: [reasoning]
+"""), "mc.yaml")
+    result = traitlens("validate", str(mc))
+    assert result.returncode == 2
+    assert "targets[0] (quiz): 1 of 6 items have an answer that is not one of their option letters" in result.stderr

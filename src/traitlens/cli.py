@@ -63,12 +63,16 @@ def validate(study_file: Path, schema_only: bool) -> None:
 
     Exits 0 when the study is valid, 2 when it is not, listing each problem with its file, line,
     field, what is wrong and how to fix it. Unless --schema-only, also loads every source and
-    target: columns, splits, label sets, transforms, and that no evaluation item is in any
-    source's training data.
+    target (columns, splits, label sets, transforms, multiple-choice answers among their options,
+    no evaluation item in any source's training data) and checks that the base model exists and
+    has every LoRA target module. --schema-only checks the file alone, in about a second.
     """
+    from traitlens.models.load import check_base
+
     study = load_study(study_file)
     plan = plan_study(study)
     if not schema_only:
+        check_base(study.base, study.lora.target_modules)
         prepare_study(study)
     console.print(f"[green]ok[/]: study [bold]{study.name}[/] - base {study.base.name}, "
                   f"{len(study.sources)} sources x {len(study.training.seeds)} seed(s), "
@@ -98,9 +102,12 @@ def run(study_file: Path, dry_run: bool) -> None:
     stopped (training resumes from its last checkpoint), and a failed job is retried. Ends
     with the transfer matrix, its traits, and the path of the HTML report.
     """
+    from traitlens.models.load import check_base
+
     study = load_study(study_file)
     plan = plan_study(study)
     sources, targets = prepare_study(study)
+    check_base(study.base, study.lora.target_modules)  # before hours of training find out
     if dry_run:
         _print_plan(plan, _open_store(study, create=False))
         return

@@ -26,5 +26,9 @@ class CheckpointWarning(TraitlensWarning):
     """A training checkpoint that cannot be trusted, so the adapter trains from the start."""
 
 
+class TruncationWarning(TraitlensWarning):
+    """Evaluation inputs longer than the model's context, cut to fit."""
+
+
 class StoreLockedError(TraitlensError):
     """Another process holds the store's write lock."""

@@ -8,6 +8,7 @@ an empty result) is a `TraitlensError` naming the spec's field and the fix.
 from __future__ import annotations
 
 import difflib
+import re
 import string
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from traitlens.data.transforms import apply_transform
 from traitlens.errors import TraitlensError
 
 OPTIONAL_COLUMNS = ("passage", "options")
+OPTION_LINE = re.compile(r"^([A-Z])\.\s*(.*)$", flags=re.M)  # "A. text": one option of a multiple-choice item
 
 
 def prepare(spec: DatasetSpec, field: str) -> pd.DataFrame:
@@ -149,6 +151,18 @@ def _check_labels(table: pd.DataFrame, spec: DatasetSpec, field: str) -> None:
             "`labels:`, or map them with a `relabel:` transform.")
 
 
+def _check_options(table: pd.DataFrame, field: str) -> None:
+    """Every multiple-choice answer must be one of its item's option letters ("A. ..." lines)."""
+    bad = [(row.input, row.answer) for row in table.itertuples()
+           if row.answer not in {letter for letter, _ in OPTION_LINE.findall(getattr(row, "options", "") or "")}]
+    if bad:
+        text, answer = bad[0]
+        raise TraitlensError(
+            f"{field}: {len(bad)} of {len(table)} items have an answer that is not one of their option letters "
+            f"(first: {text[:60]!r}, answer {answer!r}); multiple_choice needs options written 'A. ...' per line "
+            "and the answer as the letter (or options as a list and the answer as its index).")
+
+
 def prepare_study(study: Study) -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
     """Every source and target table of a study; all their problems reported at once."""
     tables: dict[str, dict[str, pd.DataFrame]] = {"sources": {}, "targets": {}}
@@ -156,7 +170,10 @@ def prepare_study(study: Study) -> tuple[dict[str, pd.DataFrame], dict[str, pd.D
     for section in tables:
         for index, spec in enumerate(getattr(study, section)):
             try:
-                tables[section][spec.name] = prepare(spec, f"{section}[{index}] ({spec.name})")
+                field = f"{section}[{index}] ({spec.name})"
+                tables[section][spec.name] = prepare(spec, field)
+                if getattr(spec, "kind", None) == "multiple_choice":
+                    _check_options(tables[section][spec.name], field)
             except TraitlensError as exc:
                 problems.append(str(exc))
     if problems:

@@ -11,17 +11,16 @@
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import pandas as pd
 
 from traitlens.config.schema import Target
+from traitlens.data.load import OPTION_LINE
 from traitlens.data.template import render
 from traitlens.evaluate.metrics import final_number, numbers_equal, parse_label
 from traitlens.models.scorer import ChoiceRequest, GenerateRequest, Scorer
 
-OPTION = re.compile(r"^([A-Z])\.\s*(.*)$", flags=re.M)
 
 
 def select_items(table: pd.DataFrame, limit: int | None, seed: int) -> pd.DataFrame:
@@ -81,14 +80,14 @@ def label_set(target: Target, items: pd.DataFrame) -> list[str] | None:
     if target.kind in ("classification", "generation_classification"):
         return list(target.labels)
     if target.kind == "multiple_choice":
-        letters = {letter for options in items["options"] for letter, _ in OPTION.findall(options)}
+        letters = {letter for options in items["options"] for letter, _ in OPTION_LINE.findall(options)}
         return sorted(letters | set(items["answer"]))
     return None
 
 
 def _multiple_choice(target: Target, rows: list[dict], contexts: list[str], scorer: Scorer,
                      adapters: list[str | None] | None) -> list[list[dict]]:
-    options = [OPTION.findall(row.get("options") or "") for row in rows]
+    options = [OPTION_LINE.findall(row.get("options") or "") for row in rows]
     for row, parsed in zip(rows, options):
         if row["answer"] not in {letter for letter, _ in parsed}:
             raise ValueError(f"item {row['input'][:60]!r}: answer {row['answer']!r} is not one of its "

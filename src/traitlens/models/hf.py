@@ -17,6 +17,7 @@ computation shared by all choices of an item.
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any
 
 from traitlens.config.schema import BaseModelSpec
 from traitlens.data.template import token_boundary
+from traitlens.errors import TruncationWarning
 from traitlens.models.device import resolve_device
 from traitlens.models.load import load_base
 from traitlens.models.scorer import ChoiceRequest, ChoiceScores, Generation, GenerateRequest
@@ -51,6 +53,10 @@ class HFScorer:
         self.device = torch.device(resolve_device(device))
         self.model, self.tokenizer = load_base(spec, dtype)
         self.model.to(self.device)
+        # Longer inputs are cut to their last tokens (the question and the answer cue), with a
+        # warning: a model run past its positions gives garbage, and a 1 MB item asked for 68 GB.
+        self.context_limit = getattr(self.model.config, "max_position_embeddings", None)
+        self._truncated = 0
         self.dtype = dtype
         self.batch_size = batch_size
         self.adapter: str | None = None
@@ -184,6 +190,20 @@ class HFScorer:
 
     # --- log-likelihood ----------------------------------------------------------------
 
+    def _fit(self, contexts: list[list[int]], reserve: int) -> list[list[int]]:
+        """Contexts cut to their last tokens where they and `reserve` more tokens would pass the
+        model's positions; warns once per call with how many were cut."""
+        if not self.context_limit:
+            return contexts
+        room = max(1, self.context_limit - reserve)
+        cut = sum(len(c) > room for c in contexts)
+        if cut:
+            self._truncated += cut
+            warnings.warn(f"{self._truncated} evaluation input(s) so far were longer than the model's {self.context_limit} "
+                          f"positions and were cut to their last {room} tokens; check the target's `limit` or "
+                          "template if that is unexpected.", TruncationWarning, stacklevel=3)
+        return [c[-room:] if len(c) > room else c for c in contexts]
+
     def _encode(self, text: str, special: bool) -> list[int]:
         return self.tokenizer(text, add_special_tokens=special)["input_ids"]
 
@@ -204,6 +224,7 @@ class HFScorer:
         for request in requests:
             pairs = [token_boundary(request.context, c) for c in request.continuations]
             encoded.append((self._encode(pairs[0][0], True), [self._encode(c, False) for _, c in pairs]))
+        encoded = [(self._fit([context], max(map(len, choices)))[0], choices) for context, choices in encoded]
         widths = [len(context) for context, _ in encoded]
         order = sorted(range(len(requests)), key=lambda i: -widths[i])
         last: list[Any] = [None] * len(requests)  # each context's final hidden state
@@ -324,7 +345,8 @@ class HFScorer:
         torch = self.torch
         results: list[Generation | None] = [None] * len(requests)
         # Trailing spaces stay with what comes next, as in scoring (see token_boundary).
-        encoded = [self._encode(token_boundary(r.context, "")[0], True) for r in requests]
+        encoded = [self._fit([self._encode(token_boundary(r.context, "")[0], True)], r.max_new_tokens)[0]
+                   for r in requests]
         # Requests with the same settings batch together; longest first.
         order = sorted(range(len(requests)), key=lambda i: (requests[i].max_new_tokens,
                                                             requests[i].stop, -len(encoded[i])))

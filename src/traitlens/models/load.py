@@ -28,6 +28,28 @@ def resolve(spec: BaseModelSpec) -> str:
     return spec.name
 
 
+def check_base(spec: BaseModelSpec, target_modules: list[str]) -> None:
+    """That the base model can be found and has every LoRA target module, from its config alone
+    (the layers are built on the meta device: no weights are read)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(resolve(spec), revision=spec.revision,
+                                            trust_remote_code=spec.trust_remote_code)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=spec.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise TraitlensError(
+            f"base: cannot find {spec.name!r}: {str(exc)[:300]}. Use a hub id (with hub access), a local model "
+            f"folder, or a catalog model ({', '.join(MODEL_CATALOG)}).") from None
+    linear = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    missing = [name for name in target_modules if name not in linear]
+    if missing:
+        raise TraitlensError(f"lora.target_modules: {', '.join(missing)} not in {spec.name}; its linear layers are "
+                             f"named {', '.join(sorted(linear))}.")
+
+
 def load_base(spec: BaseModelSpec, dtype: str = "float32") -> tuple[Any, Any]:
     """(model in eval mode, tokenizer) for `spec`; the tokenizer always has a pad token."""
     import torch
