@@ -111,6 +111,8 @@ def _read_yaml(path: Path, prefix: Loc) -> tuple[Any, dict[Loc, Position], list[
         raise TraitlensError(f"{where}: not valid YAML: {exc.problem}. Check indentation and quoting there.")
     except RecursionError:
         raise TraitlensError(f"{path}: nested too deeply to read; a study needs a handful of levels.") from None
+    except yaml.YAMLError as exc:  # e.g. a control character the YAML reader refuses
+        raise TraitlensError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
     return data, positions, problems
 
 
@@ -157,7 +159,7 @@ def _expand_includes(entries: list, section: str, path: Path, positions: dict[Lo
             expanded.append(entry)
             continue
         include = Path(resolve_path(entry, path.parent))
-        if not include.is_file():
+        if not _is_file(include):
             where = positions.get((section, index), Position(str(path), 0))
             problems.append(f"{where}: {section}[{index}]: included file {entry!r} not found "
                             f"(looked for {include}); fix the path or write the entry inline")
@@ -179,6 +181,13 @@ def _expand_includes(entries: list, section: str, path: Path, positions: dict[Lo
     return expanded, problems
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the file system, say: no such file either
+        return False
+
+
 def _move(positions: dict[Loc, Position], moved: dict[Loc, Position], old: Loc, new: Loc) -> None:
     for loc, pos in positions.items():
         if loc[: len(old)] == old:
@@ -189,7 +198,8 @@ def _resolve_paths(data: dict, base_dir: Path) -> None:
     """Relative paths mean relative to the file that wrote them; included specs were resolved
     against their own file already, and an absolute path is left as it is."""
     for section in ("sources", "targets"):
-        for item in data.get(section) or []:
+        entries = data.get(section)
+        for item in entries if isinstance(entries, list) else []:  # anything else is reported by validation
             if isinstance(item, dict):
                 _resolve_spec_paths(item, base_dir)
     if isinstance(data.get("store"), str) and data["store"].strip():  # an empty one is reported, not resolved

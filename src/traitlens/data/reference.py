@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from traitlens.errors import TraitlensError
+
 FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
 
 
@@ -33,6 +35,8 @@ def looks_like_path(text: str) -> bool:
 
 def resolve_path(text: str, base_dir: Path) -> str:
     """A relative path in a study file means relative to that file, not to the working dir."""
+    if "\x00" in text:  # no file system takes one; os.path would raise a bare ValueError
+        raise TraitlensError(f"path {text!r} contains a NUL character; no file can have that name.")
     path = Path(text).expanduser()
     return str(path if path.is_absolute() else (base_dir / path).resolve())
 
@@ -40,7 +44,10 @@ def resolve_path(text: str, base_dir: Path) -> str:
 def split_file(path: Path, split: str) -> Path | None:
     """The file a local dataset reads for `split`: the file itself, or `<split>.<suffix>` in a
     folder of split files; None when there is none."""
-    if path.is_dir():
-        return next((path / f"{split}{suffix}" for suffix in FILE_SUFFIXES
-                     if (path / f"{split}{suffix}").is_file()), None)
-    return path if path.is_file() else None
+    try:
+        if path.is_dir():
+            return next((path / f"{split}{suffix}" for suffix in FILE_SUFFIXES
+                         if (path / f"{split}{suffix}").is_file()), None)
+        return path if path.is_file() else None
+    except OSError:  # a name the file system cannot hold: no such file
+        return None
