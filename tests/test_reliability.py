@@ -198,3 +198,16 @@ def test_validate_finds_what_used_to_fail_only_after_training(write_study, tmp_p
     result = traitlens("validate", str(mc))
     assert result.returncode == 2
     assert "targets[0] (quiz): 1 of 6 items have an answer that is not one of their option letters" in result.stderr
+
+
+def test_schema_only_validation_needs_no_torch_model_or_data(write_study):
+    """The first tier checks the file alone: no torch import (seconds), no model, no dataset."""
+    from conftest import MINIMAL
+
+    study = write_study(MINIMAL.replace("catalog:sentiment-movie", "./not-downloaded.jsonl", 1))
+    code = ("import sys; from traitlens import cli; sys.argv = ['traitlens', 'validate', '--schema-only', "
+            f"{str(study)!r}]\ntry:\n    cli.main()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "ok: study tiny" in result.stdout

@@ -19,7 +19,6 @@ from rich.table import Table
 from rich.text import Text
 
 from traitlens import __version__
-from traitlens.analysis.collect import Results
 from traitlens.analysis.metrics import DESCRIPTIONS, METRICS
 from traitlens.config import Study, load_study
 from traitlens.config.schema import Analysis, DatasetSpec
@@ -28,7 +27,6 @@ from traitlens.data.load import prepare, prepare_study
 from traitlens.data.reference import parse_reference
 from traitlens.data.template import render
 from traitlens.errors import TraitlensError, TraitlensWarning
-from traitlens.execution.analyses import ensure_analyses, run_explain, run_traits
 from traitlens.execution.local import RunSummary, run_plan
 from traitlens.execution.plan import Plan, plan_study
 from traitlens.progress import JobProgress
@@ -70,14 +68,15 @@ def validate(study_file: Path, schema_only: bool) -> None:
     from traitlens.models.load import check_base
 
     study = load_study(study_file)
-    plan = plan_study(study)
-    if not schema_only:
+    if not schema_only:  # the file alone needs no torch, model or data: about a second
+        plan_study(study)  # keys: every dataset file and the base model must be found
         check_base(study.base, study.lora.target_modules)
         prepare_study(study)
+    adapters = len(study.sources) * len(study.training.seeds)
     console.print(f"[green]ok[/]: study [bold]{study.name}[/] - base {study.base.name}, "
                   f"{len(study.sources)} sources x {len(study.training.seeds)} seed(s), "
-                  f"{len(study.targets)} targets: {len(plan.train_jobs)} training and "
-                  f"{len(plan.eval_jobs)} evaluation jobs.")
+                  f"{len(study.targets)} targets: {adapters} training and "
+                  f"{(adapters + 1) * len(study.targets)} evaluation jobs.")
 
 
 @cli.command()
@@ -166,6 +165,8 @@ def _working(what: str):
 def _summarize(plan: Plan, store: Store, study_file: Path) -> None:
     """The end of a run: traits, the explanation's verdict, the report. Analyses whose inputs
     have not changed since they were stored are reused, so a finished study reruns quickly."""
+    from traitlens.execution.analyses import ensure_analyses
+
     try:
         with _working("analysis: traits, profiles, explanation"):
             results = ensure_analyses(plan, store)
@@ -302,6 +303,8 @@ def traits(study_file: Path) -> None:
     sources' scores, significant side effects and asymmetries with intervals, and stores the
     result for the report.
     """
+    from traitlens.execution.analyses import run_traits
+
     study = load_study(study_file)
     store = _finished_store(study, study_file)
     with store.locked(f"traitlens traits {study_file}"):
@@ -374,6 +377,8 @@ def explain(study_file: Path, top: int) -> None:
     families and a permutation null (what chance reaches). Also scores the held-out
     recommendations against trivial rankings. Results are stored for the report.
     """
+    from traitlens.execution.analyses import run_explain
+
     study = load_study(study_file)
     store = _finished_store(study, study_file)
     with store.locked(f"traitlens explain {study_file}"):
@@ -531,6 +536,8 @@ def report(study_file: Path, output: Path | None) -> None:
     cells and settings (that reads the datasets and the base model's tokenizer). Opens
     offline: the plotting library is embedded.
     """
+    from traitlens.execution.analyses import ensure_analyses
+
     study = load_study(study_file)
     store = _finished_store(study, study_file)
     plan = plan_study(study)
@@ -539,7 +546,7 @@ def report(study_file: Path, output: Path | None) -> None:
     console.print(f"report: {_write_report(plan, store, output, results)}")
 
 
-def _write_report(plan: Plan, store: Store, output: Path | None, results: Results | None) -> Path:
+def _write_report(plan: Plan, store: Store, output: Path | None, results) -> Path:
     from traitlens.report.page import build_report
 
     return build_report(plan, store, output or store.root / "report" / f"{plan.study.name}.html", results)

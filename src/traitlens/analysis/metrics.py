@@ -34,7 +34,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "calibrated_accuracy", "margin", "calibrated_margin")
 LOGPROB_METRICS = ("calibrated_accuracy", "margin", "calibrated_margin")
@@ -151,6 +150,8 @@ def paired_values_test(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
                        permutations: int = 10_000) -> float:
     """Two-sided p-value of equal means of paired item values: McNemar's exact test when both
     are 0/1, else a sign-flip permutation test of the differences."""
+    from scipy import stats  # imported here: the CLI imports this module to list the metrics
+
     a, b = np.asarray(a, float), np.asarray(b, float)
     if np.isin(a, (0, 1)).all() and np.isin(b, (0, 1)).all():
         gained, lost = int(((b == 1) & (a == 0)).sum()), int(((b == 0) & (a == 1)).sum())

@@ -255,11 +255,13 @@ class Store:
         problems += [f"{name} was added after it was written" for name in found if name not in recorded]
         return problems
 
-    def verified_adapter(self, key: str) -> Path:
-        """The adapter's folder once its files match their checksums (checked once per process).
-        A damaged adapter is requeued, so the next run retrains it, and `DamagedArtifactError`
-        says so; it is never scored."""
+    def verified_adapter(self, key: str) -> Path | None:
+        """The adapter's folder once its files match their checksums (checked once per process);
+        None when the store has no such adapter. A damaged adapter is requeued, so the next run
+        retrains it, and `DamagedArtifactError` says so; it is never scored."""
         path = self.adapter_path(key)
+        if path is None:  # never stored (or requeued): the caller says so
+            return None
         if key not in self._verified:
             problems = self.adapter_problems(key)
             if problems:
