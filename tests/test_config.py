@@ -213,3 +213,10 @@ def test_a_store_that_is_a_file_is_refused(write_study, tmp_path):
     (tmp_path / "not-a-dir").write_text("x")
     with pytest.raises(ConfigError, match="is a file, not a directory"):
         load_study(write_study(MINIMAL + f"store: {tmp_path / 'not-a-dir'}\n"))
+
+
+def test_a_bad_value_is_shown_cut_short(write_study, tmp_path):
+    (tmp_path / "inc.yaml").write_text("x" * 5000 + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_study(write_study(MINIMAL.replace("sources:\n", "sources:\n  - inc.yaml\n", 1)))
+    assert "... (5,002 characters)" in str(info.value) and len(str(info.value)) < 1000

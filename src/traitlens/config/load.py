@@ -269,9 +269,21 @@ def _dotted(loc: Loc) -> str:
     return out
 
 
+class _Shown:
+    """A bad value as an error message shows it: its repr, cut to 80 characters (a value can be
+    a whole included file)."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __repr__(self) -> str:
+        text = repr(self.value)
+        return text if len(text) <= 80 else f"{text[:60]}... ({len(text):,} characters)"
+
+
 def _explain(loc: Loc, errors: list[dict], root: type[BaseModel]) -> str:
     first = errors[0]
-    kind, given = first["type"], first.get("input")
+    kind, given = first["type"], _Shown(first.get("input"))
     if kind == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1], root)
         guess = difflib.get_close_matches(str(loc[-1]), allowed, n=1, cutoff=0.6)
@@ -288,11 +300,11 @@ def _explain(loc: Loc, errors: list[dict], root: type[BaseModel]) -> str:
     if kind == "literal_error":
         expected = first["ctx"]["expected"]
         options = [o.strip(" '") for o in expected.replace(" or ", ", ").split(",")]
-        guess = difflib.get_close_matches(str(given), options, n=1, cutoff=0.6)
+        guess = difflib.get_close_matches(str(given.value), options, n=1, cutoff=0.6)
         hint = f" Did you mean '{guess[0]}'?" if guess else ""
         return f"got {given!r}; use one of {expected}.{hint}"
     message = first["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
-    if kind == "value_error" or isinstance(given, (dict, list)):
+    if kind == "value_error" or isinstance(given.value, (dict, list)):
         return message + ("" if message.endswith(".") else ".")
     return f"{message}; got {given!r}."
 
