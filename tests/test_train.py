@@ -551,3 +551,33 @@ def test_merged_passes_train_the_same_adapter_in_fewer_passes(write_study, tiny_
     assert metas["null"]["tokens_seen"] == metas["10000"]["tokens_seen"]
     assert metas["null"]["loss_curve"] == pytest.approx(metas["10000"]["loss_curve"], rel=1e-4)
     assert all(torch.allclose(weights["null"][k], weights["10000"][k], rtol=1e-3, atol=1e-6) for k in weights["null"])
+
+
+def test_a_checkpoint_whose_files_changed_is_not_resumed(tiny_study, monkeypatch):
+    """A checkpoint replaced by other valid files (here: the optimizer state of another step)
+    fails its checksums, so the adapter trains from the start rather than from foreign state."""
+    from safetensors.torch import load_file, save_file
+
+    study, [job], store, table = tiny_study(store="whole")
+    whole = train_adapter(job, study, store, table)
+    study, [job], store, table = tiny_study(store="swapped")
+    real_checkpoint = loop._checkpoint
+
+    def checkpoint_then_die(folder, model, optimizer, scheduler, state, device):
+        real_checkpoint(folder, model, optimizer, scheduler, state, device)
+        if state["step"] == 4:
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(loop, "_checkpoint", checkpoint_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_adapter(job, study, store, table)
+    monkeypatch.setattr(loop, "_checkpoint", real_checkpoint)
+    latest = store.artifacts / "checkpoints" / job.key / "latest"
+    tensors = load_file(latest / loop.STATE_TENSORS)
+    save_file({k: v * 2 if v.is_floating_point() else v for k, v in tensors.items()}, latest / loop.STATE_TENSORS)
+    with pytest.warns(CheckpointWarning, match="differ from their checksums"):
+        retrained = train_adapter(job, study, store, table)
+    meta = json.loads((retrained / ADAPTER_META_FILE).read_text())
+    assert meta["resumed_from_step"] is None
+    a, b = _weights(whole), _weights(retrained)
+    assert all((a[k] == b[k]).all() for k in a)

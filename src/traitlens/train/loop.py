@@ -28,7 +28,7 @@ from traitlens.errors import CheckpointWarning, TraitlensError
 from traitlens.faults import crash_point
 from traitlens.models.device import resolve_device
 from traitlens.progress import StepMeter
-from traitlens.store.db import ADAPTER_META_FILE, Store
+from traitlens.store.db import ADAPTER_META_FILE, Store, file_digests
 from traitlens.train.attention import attend_by_example, choose_kernel
 from traitlens.train.encode import IGNORE, Encoded, encode_table
 from traitlens.train.lora_step import fuse_lora_layers
@@ -45,6 +45,7 @@ class TrainingDivergedError(TraitlensError):
 # file runs its code): tensors (optimizer moments, RNG states) in safetensors, the rest in JSON.
 STATE_TENSORS, STATE_JSON = "trainer_state.safetensors", "trainer_state.json"
 LEGACY_STATE = "trainer_state.pt"  # written by traitlens before 0.2; never loaded
+CHECKSUMS = "checksums.json"  # SHA-256 of every other file of a checkpoint, checked before resuming
 # Packed rows hold examples up to this many tokens in all where attention spans whole rows (see
 # `_pack`); where it runs example by example (`train/attention.py`), a micro-batch is one row.
 PACK_WIDTH = 512
@@ -399,6 +400,7 @@ def _checkpoint(folder: Path, model, optimizer, scheduler, state: dict, device) 
     (fresh / STATE_JSON).write_text(json.dumps({
         "optimizer": optimizer_json, "scheduler": scheduler.state_dict(),
         **{k: v for k, v in state.items() if k != "resumed_from"}}))
+    (fresh / CHECKSUMS).write_text(json.dumps(file_digests(fresh)))
     crash_point("checkpoint_write")  # written, not yet swapped in
     if latest.exists():
         latest.rename(old)
@@ -447,6 +449,10 @@ def _resume(folder: Path, model, optimizer, scheduler, device) -> dict:
                           CheckpointWarning, stacklevel=2)
         return {"step": 0, "curve": [], "tokens": 0, "passes": 0, "seconds": 0.0, "resumed_from": None}
     try:  # read and check everything first, so a damaged file changes nothing
+        recorded = json.loads((latest / CHECKSUMS).read_text())
+        found = {name: digest for name, digest in file_digests(latest).items() if name != CHECKSUMS}
+        if found != recorded:
+            raise ValueError(f"files differ from their checksums: {sorted(set(found.items()) ^ set(recorded.items()))[:3]}")
         weights = load_file(latest / "adapter_model.safetensors", device=str(device))
         tensors = load_file(latest / STATE_TENSORS)
         saved = json.loads((latest / STATE_JSON).read_text())
