@@ -18,6 +18,7 @@ import pytest
 from conftest import MORE_SOURCES, TINY_TRAIN
 from traitlens.config import load_study
 from traitlens.execution.plan import plan_study
+from traitlens.faults import POINTS
 from traitlens.store import Store
 from traitlens.store.db import DamagedArtifactError
 
@@ -50,7 +51,9 @@ def test_a_run_killed_at_every_phase_reruns_to_the_same_results(write_study, tin
     reference = write_study(text + "store: reference-store\n", "reference.yaml")
     assert traitlens("run", str(reference)).returncode == 0
     path = write_study(text + "store: crashed-store\n", "study.yaml")
-    for point in ("train_step:3", "checkpoint_write:2", "adapter_rename:1", "cell_write:2", "analysis", "report"):
+    points = ("train_step:3", "checkpoint_write:2", "adapter_rename:1", "cell_write:2", "analysis", "report")
+    assert {p.partition(":")[0] for p in points} == set(POINTS)  # every crash point the code has
+    for point in points:
         killed = traitlens("run", str(path), env={"TRAITLENS_CRASH": point})
         assert killed.returncode == -signal.SIGKILL, (point, killed.stdout[-2000:], killed.stderr[-2000:])
     finished = traitlens("run", str(path))
