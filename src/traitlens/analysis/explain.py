@@ -147,7 +147,7 @@ def _held_out(x: np.ndarray | None, y: np.ndarray, target: np.ndarray, family: n
         if x is None:
             continue
         residual = y[train] - _target_means(y, target, train, train)
-        alpha = _choose_alpha(x[train], residual, target[train], family[train])
+        alpha = _choose_alpha(x[train], residual, family[train])
         prediction[test] += _ridge_path(x[train], residual, x[test], np.array([alpha]))[0]
     return prediction
 
@@ -161,12 +161,12 @@ def _target_means(y: np.ndarray, target: np.ndarray, train: np.ndarray, rows: np
     return means[target[rows]]
 
 
-def _choose_alpha(x: np.ndarray, residual: np.ndarray, target: np.ndarray, family: np.ndarray) -> float:
-    folds = np.unique(family)
-    if len(folds) < 3:  # too few families to hold one out inside the fold: hold out rows instead
-        folds, family = np.arange(len(residual)) % 3, np.arange(len(residual)) % 3
+def _choose_alpha(x: np.ndarray, residual: np.ndarray, family: np.ndarray) -> float:
+    """The ridge penalty with the smallest leave-one-family-out error on these rows."""
+    if len(np.unique(family)) < 3:  # too few families to hold one out inside the fold: thirds of the rows
+        family = np.arange(len(residual)) % 3
     errors = np.zeros(len(ALPHAS))
-    for held in np.unique(folds):
+    for held in np.unique(family):
         test, train = family == held, family != held
         if train.sum() < 2:
             continue
