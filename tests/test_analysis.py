@@ -15,7 +15,8 @@ from traitlens.analysis.analyze import analyze
 from traitlens.analysis.collect import Results
 from traitlens.analysis.effects import asymmetry, side_effects
 from traitlens.analysis.traits import FactorTraits, PCATraits, match, name_trait, parallel_analysis, promax, varimax
-from traitlens.analysis.uncertainty import cell_uncertainty, paired_bootstrap, paired_test
+from traitlens.analysis.metrics import ItemScores, paired_values_test
+from traitlens.analysis.uncertainty import cell_uncertainty, delta_draws
 from traitlens.analysis.views import raw_matrix, seed_spread, view
 from traitlens.config.schema import Analysis
 
@@ -119,7 +120,8 @@ def test_bootstrap_interval_covers_the_true_delta_at_its_nominal_rate():
         ability = rng.uniform(size=n)  # a shared item difficulty makes the pair correlated
         base = (ability < p_base).astype(float)
         adapter = (rng.uniform(size=n) < np.where(base == 1, 0.9, (p_adapter - 0.9 * p_base) / (1 - p_base))).astype(float)
-        _, low, high = paired_bootstrap(base, adapter, 1000, 0.05, rng)
+        scores = ItemScores(["base", "adapter"], "accuracy", values=np.vstack([base, adapter]))
+        low, high = np.quantile(delta_draws(scores, ["adapter"], 1000, rng), [0.025, 0.975])  # as the matrix's
         covered += low <= p_adapter - p_base <= high
     assert 0.91 <= covered / trials <= 0.985, covered / trials
 
@@ -127,12 +129,12 @@ def test_bootstrap_interval_covers_the_true_delta_at_its_nominal_rate():
 def test_paired_test():
     rng = np.random.default_rng(0)
     same = np.array([1, 0, 1, 1, 0] * 20, float)
-    assert paired_test(same, same, rng) == 1.0
+    assert paired_values_test(same, same, rng) == 1.0
     better = same.copy()
     better[same == 0] = 1
-    assert paired_test(same, better, rng) < 1e-6  # 40 items gained, none lost
+    assert paired_values_test(same, better, rng) < 1e-6  # 40 items gained, none lost
     soft_base, soft = rng.uniform(size=60), rng.uniform(size=60)
-    assert 0 < paired_test(soft_base, soft, rng) <= 1
+    assert 0 < paired_values_test(soft_base, soft, rng) <= 1
 
 
 def label_items(rng, skill, golds, labels=("negative", "positive"), preference=None):

@@ -11,7 +11,7 @@ import pandas as pd
 from traitlens.analysis.collect import Results
 from traitlens.analysis.diagnostics import own_task, target_diagnostics
 from traitlens.analysis.effects import asymmetry, side_effects
-from traitlens.analysis.stability import trait_stability
+from traitlens.analysis.stability import cells_on_items, trait_stability
 from traitlens.analysis.traits import ESTIMATORS, name_trait, split_half_count
 from traitlens.analysis.uncertainty import cell_uncertainty, source_uncertainty
 from traitlens.analysis.views import raw_matrix, seed_spread, view
@@ -137,18 +137,15 @@ def _trait_count(settings: Analysis, results: Results, matrix_of, matrix: pd.Dat
     if settings.trait_count == "parallel_analysis":
         return {"method": "parallel_analysis", "n_traits": "auto"}
     rng = np.random.default_rng(settings.seed)
+    def matrix_on(index: dict[str, np.ndarray]) -> np.ndarray:
+        cells = cells_on_items(results.cells, results.scores, index)
+        return matrix_of(cells).reindex(index=matrix.index, columns=matrix.columns).to_numpy(float)
+
     halves = []
     for _ in range(SPLITS):
-        pair = [{}, {}]
-        for target, scores in results.scores.items():
-            order = rng.permutation(scores.n_items)
-            for side, index in enumerate((order[: len(order) // 2], order[len(order) // 2:])):
-                values = scores.score(list(range(len(scores.models))), index)[:, 0]
-                pair[side].update({(m, target): v for m, v in zip(scores.models, values)})
-        halves.append(tuple(
-            matrix_of(results.cells.assign(score=[side[(m, t)] for m, t in
-                                                  zip(results.cells["model"], results.cells["target"])]))
-            .reindex(index=matrix.index, columns=matrix.columns).to_numpy(float) for side in pair))
+        orders = {target: rng.permutation(scores.n_items) for target, scores in results.scores.items()}
+        halves.append((matrix_on({t: o[: len(o) // 2] for t, o in orders.items()}),
+                       matrix_on({t: o[len(o) // 2:] for t, o in orders.items()})))
     varying = matrix.std(ddof=1).to_numpy() > 1e-12
     halves = [(a[:, varying], b[:, varying]) for a, b in halves]
     count, errors = split_half_count(halves, settings.standardize)

@@ -20,14 +20,20 @@ from traitlens.analysis.metrics import ItemScores
 from traitlens.analysis.traits import match
 
 
-def resampled_cells(cells: pd.DataFrame, scores: dict[str, ItemScores], rng: np.random.Generator) -> pd.DataFrame:
-    """`cells` with every score recomputed on one bootstrap draw of each target's items."""
+def cells_on_items(cells: pd.DataFrame, scores: dict[str, ItemScores], index: dict[str, np.ndarray]) -> pd.DataFrame:
+    """`cells` with every score recomputed on `index[target]`, the same items for every model
+    of a target (a bootstrap draw, or one half of the items)."""
     values = {}
     for target, table in scores.items():
-        draw = rng.integers(0, table.n_items, table.n_items)
-        drawn = table.score(list(range(len(table.models))), draw)[:, 0]
+        drawn = table.score(list(range(len(table.models))), index[target])[:, 0]
         values.update({(model, target): value for model, value in zip(table.models, drawn)})
     return cells.assign(score=[values[(m, t)] for m, t in zip(cells["model"], cells["target"])])
+
+
+def resampled_cells(cells: pd.DataFrame, scores: dict[str, ItemScores], rng: np.random.Generator) -> pd.DataFrame:
+    """`cells` with every score recomputed on one bootstrap draw of each target's items."""
+    return cells_on_items(cells, scores, {target: rng.integers(0, table.n_items, table.n_items)
+                                          for target, table in scores.items()})
 
 
 def trait_stability(reference: pd.DataFrame, refit_cells: Callable[[pd.DataFrame], pd.DataFrame],

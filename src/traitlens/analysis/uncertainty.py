@@ -17,29 +17,8 @@ import pandas as pd
 from scipy import stats
 
 from traitlens.analysis.collect import Results
-from traitlens.analysis.metrics import ItemScores, paired_values_test
+from traitlens.analysis.metrics import ItemScores
 from traitlens.execution.plan import BASE
-
-
-def bootstrap_mean(values: np.ndarray, samples: int, alpha: float,
-                   rng: np.random.Generator) -> tuple[float, float, float]:
-    """(mean, low, high): the mean of item values with a percentile interval over items."""
-    values = np.asarray(values, float)
-    means = values[rng.integers(0, len(values), size=(samples, len(values)))].mean(axis=1)
-    low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
-    return float(values.mean()), float(low), float(high)
-
-
-def paired_bootstrap(base: np.ndarray, adapter: np.ndarray, samples: int, alpha: float,
-                     rng: np.random.Generator) -> tuple[float, float, float]:
-    """(delta, low, high): mean adapter - base item value with a percentile interval."""
-    return bootstrap_mean(np.asarray(adapter, float) - np.asarray(base, float), samples, alpha, rng)
-
-
-def paired_test(base: np.ndarray, adapter: np.ndarray, rng: np.random.Generator,
-                permutations: int = 10_000) -> float:
-    """Two-sided p-value of "adapter and base score the same on these items"."""
-    return paired_values_test(base, adapter, rng, permutations)
 
 
 def score_intervals(results: Results, samples: int = 1000, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
@@ -103,9 +82,16 @@ def delta_draws(scores: ItemScores, models: list[str], samples: int, rng: np.ran
     rows = [scores.row(reference), *(scores.row(m) for m in models)]
     draws = rng.integers(0, scores.n_items, (samples, scores.n_items))
     values = scores.score(rows, draws)  # (1 + seeds) x samples
-    picks = rng.integers(0, len(models), (samples, len(models))) if len(models) > 1 else np.zeros((samples, 1), int)
-    adapted = values[1:][picks, np.arange(samples)[:, None]].mean(axis=1)
-    return adapted - values[0]
+    return _seed_mean(values[1:], rng) - values[0]
+
+
+def _seed_mean(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Per bootstrap draw (a column of `values`, seeds x draws), the mean over a resample of the
+    seeds; with one seed, its values (resampling one changes nothing)."""
+    if len(values) == 1:
+        return values[0]
+    picks = rng.integers(0, len(values), (values.shape[1], len(values)))
+    return values[picks, np.arange(values.shape[1])[:, None]].mean(axis=1)
 
 
 def bootstrap_p(boot: np.ndarray) -> float:
@@ -145,22 +131,15 @@ def compare_models(results: Results, a: str, b: str, target: str, samples: int =
         groups[name] = models
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, scores.n_items, (samples, scores.n_items))
-    rows_a, rows_b = [scores.row(m) for m in groups[a]], [scores.row(m) for m in groups[b]]
-    values = scores.score(rows_a + rows_b, draws)
-
-    def seed_mean(block: np.ndarray) -> np.ndarray:
-        picks = rng.integers(0, len(block), (samples, len(block)))
-        return block[picks, np.arange(samples)[:, None]].mean(axis=1)
-
-    boot = seed_mean(values[len(rows_a):]) - seed_mean(values[:len(rows_a)])
+    values = scores.score([scores.row(m) for m in groups[a] + groups[b]], draws)
+    boot = _seed_mean(values[len(groups[a]):], rng) - _seed_mean(values[:len(groups[a])], rng)
     full = scores.full()
-    difference = float(np.mean([full[m] for m in groups[b]]) - np.mean([full[m] for m in groups[a]]))
+    a_score, b_score = (float(np.mean([full[m] for m in groups[name]])) for name in (a, b))
     if len(groups[a]) == len(groups[b]) == 1:
         p = scores.paired_test(groups[a][0], groups[b][0], rng)
     else:
         p = bootstrap_p(boot)
     low, high = np.nanquantile(boot, [alpha / 2, 1 - alpha / 2])
-    return {"a": a, "b": b, "target": target, "metric": scores.metric, "a_score": float(np.mean([full[m] for m in groups[a]])),
-            "b_score": float(np.mean([full[m] for m in groups[b]])), "difference": difference,
-            "low": float(low), "high": float(high), "p": p, "items": scores.n_items,
-            "seeds_a": len(groups[a]), "seeds_b": len(groups[b])}
+    return {"a": a, "b": b, "target": target, "metric": scores.metric, "a_score": a_score, "b_score": b_score,
+            "difference": b_score - a_score, "low": float(low), "high": float(high), "p": p,
+            "items": scores.n_items, "seeds_a": len(groups[a]), "seeds_b": len(groups[b])}
