@@ -109,6 +109,23 @@ def test_newer_store_schema_is_refused(tmp_path):
         Store(tmp_path)
 
 
+def test_a_schema_1_store_is_upgraded_and_its_unchecksummed_adapters_still_read(tmp_path):
+    store = Store(tmp_path)
+    store.start_job("a1", "train", "train movie", {}, worker="test")
+    scratch = store.scratch_dir("a1")
+    (scratch / "adapter_model.safetensors").write_bytes(b"weights")
+    store.put_adapter("a1", "movie", 0, scratch, {})
+    with sqlite3.connect(tmp_path / "results.sqlite") as conn:  # as traitlens 0.1 left it
+        conn.execute("ALTER TABLE adapters DROP COLUMN files_json")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    upgraded = Store(tmp_path)
+    with sqlite3.connect(tmp_path / "results.sqlite") as conn:
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+        assert conn.execute("SELECT files_json FROM adapters").fetchall() == [(None,)]
+    assert upgraded.adapter_problems("a1") == []  # nothing recorded to check against
+    assert upgraded.verified_adapter("a1") == store.adapter_path("a1")
+
+
 def test_second_writer_is_told_who_holds_the_lock(tmp_path):
     Store(tmp_path)
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""

@@ -140,10 +140,11 @@ class Store:
                 raise TraitlensError(
                     f"the store {self.root} was written by a newer traitlens (schema {row[0]}, this "
                     f"one reads {SCHEMA_VERSION}); upgrade traitlens or use another `store:`.")
-            columns = {c[1] for c in conn.execute("PRAGMA table_info(adapters)")}
-            if "files_json" not in columns:  # a schema 1 store: its adapters have no checksums yet
-                conn.execute("ALTER TABLE adapters ADD COLUMN files_json TEXT")
-            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            if row is None or int(row[0]) < SCHEMA_VERSION:  # new, or written by an older traitlens
+                columns = {c[1] for c in conn.execute("PRAGMA table_info(adapters)")}
+                if "files_json" not in columns:  # schema 1: its adapters have no checksums yet
+                    conn.execute("ALTER TABLE adapters ADD COLUMN files_json TEXT")
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         self._verified: set[str] = set()  # adapters whose files matched their checksums in this process
 
     @contextmanager
