@@ -94,26 +94,31 @@ def test_same_seed_same_curve_and_weights(tiny_study):
     assert json.loads((path_c / ADAPTER_META_FILE).read_text())["loss_curve"] != meta_a["loss_curve"]
 
 
-def test_killed_run_resumes_from_checkpoint_with_the_same_result(tiny_study, monkeypatch):
-    study, [job], store, table = tiny_study(store="whole")
-    whole = train_adapter(job, study, store, table)
-
-    study, [job], store, table = tiny_study(store="killed")
+def _train_killed_after_checkpoint(job, study, store, table, step: int):
+    """Train until the checkpoint of `step` is written, then die as a killed process would;
+    return the checkpoint folder."""
     real_checkpoint = loop._checkpoint
 
     def checkpoint_then_die(folder, model, optimizer, scheduler, state, device):
         real_checkpoint(folder, model, optimizer, scheduler, state, device)
-        if state["step"] == 4:
-            raise KeyboardInterrupt("killed")  # as if the process died right after step 4
+        if state["step"] == step:
+            raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(loop, "_checkpoint", checkpoint_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(loop, "_checkpoint", checkpoint_then_die)
         train_adapter(job, study, store, table)
+    return store.artifacts / "checkpoints" / job.key / "latest"
+
+
+def test_killed_run_resumes_from_checkpoint_with_the_same_result(tiny_study):
+    study, [job], store, table = tiny_study(store="whole")
+    whole = train_adapter(job, study, store, table)
+
+    study, [job], store, table = tiny_study(store="killed")
+    latest = _train_killed_after_checkpoint(job, study, store, table, step=4)
     record = store.jobs([job.key])[job.key]
     assert record.state == "failed" and "killed" in record.error
-    latest = store.artifacts / "checkpoints" / job.key / "latest"
     assert (latest / loop.STATE_JSON).exists() and (latest / loop.STATE_TENSORS).exists()
-    monkeypatch.setattr(loop, "_checkpoint", real_checkpoint)
 
     resumed = train_adapter(job, study, store, table)
     meta = json.loads((resumed / ADAPTER_META_FILE).read_text())
@@ -135,8 +140,7 @@ class Planted:
 
 
 @pytest.mark.parametrize("planted", ["legacy pickle", "pickle under the new names", "truncated"])
-def test_a_planted_or_damaged_checkpoint_runs_no_code_and_the_adapter_retrains(tiny_study, monkeypatch, tmp_path,
-                                                                              planted):
+def test_a_planted_or_damaged_checkpoint_runs_no_code_and_the_adapter_retrains(tiny_study, tmp_path, planted):
     import pickle
 
     study, [job], store, table = tiny_study(store="whole")
@@ -553,7 +557,7 @@ def test_merged_passes_train_the_same_adapter_in_fewer_passes(write_study, tiny_
     assert all(torch.allclose(weights["null"][k], weights["10000"][k], rtol=1e-3, atol=1e-6) for k in weights["null"])
 
 
-def test_a_checkpoint_whose_files_changed_is_not_resumed(tiny_study, monkeypatch):
+def test_a_checkpoint_whose_files_changed_is_not_resumed(tiny_study):
     """A checkpoint replaced by other valid files (here: the optimizer state of another step)
     fails its checksums, so the adapter trains from the start rather than from foreign state."""
     from safetensors.torch import load_file, save_file
@@ -561,18 +565,7 @@ def test_a_checkpoint_whose_files_changed_is_not_resumed(tiny_study, monkeypatch
     study, [job], store, table = tiny_study(store="whole")
     whole = train_adapter(job, study, store, table)
     study, [job], store, table = tiny_study(store="swapped")
-    real_checkpoint = loop._checkpoint
-
-    def checkpoint_then_die(folder, model, optimizer, scheduler, state, device):
-        real_checkpoint(folder, model, optimizer, scheduler, state, device)
-        if state["step"] == 4:
-            raise KeyboardInterrupt("killed")
-
-    monkeypatch.setattr(loop, "_checkpoint", checkpoint_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train_adapter(job, study, store, table)
-    monkeypatch.setattr(loop, "_checkpoint", real_checkpoint)
-    latest = store.artifacts / "checkpoints" / job.key / "latest"
+    latest = _train_killed_after_checkpoint(job, study, store, table, step=4)
     tensors = load_file(latest / loop.STATE_TENSORS)
     save_file({k: v * 2 if v.is_floating_point() else v for k, v in tensors.items()}, latest / loop.STATE_TENSORS)
     with pytest.warns(CheckpointWarning, match="differ from their checksums"):
