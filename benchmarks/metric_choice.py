@@ -25,11 +25,11 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from traitlens.analysis.collect import Results
+from traitlens.analysis.results import Results
 from traitlens.analysis.export import load_items
 from traitlens.analysis.metrics import METRICS
 from traitlens.analysis.uncertainty import source_uncertainty
-from traitlens.execution.plan import BASE
+from traitlens.config.schema import BASE
 
 
 def deltas(results: Results, index: dict[str, np.ndarray] | None = None) -> pd.Series:
@@ -94,9 +94,9 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    raw, meta = load_items(args.export)
+    raw = load_items(args.export)
     shifted_raw = prefer_first_label(raw)
-    print(f"Study {meta['study']}: {len(raw.models) - 1} adapters x {len(raw.targets)} targets, items per target "
+    print(f"Study {raw.study}: {len(raw.models) - 1} adapters x {len(raw.targets)} targets, items per target "
           f"{sorted({s.n_items for s in raw.scores.values()})}; {args.splits} halvings, seed {args.seed}; "
           f"machine: {platform.processor() or platform.machine()}.\n")
     print("| metric | targets scored with it | reliability (split-half, Spearman-Brown) | own-task gains found "

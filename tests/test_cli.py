@@ -94,7 +94,7 @@ def test_train_command_trains_only_what_is_asked(write_study, tiny_model):
     assert "0 jobs were already done, 1 ran now, 0 failed." in result.stdout
     assert "5 jobs (2 training, 3 evaluation): 1 done, 4 to run" in traitlens("plan", str(study)).stdout
     wrong = traitlens("train", str(study), "--source", "moive")
-    assert wrong.returncode == 2 and "--source moive: not a source of tiny-train (movie)" in wrong.stderr
+    assert wrong.returncode == 2 and "sources: 'moive' is not a source of tiny-train (movie)" in wrong.stderr
 
 
 def test_run_refuses_a_locked_store(tmp_path, write_study):

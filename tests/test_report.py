@@ -63,9 +63,9 @@ targets:
     summary = run_plan(plan_study(study), Store(study.store), sources, targets, Console(quiet=True),
                        make_scorer=lambda s: FakeScorer())
     assert not summary.failed
-    result = subprocess.run([sys.executable, "-m", "traitlens", "report", str(path), "-o", str(folder / "out.html")],
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    for command in (["explain", str(path)], ["report", str(path), "-o", str(folder / "out.html")]):
+        result = subprocess.run([sys.executable, "-m", "traitlens", *command], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
     return folder / "out.html"
 
 
@@ -134,14 +134,13 @@ def test_report_in_headless_chromium(report, tmp_path):
 
 
 def test_report_reuses_the_cells_it_is_given(report, tmp_path, monkeypatch):
-    from traitlens.analysis.collect import collect
-    from traitlens.report import page
+    import traitlens
+    from traitlens.execution import analyses
 
-    study = load_study(report.with_name("study.yaml"))
-    plan, store = plan_study(study), Store(study.store)
-    results = collect(plan, store)
-    monkeypatch.setattr(page, "collect", lambda *args: pytest.fail("read the study's cells from the store again"))
-    out = page.build_report(plan, store, tmp_path / "given.html", results)
+    study = traitlens.load(report.with_name("study.yaml"))
+    results = study.results()
+    monkeypatch.setattr(analyses, "collect", lambda *args: pytest.fail("read the study's cells from the store again"))
+    out = study.report(tmp_path / "given.html", results=results)
     assert "Transfer matrix" in out.read_text()
 
 
@@ -170,8 +169,8 @@ def test_a_study_too_small_for_traits_still_gets_its_report(tmp_path, tiny_model
 
 
 def test_item_level_export_round_trips_and_can_be_analysed_without_a_store(report):
-    from traitlens.analysis.collect import collect
     from traitlens.analysis.export import load_items
+    from traitlens.execution.analyses import collect
 
     data = report.with_name("out-data")
     items = pd.read_parquet(data / "items.parquet")
@@ -183,12 +182,13 @@ def test_item_level_export_round_trips_and_can_be_analysed_without_a_store(repor
     assert set(items["model"]) == {"base", "movie", "tweets", "evil"} and items["target"].nunique() == 4
     assert items.loc[items["target"] == "arithmetic", "generated"].notna().all()
     assert json.loads(items.loc[items["target"] == "amazon", "choice_logprobs"].iloc[0]).keys() == {"negative", "positive"}
-    from_export, meta = load_items(data)
+    from_export = load_items(data)
     for metric in ("accuracy", "calibrated_margin", "macro_f1"):
         ours = from_export.scored(metric).cells.set_index(["model", "target"])["score"]
         theirs = from_store.scored(metric).cells.set_index(["model", "target"])["score"]
         assert ours.sort_index().to_numpy() == pytest.approx(theirs.sort_index().to_numpy()), metric
-    assert meta["kinds"]["arithmetic"] == "generative" and from_export.diagonal == from_store.diagonal
+    assert from_export.kinds["arithmetic"] == "generative" and from_export.diagonal == from_store.diagonal
+    assert from_export.settings == study.analysis and from_export.metric == study.analysis.metric
     result = subprocess.run([sys.executable, "-m", "traitlens", "analyze", str(data), "--metric", "balanced_accuracy"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

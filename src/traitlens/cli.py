@@ -6,10 +6,7 @@ import errno
 import os
 import sqlite3
 import sys
-import time
 import warnings
-from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -20,17 +17,9 @@ from rich.text import Text
 
 from traitlens import __version__
 from traitlens.analysis.metrics import DESCRIPTIONS, METRICS
-from traitlens.config import Study, load_study
 from traitlens.config.schema import Analysis, DatasetSpec
 from traitlens.data.catalog import CATALOG, catalog_splits
-from traitlens.data.load import prepare, prepare_study
-from traitlens.data.reference import parse_reference
-from traitlens.data.template import render
 from traitlens.errors import TraitlensError, TraitlensWarning
-from traitlens.execution.local import RunSummary, run_plan
-from traitlens.execution.plan import Plan, plan_study
-from traitlens.progress import JobProgress
-from traitlens.store import Store
 
 console = Console(highlight=False)
 if not console.is_terminal and "COLUMNS" not in os.environ:
@@ -65,18 +54,14 @@ def validate(study_file: Path, schema_only: bool) -> None:
     no evaluation item in any source's training data) and checks that the base model exists and
     has every LoRA target module. --schema-only checks the file alone, in about a second.
     """
-    from traitlens.models.load import check_base
-
-    study = load_study(study_file)
-    if not schema_only:  # the file alone needs no torch, model or data: about a second
-        plan_study(study)  # keys: every dataset file and the base model must be found
-        check_base(study.base, study.lora.target_modules)
-        prepare_study(study)
-    adapters = len(study.sources) * len(study.training.seeds)
-    console.print(f"[green]ok[/]: study [bold]{study.name}[/] - base {study.base.name}, "
-                  f"{len(study.sources)} sources x {len(study.training.seeds)} seed(s), "
-                  f"{len(study.targets)} targets: {adapters} training and "
-                  f"{(adapters + 1) * len(study.targets)} evaluation jobs.")
+    study = _load(study_file)
+    study.validate(data=not schema_only)  # the file alone needs no torch, model or data
+    config = study.config
+    adapters = len(config.sources) * len(config.training.seeds)
+    console.print(f"[green]ok[/]: study [bold]{config.name}[/] - base {config.base.name}, "
+                  f"{len(config.sources)} sources x {len(config.training.seeds)} seed(s), "
+                  f"{len(config.targets)} targets: {adapters} training and "
+                  f"{(adapters + 1) * len(config.targets)} evaluation jobs.")
 
 
 @cli.command()
@@ -87,8 +72,7 @@ def plan(study_file: Path) -> None:
     One training job per source and seed, one evaluation job per model (the base and each
     adapter) and target. Jobs whose content key is already done in the store are not rerun.
     """
-    study = load_study(study_file)
-    _print_plan(plan_study(study), _open_store(study, create=False))
+    _print_plan(_load(study_file))
 
 
 @cli.command()
@@ -101,22 +85,15 @@ def run(study_file: Path, dry_run: bool) -> None:
     stopped (training resumes from its last checkpoint), and a failed job is retried. Ends
     with the transfer matrix, its traits, and the path of the HTML report.
     """
-    from traitlens.models.load import check_base
-
-    study = load_study(study_file)
-    plan = plan_study(study)
-    sources, targets = prepare_study(study)
-    check_base(study.base, study.lora.target_modules)  # before hours of training find out
+    study = _load(study_file)
     if dry_run:
-        _print_plan(plan, _open_store(study, create=False))
+        study.validate()
+        _print_plan(study)
         return
-    store = _open_store(study, create=True)
-    with store.locked(f"traitlens run {study_file}"):
-        store.save_study(study.name, study.model_dump(mode="json"))
-        summary = _executor(study)(plan, store, sources, targets, console)
-        _print_matrix(plan, store)
-        if len(study.sources) >= 3 and not summary.failed and not summary.blocked:
-            _summarize(plan, store, study_file)
+    summary = study.run(analyze=False)
+    _print_matrix(study)
+    if study.ready_for_analysis(summary):
+        _summarize(study, study_file)
     _finish(summary)
 
 
@@ -132,48 +109,18 @@ def train(study_file: Path, source_names: tuple[str, ...], seeds: tuple[int, ...
     A run that was killed resumes from its last checkpoint; an adapter already trained with
     identical settings and data is never trained again.
     """
-    study = load_study(study_file)
-    known = [source.name for source in study.sources]
-    for name in source_names:
-        if name not in known:
-            raise TraitlensError(f"--source {name}: not a source of {study.name} ({', '.join(known)}).")
-    for seed in seeds:
-        if seed not in study.training.seeds:
-            raise TraitlensError(f"--seed {seed}: not in training.seeds {study.training.seeds}.")
-    plan = plan_study(study)
-    sources, targets = prepare_study(study)
-    store = _open_store(study, create=True)
-    chosen = lambda job: (job.kind == "train" and (not source_names or job.source in source_names)
-                          and (not seeds or job.seed in seeds))
-    with store.locked(f"traitlens train {study_file}"):
-        store.save_study(study.name, study.model_dump(mode="json"))
-        summary = _executor(study)(plan, store, sources, targets, console, only=chosen)
-    _finish(summary)
+    _finish(_load(study_file).train(source_names, seeds))
 
 
-@contextmanager
-def _working(what: str):
-    """A step that can take minutes (analyses load models, bootstrap, profile datasets): a live
-    bar on a terminal; in a log, heartbeat lines and one when it is done."""
-    started = time.perf_counter()
-    with JobProgress(console, 1, what) as progress:
-        progress.describe(what)
-        yield
-        progress.done(what, time.perf_counter() - started)
-
-
-def _summarize(plan: Plan, store: Store, study_file: Path) -> None:
+def _summarize(study, study_file: Path) -> None:
     """The end of a run: traits, the explanation's verdict, the report. Analyses whose inputs
     have not changed since they were stored are reused, so a finished study reruns quickly."""
-    from traitlens.execution.analyses import ensure_analyses
-
     try:
-        with _working("analysis: traits, profiles, explanation"):
-            results = ensure_analyses(plan, store)
+        results = study.analyze()
     except TraitlensError as exc:  # e.g. no adapter finished: the matrix stands on its own
         console.print(f"[yellow]no analysis[/]: {exc}")
         return
-    traits = store.analysis(plan.study.name, "traits")[1]
+    traits, explained = study.stored("traits"), study.stored("explain")
     _print_checks(traits)
     if traits.get("no_traits"):
         console.print(f"[yellow]no traits[/]: {traits['no_traits']}")
@@ -181,11 +128,10 @@ def _summarize(plan: Plan, store: Store, study_file: Path) -> None:
         console.print(f"{trait['trait']}: [bold]{trait['name']}[/], {trait['explained']:.0%} of variance, "
                       f"stability {trait['median_congruence']:.2f} over items, {trait['source_median']:.2f} over "
                       f"sources (`traitlens traits {study_file}` for details)")
-    explained = store.analysis(plan.study.name, "explain")[1]
     console.print(f"why: {explained['verdict']} (`traitlens explain {study_file}`)")
     if explained.get("recommendation_verdict"):
         console.print(f"recommendations: {explained['recommendation_verdict']}")
-    console.print(f"report: {_write_report(plan, store, None, results)}")
+    console.print(f"report: {study.report(results=results)}")
 
 
 def _print_checks(analysis: dict) -> None:
@@ -205,15 +151,7 @@ def _print_checks(analysis: dict) -> None:
                           f"({own['delta']:+.3f} [{own['low']:+.3f}, {own['high']:+.3f}])")
 
 
-def _executor(study: Study):
-    if study.execution.executor == "ray":
-        from traitlens.execution.distributed import run_plan_ray
-
-        return run_plan_ray
-    return run_plan
-
-
-def _finish(summary: RunSummary) -> None:
+def _finish(summary) -> None:
     console.print(f"{summary.done} jobs were already done, {summary.ran} ran now, "
                   f"{len(summary.failed)} failed"
                   + (f", {summary.blocked} evaluations wait for their adapter" if summary.blocked else "") + ".")
@@ -232,28 +170,23 @@ def status(study_file: Path) -> None:
     A job shown as running while no process holds the store's lock was interrupted; the next
     run redoes it (training resumes from its last checkpoint).
     """
-    study = load_study(study_file)
-    plan = plan_study(study)
-    store = _open_store(study, create=False)
-    states = plan.states(store) if store else {job.key: "new" for job in plan.jobs}
-    records = store.jobs(states) if store else {}
-    live = store is not None and store.lock_holder() is not None
+    study = _load(study_file)
+    counts, jobs, holder = study.status(), study.plan(), study.in_use()
     table = Table(title=f"study {study.name}: status", title_justify="left")
-    for column in ("kind", "done", "running", "failed", "new"):
-        table.add_column(column, justify="left" if column == "kind" else "right")
-    for kind in ("train", "eval"):
-        counts = Counter(states[job.key] for job in plan.jobs if job.kind == kind)
-        table.add_row(kind, *(str(counts[state]) for state in ("done", "running", "failed", "new")))
+    table.add_column("kind")
+    for column in counts.columns:
+        table.add_column(column, justify="right")
+    for kind, row in counts.iterrows():
+        table.add_row(kind, *map(str, row))
     console.print(table)
-    for job in plan.jobs:
-        record = records.get(job.key)
-        if record and record.state == "failed":
-            console.print(f"[red]failed[/] {job.label} (attempt {record.attempts}): {record.error}")
-        elif record and record.state == "running":
-            note = "in progress" if live else "interrupted; the next run redoes it"
+    for job in jobs.itertuples():
+        if job.state == "failed":
+            console.print(f"[red]failed[/] {job.label} (attempt {job.attempts}): {job.error}")
+        elif job.state == "running":
+            note = "in progress" if holder else "interrupted; the next run redoes it"
             console.print(f"[yellow]running[/] {job.label}: {note}")
-    if live:
-        console.print(f"the store is in use: {store.lock_holder()}")
+    if holder:
+        console.print(f"the store is in use: {holder}")
 
 
 @cli.command()
@@ -267,25 +200,19 @@ def doctor(study_file: Path, repair: bool) -> None:
     Exits 0 when the store is sound (or everything found was repaired), 1 otherwise. Holds the
     store's lock, so it refuses to run beside a `traitlens run`.
     """
-    from traitlens.store.doctor import examine
-    from traitlens.store.doctor import repair as fix
-
-    study = load_study(study_file)
+    study = _load(study_file)
     try:
-        store = _finished_store(study, study_file)
+        findings, left = study.doctor(repair)
     except sqlite3.DatabaseError as exc:
-        console.print(f"[yellow]database[/] {study.store / 'results.sqlite'}: cannot be read: {exc} (yours to fix: "
-                      "move the store aside and rerun, or restore it from a backup)")
+        console.print(f"[yellow]database[/] {study.config.store / 'results.sqlite'}: cannot be read: {exc} (yours "
+                      "to fix: move the store aside and rerun, or restore it from a backup)")
         raise SystemExit(1) from None
-    with store.locked(f"traitlens doctor {study_file}"):
-        findings = examine(store)
-        left = fix(store, findings) if repair else findings
     for finding in findings:
         action = ("repaired: " + finding.repair) if repair and finding.repair else (
             f"--repair would {finding.repair}" if finding.repair else "yours to fix")
         console.print(f"[yellow]{finding.kind}[/] {finding.subject}: {finding.problem} ({action})")
     if not findings:
-        console.print(f"store {study.store}: sound (database, adapters, jobs, temporary folders).")
+        console.print(f"store {study.config.store}: sound (database, adapters, jobs, temporary folders).")
     elif left:
         raise SystemExit(1)
 
@@ -303,14 +230,8 @@ def traits(study_file: Path) -> None:
     sources' scores, significant side effects and asymmetries with intervals, and stores the
     result for the report.
     """
-    from traitlens.execution.analyses import run_traits
-
-    study = load_study(study_file)
-    store = _finished_store(study, study_file)
-    with store.locked(f"traitlens traits {study_file}"):
-        with _working("analysis: traits"):
-            result = run_traits(plan_study(study), store)
-    _print_traits(result, study.analysis)
+    study = _load(study_file)
+    _print_traits(study.traits(), study.config.analysis)
 
 
 def _print_traits(result, settings: Analysis) -> None:
@@ -341,15 +262,15 @@ def _print_trait_tables(result, settings) -> None:
     if count.get("method") == "split_half":
         console.print(f"count: {count['n_traits']} by split-half prediction over {count['splits']} halvings of the "
                       f"items (error by rank: {', '.join(f'{e:.1f}' for e in count['errors'])})")
-    for trait, name in zip(result.loadings.columns, result.names):
+    for trait, name in zip(result.loadings_.columns, result.names):
         stable = result.stability.loc[trait]
-        console.print(f"  {trait}: [bold]{name}[/] - {result.explained[trait]:.0%} of variance; median congruence "
+        console.print(f"  {trait}: [bold]{name}[/] - {result.explained_variance_ratio_[trait]:.0%} of variance; median congruence "
                       f"{stable['median_congruence']:.2f} over items ({stable['share_at_least_0.85']:.0%} of "
                       f"{int(stable['refits'])} refits >= 0.85), {stable['source_median']:.2f} over sources "
                       f"({stable['source_share_at_least_0.85']:.0%} >= 0.85), leaving one source out lowest "
                       f"{stable['loso_min']:.2f}")
-    for title, frame in (("loadings (targets x traits)", result.loadings),
-                         ("scores (sources x traits)", result.scores)):
+    for title, frame in (("loadings (targets x traits)", result.loadings_),
+                         ("scores (sources x traits)", result.scores_)):
         console.print(title)  # not a table title: rich wraps those to a narrow table's width
         table = Table()
         table.add_column("")
@@ -377,25 +298,19 @@ def explain(study_file: Path, top: int) -> None:
     families and a permutation null (what chance reaches). Also scores the held-out
     recommendations against trivial rankings. Results are stored for the report.
     """
-    from traitlens.execution.analyses import run_explain
-
-    study = load_study(study_file)
-    store = _finished_store(study, study_file)
-    with store.locked(f"traitlens explain {study_file}"):
-        with _working("analysis: profiles, explanation"):
-            result, source_profiles = run_explain(plan_study(study), store)
+    study = _load(study_file)
+    result = study.explain()
     console.print(f"[bold]verdict[/]: {result.verdict}")
-    stored = store.analysis(study.name, "explain")[1]
-    console.print(f"[bold]recommendations[/]: {stored['recommendation_verdict']}")
+    console.print(f"[bold]recommendations[/]: {result.recommendation_verdict}")
     _print_frame("held-out ranking quality by method (regret in target spreads; NDCG@3)",
-                 pd.DataFrame(stored["recommendation_quality"]).set_index("method"))
+                 result.recommendation_quality.set_index("method"))
     if not result.groups.empty:
         _print_frame("feature groups: held-out R2 over the target-mean baseline, leaving one source family out "
                      "(95% interval; null_95: what chance reaches in 95% of source shuffles)",
                      result.groups.set_index(["group", "features"]))
     shown = result.correlations.head(top).set_index(["feature", "outcome"])[["rho", "low", "high"]]
     _print_frame(f"strongest correlations (Spearman rho, 95% interval), top {top}", shown)
-    _print_frame("source profiles", source_profiles[["size", "n_classes", "class_entropy_norm",
+    _print_frame("source profiles", study.results().features.source_profiles[["size", "n_classes", "class_entropy_norm",
                                                      "answer_tokens_mean", "input_tokens_mean", "mtld",
                                                      "readability", "answer_perplexity"]])
 
@@ -415,33 +330,12 @@ def recommend(study_file: Path, target_file: Path | None, source_file: Path | No
     cells; its ranking quality is measured on the study itself by holding out each existing
     target (or source) in turn.
     """
-    from traitlens.analysis.collect import collect
-    from traitlens.analysis.explain import recommend as rank
-    from traitlens.analysis.views import raw_matrix, view
-    from traitlens.config.load import load_spec
-    from traitlens.config.schema import Source, Target
-    from traitlens.execution.features import study_features
-
     if (target_file is None) == (source_file is None):
         raise TraitlensError("give exactly one of --target SPEC.yaml or --source SPEC.yaml.")
-    study = load_study(study_file)
-    store = _open_store(study, create=False)
-    plan = plan_study(study)
-    results = collect(plan, store) if store else None
-    if results is None or results.cells["source"].isna().all():
-        raise TraitlensError(f"no adapter cells yet: run `traitlens run {study_file}` first.")
-    by = "target" if target_file else "source"
-    spec = load_spec(target_file or source_file, Target if target_file else Source)
-    sources, targets = prepare_study(study)
-    side = targets if by == "target" else sources
-    if spec.name in side:
-        raise TraitlensError(f"{by} {spec.name!r} is already in the study; give the new one another name.")
-    side[spec.name] = prepare(spec, f"{by} {spec.name}")
-    features = study_features(plan.study, sources, targets, extra=[spec])  # its dtype resolved
-    delta = view(raw_matrix(results.cells), "delta", results.diagonal, study.analysis.mask_diagonal)
-    ranking, quality = rank(features.pairs(delta), spec.name, by)
+    recommendation = _load(study_file).recommend(target=target_file, source=source_file)
+    by, ranking, quality, name = recommendation.by, recommendation.ranking, recommendation.quality, recommendation.name
     other = "sources" if by == "target" else "targets"
-    _print_frame(f"{other} ranked by predicted transfer {'to' if by == 'target' else 'from'} {spec.name}",
+    _print_frame(f"{other} ranked by predicted transfer {'to' if by == 'target' else 'from'} {name}",
                  ranking.set_index("source" if by == "target" else "target"))
     if quality.empty:
         console.print("ranking quality: too few cells to hold any out.")
@@ -467,16 +361,7 @@ def compare_cells(study_file: Path, a: str, b: str, target: str, metric: str | N
     a sign-flip test for margins, a swap permutation test for balanced accuracy and macro-F1,
     and a hierarchical bootstrap when a side has several seeds.
     """
-    from traitlens.analysis.collect import collect
-    from traitlens.analysis.uncertainty import compare_models
-
-    study = load_study(study_file)
-    results = collect(plan_study(study), _finished_store(study, study_file), metric)
-    settings = study.analysis
-    try:
-        row = compare_models(results, a, b, target, settings.bootstrap_samples, settings.alpha, settings.seed)
-    except ValueError as exc:
-        raise TraitlensError(str(exc)) from exc
+    row = _load(study_file).compare(a, b, target, metric)
     console.print(f"{b} - {a} on {target} ({row['metric']}, {row['items']} items): {row['difference']:+.3f} "
                   f"[{row['low']:+.3f}, {row['high']:+.3f}], p={row['p']:.3g} "
                   f"({a} {row['a_score']:.3f}, {row['seeds_a']} seed(s); {b} {row['b_score']:.3f}, "
@@ -494,21 +379,18 @@ def analyze_export(export: Path, metric: str | None, n_traits: str | None) -> No
     or its items.parquet. Every metric is recomputed from the items, so the analysis can be
     redone under another metric or trait count years later.
     """
-    from traitlens.analysis.analyze import analyze
-    from traitlens.analysis.export import load_items
+    from traitlens.api import load_items
+    from traitlens.progress import working
 
-    results, meta = load_items(export)
+    results = load_items(export)
     n_traits = int(n_traits) if n_traits is not None and n_traits.isdigit() else n_traits
     changes = {key: value for key, value in (("metric", metric), ("n_traits", n_traits)) if value is not None}
-    try:
-        settings = Analysis.model_validate(meta["analysis"] | changes)
-    except ValueError as exc:
-        raise TraitlensError(f"--n-traits must be a positive number or auto: {exc}") from exc
-    console.print(f"export of study {meta['study']}: {len(results.cells)} cells, {len(results.models)} models, "
+    results = results.with_settings(**changes)
+    console.print(f"export of study {results.study}: {len(results.cells)} cells, {len(results.models)} models, "
                   f"{len(results.targets)} targets")
-    with _working("analysis: traits"):
-        result = analyze(results, settings)
-    _print_traits(result, settings)
+    with working(console, "analysis: traits"):
+        result = results.traits()
+    _print_traits(result, results.settings)
 
 
 def _print_frame(title: str, frame: pd.DataFrame) -> None:
@@ -536,20 +418,7 @@ def report(study_file: Path, output: Path | None) -> None:
     cells and settings (that reads the datasets and the base model's tokenizer). Opens
     offline: the plotting library is embedded.
     """
-    from traitlens.execution.analyses import ensure_analyses
-
-    study = load_study(study_file)
-    store = _finished_store(study, study_file)
-    plan = plan_study(study)
-    with store.locked(f"traitlens report {study_file}"), _working("analysis: traits, profiles, explanation"):
-        results = ensure_analyses(plan, store)
-    console.print(f"report: {_write_report(plan, store, output, results)}")
-
-
-def _write_report(plan: Plan, store: Store, output: Path | None, results) -> Path:
-    from traitlens.report.page import build_report
-
-    return build_report(plan, store, output or store.root / "report" / f"{plan.study.name}.html", results)
+    console.print(f"report: {_load(study_file).report(output)}")
 
 
 @cli.group()
@@ -578,6 +447,10 @@ def data_show(dataset: str, split: str | None, examples: int) -> None:
     DATASET is catalog:NAME (or just NAME for a catalog entry), a local .jsonl/.json/.csv/.parquet
     file, or a hub id. Examples are rendered with the default template.
     """
+    from traitlens.data.load import prepare
+    from traitlens.data.reference import parse_reference
+    from traitlens.data.template import render
+
     if not dataset.strip():
         raise TraitlensError("DATASET is empty; name one: `traitlens data list` shows the catalog.")
     if ":" not in dataset and dataset in CATALOG:
@@ -605,50 +478,42 @@ def data_show(dataset: str, split: str | None, examples: int) -> None:
         console.print(Text(rendered.prompt) + Text(rendered.answer, style="bold"))
 
 
-def _open_store(study: Study, create: bool) -> Store | None:
-    """Read-only commands must not create a store directory as a side effect."""
-    if not create and not (study.store / "results.sqlite").exists():
-        return None
-    return Store(study.store)
+def _load(study_file: Path):
+    """The study named on the command line, with this command's console for progress."""
+    from traitlens.api import load
+
+    study = load(study_file)
+    study.console = console
+    return study
 
 
-def _finished_store(study: Study, study_file: Path) -> Store:
-    """The store of a study that has run; commands that analyse results need one."""
-    store = _open_store(study, create=False)
-    if store is None:
-        raise TraitlensError(f"no store at {study.store} yet: run `traitlens run {study_file}` first.")
-    return store
-
-
-def _print_matrix(plan: Plan, store: Store) -> None:
+def _print_matrix(study) -> None:
     """Accuracy of every finished cell: models down, targets across."""
-    table = Table(title=f"study {plan.study.name}: accuracy", title_justify="left")
+    cells = study.results().cells
+    table = Table(title=f"study {study.name}: accuracy", title_justify="left")
     table.add_column("model")
-    names = [target.name for target in plan.study.targets]
+    names = [target.name for target in study.config.targets]
     for name in names:
         table.add_column(name, justify="right")
-    rows: dict[str, dict[str, str]] = {}
-    for job in plan.eval_jobs:
-        cell = store.cell(job.key)
-        rows.setdefault(job.model, {})[job.target] = f"{cell['metrics']['accuracy']:.3f}" if cell else "-"
-    for model, cells in rows.items():
-        table.add_row(model, *(cells[name] for name in names))
+    scores = {(row.model, row.target): row.metrics["accuracy"] for row in cells.itertuples()}
+    for model in dict.fromkeys(study.plan().query("kind == 'eval'")["model"]):
+        table.add_row(model, *(f"{scores[(model, name)]:.3f}" if (model, name) in scores else "-" for name in names))
     console.print(table)
 
 
-def _print_plan(plan: Plan, store: Store | None) -> None:
-    states = plan.states(store) if store else {job.key: "new" for job in plan.jobs}
-    table = Table(title=f"study {plan.study.name}: plan", title_justify="left")
+def _print_plan(study) -> None:
+    jobs = study.plan()
+    table = Table(title=f"study {study.name}: plan", title_justify="left")
     for column in ("#", "job", "state", "key"):
         table.add_column(column, no_wrap=column != "job")
-    for number, job in enumerate(plan.jobs, 1):
-        state = states[job.key]
-        table.add_row(str(number), job.label, f"[{STATE_STYLE[state]}]{state}[/]", job.key[:12])
+    for number, job in enumerate(jobs.itertuples(), 1):
+        table.add_row(str(number), job.label, f"[{STATE_STYLE[job.state]}]{job.state}[/]", job.key[:12])
     console.print(table)
-    done = sum(state == "done" for state in states.values())
-    where = f"store {plan.study.store}" if store else f"no store yet at {plan.study.store}"
-    console.print(f"{len(plan.jobs)} jobs ({len(plan.train_jobs)} training, {len(plan.eval_jobs)} "
-                  f"evaluation): {done} done, {len(plan.jobs) - done} to run; {where}.")
+    done = int((jobs["state"] == "done").sum())
+    store = study.config.store
+    where = f"store {store}" if (store / "results.sqlite").exists() else f"no store yet at {store}"
+    console.print(f"{len(jobs)} jobs ({int((jobs['kind'] == 'train').sum())} training, "
+                  f"{int((jobs['kind'] == 'eval').sum())} evaluation): {done} done, {len(jobs) - done} to run; {where}.")
 
 
 _python_showwarning = warnings.showwarning

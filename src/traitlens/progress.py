@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
@@ -117,3 +118,14 @@ class StepMeter:
         if self.task is not None:
             self.progress.bar.remove_task(self.task)
             self.task = None
+
+
+@contextmanager
+def working(console: Console, what: str):
+    """A step that can take minutes (analyses load models, bootstrap, profile datasets): a live
+    bar on a terminal; in a log, heartbeat lines and one when it is done."""
+    started = time.perf_counter()
+    with JobProgress(console, 1, what) as progress:
+        progress.describe(what)
+        yield
+        progress.done(what, time.perf_counter() - started)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from traitlens.analysis.collect import Results
+from traitlens.analysis.results import Results
 from traitlens.analysis.diagnostics import own_task, target_diagnostics
 from traitlens.analysis.effects import asymmetry, side_effects
 from traitlens.analysis.stability import cells_on_items, trait_stability
@@ -17,11 +17,20 @@ from traitlens.analysis.uncertainty import cell_uncertainty, source_uncertainty
 from traitlens.analysis.views import raw_matrix, seed_spread, view
 from traitlens.config.schema import Analysis
 from traitlens.errors import TraitlensError
-from traitlens.execution.plan import BASE
+from traitlens.config.schema import BASE
 
 
 @dataclass
 class TraitAnalysis:
+    """A fitted trait analysis (`Results.traits()`), in scikit-learn's naming for what was
+    learnt (`loadings_`, `scores_`, `explained_variance_ratio_`), with the stability of each
+    trait and the matrix's effects and diagnostics beside it.
+
+    Example:
+        >>> traits = res.traits()
+        >>> traits.loadings_.round(2), traits.stability["median_congruence"]
+    """
+
     metric: str  # the analysis metric asked for
     used: dict[str, str]  # the metric each target is scored in (generated answers fall back)
     raw: pd.DataFrame  # models (base + sources) x targets
@@ -31,9 +40,9 @@ class TraitAnalysis:
     spread: pd.DataFrame  # sources x targets std across seeds
     targets: pd.DataFrame  # per target: the base's diagnostics and flags
     own_task: pd.DataFrame  # per source with a home target: its delta there, flagged if not > 0
-    loadings: pd.DataFrame  # targets x traits
-    scores: pd.DataFrame  # sources x traits
-    explained: pd.Series
+    loadings_: pd.DataFrame  # targets x traits
+    scores_: pd.DataFrame  # sources x traits
+    explained_variance_ratio_: pd.Series  # per trait
     names: list[str]
     stability: pd.DataFrame
     side_effects: pd.DataFrame
@@ -50,10 +59,10 @@ class TraitAnalysis:
             "uncertainty": self.uncertainty.to_dict("records"),
             "source_uncertainty": self.source_uncertainty.to_dict("records"),
             "diagnostics": {"targets": self.targets.to_dict("records"), "own_task": self.own_task.to_dict("records")},
-            "traits": [{"trait": trait, "name": name, "explained": float(self.explained[trait]),
-                        "loadings": self.loadings[trait].to_dict(), "scores": self.scores[trait].to_dict(),
+            "traits": [{"trait": trait, "name": name, "explained": float(self.explained_variance_ratio_[trait]),
+                        "loadings": self.loadings_[trait].to_dict(), "scores": self.scores_[trait].to_dict(),
                         **self.stability.loc[trait].to_dict()}
-                       for trait, name in zip(self.loadings.columns, self.names)],
+                       for trait, name in zip(self.loadings_.columns, self.names)],
             "trait_count": self.trait_count,
             "side_effects": self.side_effects.to_dict("records"),
             "asymmetry": self.asymmetry.to_dict("records"), "dropped": self.dropped,
@@ -110,16 +119,16 @@ def analyze(results: Results, settings: Analysis) -> TraitAnalysis:
         traits = model(count["n_traits"]).fit(matrix)
     except ValueError as exc:  # the effects still stand; the report shows them without traits
         return TraitAnalysis(
-            **effects, loadings=pd.DataFrame(index=matrix.columns), scores=pd.DataFrame(index=matrix.index),
-            explained=pd.Series(dtype=float), names=[], stability=pd.DataFrame(), dropped=dropped,
+            **effects, loadings_=pd.DataFrame(index=matrix.columns), scores_=pd.DataFrame(index=matrix.index),
+            explained_variance_ratio_=pd.Series(dtype=float), names=[], stability=pd.DataFrame(), dropped=dropped,
             trait_count={}, no_traits=f"{exc}. Add sources or targets, or more items per target.")
     # Refits keep the full-data trait count, so their traits can be matched one to one.
     refit = lambda matrix_: model(traits.n_traits_).fit(matrix_).loadings_
     stability = trait_stability(traits.loadings_, lambda cells_: refit(matrix_of(cells_)), refit, cells,
                                 matrix, kept.scores, samples, seed)
     return TraitAnalysis(
-        **effects, loadings=traits.loadings_, scores=traits.scores_,
-        explained=traits.explained_variance_ratio_,
+        **effects, loadings_=traits.loadings_, scores_=traits.scores_,
+        explained_variance_ratio_=traits.explained_variance_ratio_,
         names=[name_trait(traits.loadings_[t], results.abilities) for t in traits.loadings_.columns],
         stability=stability, dropped=dropped + traits.dropped_targets_,
         trait_count=count | {"n_traits": traits.n_traits_})

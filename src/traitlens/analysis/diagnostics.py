@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 from scipy import stats
 
-from traitlens.analysis.collect import Results
-from traitlens.execution.plan import BASE
+from traitlens.analysis.results import Results
+from traitlens.config.schema import BASE
 
 ONE_LABEL = 0.9  # a base answering one label this often shows preference, not skill
 FLOOR, CEILING = 0.05, 0.95  # accuracies where a target cannot show harm, or help

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from traitlens.analysis.collect import Results
+from traitlens.analysis.results import Results
 from traitlens.analysis.uncertainty import bootstrap_p, delta_draws
 
 ASYMMETRY_COLUMNS = ["a", "b", "a_to_b", "b_to_a", "difference", "low", "high", "p"]

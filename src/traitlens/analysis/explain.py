@@ -3,7 +3,7 @@ held-out cells better than chance (the paper's claim: hidden statistics beat sur
 similarity and quality).
 
 Every cell (source s, target t) gets the declared features of each group (see
-`execution.features`): most are pair-level, so a group can predict which targets a source helps,
+`analysis.features`): most are pair-level, so a group can predict which targets a source helps,
 not only how much it helps overall. The test is built so a group can win only by predicting
 cells it has not seen:
 - each target's deltas are put in units of their spread across sources (targets scored in nats
@@ -20,14 +20,20 @@ Behaviour (known only after training) is reported in the correlations, not used 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
+from traitlens.analysis.features import PREDICTIVE
+from traitlens.analysis.views import raw_matrix, view
 from traitlens.errors import TraitlensError
+
+if TYPE_CHECKING:
+    from traitlens.analysis.features import Features
+    from traitlens.analysis.results import Results
 
 MIN_FAMILIES = 4  # below this, leave-one-family-out fits on too few families to trust
 ALPHAS = np.logspace(-2, 3, 6)  # ridge penalties the nested cross-validation chooses among
@@ -40,12 +46,37 @@ class Explanation:
     correlations: pd.DataFrame  # feature, group, outcome, rho, low, high
     groups: pd.DataFrame  # group, features, r2 (held-out, vs target-mean baseline), low, high, null_95, p
     verdict: str
+    # Each target ranked as if it were new, next to the observed transfer; how those rankings
+    # compare with trivial ones (empty when `explain` alone made this explanation).
+    recommendations: pd.DataFrame = field(default_factory=pd.DataFrame)
+    recommendation_quality: pd.DataFrame = field(default_factory=pd.DataFrame)
+    recommendation_verdict: str = ""
 
     def to_json(self) -> dict[str, Any]:
         from traitlens.analysis.analyze import json_ready
 
         return json_ready({"correlations": self.correlations.to_dict("records"),
-                           "groups": self.groups.to_dict("records"), "verdict": self.verdict})
+                           "groups": self.groups.to_dict("records"), "verdict": self.verdict,
+                           "recommendations": self.recommendations.to_dict("records"),
+                           "recommendation_quality": self.recommendation_quality.to_dict("records"),
+                           "recommendation_verdict": self.recommendation_verdict})
+
+
+def explain_results(results: Results, features: Features, scores: pd.DataFrame | None = None) -> Explanation:
+    """The explanation of a study's cells (`explain`, with the adapters' behaviour added to the
+    features) and the held-out recommendations scored against trivial rankings. `scores`: the
+    sources' trait scores, correlated with the features too. Needs no model: `features` holds
+    every dataset statistic (`execution.features` computes them)."""
+    settings = results.settings
+    delta = view(raw_matrix(results.cells), "delta", results.diagonal, settings.mask_diagonal).dropna(how="all")
+    groups = dict(features.groups)
+    if results.cells["source"].notna().any():
+        groups["behaviour"] = behaviour(results.cells)
+    result = explain(delta, groups, scores, PREDICTIVE, settings.bootstrap_samples, settings.seed, results.families)
+    pairs = features.pairs(delta)
+    held_out = held_out_recommendations(pairs)
+    quality, verdict = recommendation_quality(held_out, pairs)
+    return replace(result, recommendations=held_out, recommendation_quality=quality, recommendation_verdict=verdict)
 
 
 def behaviour(cells: pd.DataFrame) -> pd.DataFrame:

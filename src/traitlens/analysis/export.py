@@ -16,7 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from traitlens.analysis.collect import CELL_COLUMNS, Results
+from traitlens.analysis.results import CELL_COLUMNS, Results
+from traitlens.config.schema import Analysis
 from traitlens.errors import TraitlensError
 from traitlens.evaluate.metrics import cell_metrics
 
@@ -25,8 +26,7 @@ COLUMNS = ["model", "source", "seed", "target", "item", "gold", "prediction", "s
            "generated", "generated_tokens"]
 
 
-def export_items(results: Results, study_name: str, kinds: dict[str, str], analysis: dict[str, Any],
-                 folder: Path) -> Path:
+def export_items(results: Results, folder: Path) -> Path:
     """Write `items.parquet` and `items.json` into `folder`; return the Parquet file."""
     rows = []
     for cell in results.cells.itertuples():
@@ -40,14 +40,21 @@ def export_items(results: Results, study_name: str, kinds: dict[str, str], analy
     folder.mkdir(parents=True, exist_ok=True)
     table.to_parquet(folder / ITEMS_FILE, index=False)
     (folder / META_FILE).write_text(json.dumps({
-        "study": study_name, "kinds": kinds, "labels": results.labels, "abilities": results.abilities,
-        "families": results.families, "diagonal": sorted(results.diagonal), "analysis": analysis}, indent=1))
+        "study": results.study, "kinds": results.kinds, "labels": results.labels, "abilities": results.abilities,
+        "families": results.families, "diagonal": sorted(results.diagonal),
+        "analysis": results.settings.model_dump(mode="json")}, indent=1))
     return folder / ITEMS_FILE
 
 
-def load_items(path: Path) -> tuple[Results, dict[str, Any]]:
-    """(results, meta) from an export folder (or its items.parquet), scored by accuracy until
-    `Results.scored` picks another metric. Cell metrics are recomputed from the items."""
+def load_items(path: str | Path) -> Results:
+    """The results in an item-level export folder (or its items.parquet), with no model or
+    store: scored under the exported study's `analysis.metric`, its analysis settings the
+    defaults of every method. Cell metrics are recomputed from the items.
+
+    Example:
+        >>> res = traitlens.load_items("store/report/quickstart-data")
+        >>> res.traits(metric="accuracy").loadings_
+    """
     path = Path(path)
     folder = path.parent if path.suffix == ".parquet" else path
     if not (folder / ITEMS_FILE).exists() or not (folder / META_FILE).exists():
@@ -71,6 +78,11 @@ def load_items(path: Path) -> tuple[Results, dict[str, Any]]:
         cells.append({"model": model, "source": None if pd.isna(first["source"]) else first["source"],
                       "seed": None if pd.isna(first["seed"]) else int(first["seed"]), "target": target,
                       "key": f"{model}@{target}", "n": len(items), "metrics": cell_metrics(items, labels)})
-    results = Results(pd.DataFrame(cells, columns=CELL_COLUMNS), outputs,
-                      {tuple(pair) for pair in meta["diagonal"]}, meta["abilities"], meta["labels"], meta["families"])
-    return results.scored("accuracy"), meta
+    try:
+        settings = Analysis.model_validate(meta["analysis"])
+    except ValueError as exc:
+        raise TraitlensError(f"{folder / META_FILE}: its analysis settings are not valid: {exc}") from None
+    results = Results(pd.DataFrame(cells, columns=CELL_COLUMNS), outputs, {tuple(pair) for pair in meta["diagonal"]},
+                      meta["abilities"], meta["labels"], meta["families"], settings=settings,
+                      study=meta["study"], kinds=meta["kinds"])
+    return results.scored(settings.metric)

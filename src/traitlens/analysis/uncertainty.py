@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from traitlens.analysis.collect import Results
+from traitlens.analysis.results import Results
 from traitlens.analysis.metrics import ItemScores
-from traitlens.execution.plan import BASE
+from traitlens.config.schema import BASE
 
 
 def score_intervals(results: Results, samples: int = 1000, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:

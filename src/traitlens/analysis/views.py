@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from traitlens.execution.plan import BASE
+from traitlens.config.schema import BASE
 
 VIEWS = ("raw", "delta", "relative_delta", "zscore")
 

@@ -25,6 +25,7 @@ from pydantic_core import PydanticCustomError
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
 PositiveInt = Annotated[int, Field(gt=0)]
+BASE = "base"  # the base model's row in the matrix and name among models; no source may take it
 Dtype = Literal["auto", "float32", "bfloat16"]
 DTYPE_HELP = ("auto: bfloat16 where the hardware computes it natively (a CUDA device that supports it, "
               "a CPU with oneDNN bfloat16 kernels), else float32; resolved before job keys are computed.")
@@ -149,7 +150,7 @@ class Source(DatasetSpec):
     @field_validator("name")
     @classmethod
     def _not_base(cls, value: str) -> str:
-        if value == "base":
+        if value == BASE:
             raise ValueError("'base' names the base model's row in the matrix; pick another name")
         return value
 

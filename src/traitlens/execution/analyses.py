@@ -1,80 +1,132 @@
-"""The analysis stages of a study: traits and explanation computed from the store's cells and
-stored back, each under a key of its inputs so an unchanged study reuses them."""
+"""A study's results read from the store, and its analyses stored back, each under a key of its
+inputs so an unchanged study reuses them.
+
+Three analyses are stored: `traits` (cells + analysis settings), `features` (the datasets and
+the base model: the only one that loads a model) and `explain` (cells + settings + features).
+So changing an analysis setting recomputes traits and explanation from stored tables alone.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
+from dataclasses import replace
 
 import pandas as pd
 
 from traitlens.analysis import ANALYSIS_CODE_VERSION
-from traitlens.analysis.analyze import TraitAnalysis, analyze, json_ready
-from traitlens.analysis.collect import Results, collect
-from traitlens.analysis.explain import Explanation, behaviour, held_out_recommendations, recommendation_quality
-from traitlens.analysis.explain import explain as explain_transfer
-from traitlens.analysis.views import raw_matrix, view
-from traitlens.data.load import prepare_study
+from traitlens.analysis.analyze import TraitAnalysis
+from traitlens.analysis.explain import Explanation, explain_results
+from traitlens.analysis.features import Features
+from traitlens.analysis.results import CELL_COLUMNS, Results, study_diagonal, target_labels
 from traitlens.errors import TraitlensError
-from traitlens.execution.features import PREDICTIVE, study_features
 from traitlens.execution.plan import Plan
 from traitlens.faults import crash_point
-from traitlens.store.db import Store
+from traitlens.models.scorer import Scorer
+from traitlens.store.db import Store, adapter_file_meta
 from traitlens.store.keys import content_key
+
+if TYPE_CHECKING:
+    from traitlens.report.page import ReportInputs
+
+
+def collect(plan: Plan, store: Store, metric: str | None = None) -> Results:
+    """The study's finished cells and their items, scored under `metric` (default: the
+    study's), with the stored dataset features when there are any."""
+    rows, outputs = [], {}
+    trained = {job.key: job for job in plan.train_jobs}
+    for job in plan.eval_jobs:
+        cell = store.cell(job.key)
+        if cell is None:
+            continue
+        adapter = trained.get(job.needs)
+        rows.append({"model": job.model, "source": adapter.source if adapter else None,
+                     "seed": adapter.seed if adapter else None, "target": job.target,
+                     "key": job.key, "n": cell["n_items"], "metrics": cell["metrics"]})
+        outputs.setdefault(job.target, {})[job.model] = store.items(job.key)
+    study = plan.study
+    stored = store.analysis(study.name, "features")
+    results = Results(pd.DataFrame(rows, columns=CELL_COLUMNS), outputs, study_diagonal(study),
+                      {t.name: list(t.abilities) for t in study.targets},
+                      {t.name: target_labels(t, outputs.get(t.name)) for t in study.targets},
+                      {s.name: s.family_name for s in study.sources}, settings=study.analysis,
+                      study=study.name, kinds={t.name: t.kind for t in study.targets},
+                      features=Features.from_json(stored[1]) if stored and stored[0] == features_key(plan) else None)
+    return results.scored(metric or study.analysis.metric)
 
 
 def analysis_key(name: str, plan: Plan, cell_keys: Iterable[str]) -> str:
-    """What an analysis depends on: the cells (whose keys cover models, data and settings), the
-    study's analysis settings and the analysis code's version."""
+    """What an analysis of the cells depends on: the cells (whose keys cover models, data and
+    settings), the study's analysis settings, the analysis code's version and, for the
+    explanation, the features."""
+    extra = {"features": features_key(plan)} if name == "explain" else {}
     return content_key(name, {"cells": sorted(cell_keys), "code": ANALYSIS_CODE_VERSION,
-                              "settings": plan.study.analysis.model_dump(mode="json")})
+                              "settings": plan.study.analysis.model_dump(mode="json"), **extra})
+
+
+def features_key(plan: Plan) -> str:
+    """What the datasets' features depend on: the base and every source's and target's data and
+    template (their fingerprints, as in the job keys), the evaluation dtype, the features code."""
+    from traitlens.execution.features import FEATURES_CODE_VERSION
+
+    return content_key("features", {
+        "base": plan.jobs[0].spec["base"], "dtype": plan.study.evaluation.dtype, "code": FEATURES_CODE_VERSION,
+        "sources": {job.source: job.spec["source"] for job in plan.train_jobs},
+        "targets": {job.target: job.spec["target"] for job in plan.eval_jobs}})
 
 
 def run_traits(plan: Plan, store: Store, results: Results | None = None) -> TraitAnalysis:
     """The trait analysis of the finished cells (`results`, collected if not given), stored for
     the report (the caller holds the store's lock)."""
     results = collect(plan, store) if results is None else results
-    result = analyze(results, plan.study.analysis)
+    result = results.traits()
     crash_point("analysis")
     store.put_analysis(plan.study.name, "traits", analysis_key("traits", plan, results.cells["key"]),
                        result.to_json())
     return result
 
 
-def run_explain(plan: Plan, store: Store, results: Results | None = None) -> tuple[Explanation, pd.DataFrame]:
-    """Features and the explanation of a study's cells (`results`, collected if not given),
-    stored (the caller holds the lock)."""
-    study = plan.study
-    stored = store.analysis(study.name, "traits")
+def run_features(plan: Plan, store: Store, scorer: Scorer | None = None) -> Features:
+    """The datasets' features, from the store when they are there for these datasets and this
+    base, else computed (reading every dataset and loading the base model, as `scorer` unless
+    one is given, and the embedding model) and stored (the caller holds the lock)."""
+    from traitlens.data.load import prepare_study
+    from traitlens.execution.features import base_scorer, study_features
+
+    key = features_key(plan)
+    stored = store.analysis(plan.study.name, "features")
+    if stored is not None and stored[0] == key:
+        return Features.from_json(stored[1])
+    sources, targets = prepare_study(plan.study)
+    features = study_features(plan.study, sources, targets, scorer or base_scorer(plan.study))
+    store.put_analysis(plan.study.name, "features", key, features.to_json())
+    return features
+
+
+def run_explain(plan: Plan, store: Store, results: Results | None = None) -> Explanation:
+    """The explanation of the finished cells (`results`, collected if not given), from the
+    stored features (computed first if missing), stored (the caller holds the lock)."""
     results = collect(plan, store) if results is None else results
     if results.cells.empty or results.cells["source"].isna().all():
         raise TraitlensError("no adapter cells in the store yet: run the study first.")
-    sources, targets = prepare_study(study)
-    features = study_features(study, sources, targets, behaviour(results.cells))
-    delta = view(raw_matrix(results.cells), "delta", results.diagonal, study.analysis.mask_diagonal).dropna(how="all")
-    scores = pd.DataFrame({t["trait"]: t["scores"] for t in stored[1]["traits"]}) if stored and stored[1]["traits"] else None
-    result = explain_transfer(delta, features.groups, scores, PREDICTIVE, study.analysis.bootstrap_samples,
-                              study.analysis.seed, results.families)
-    pairs = features.pairs(delta)
-    recommendations = held_out_recommendations(pairs)
-    quality, quality_verdict = recommendation_quality(recommendations, pairs)
-    store.put_analysis(study.name, "explain", analysis_key("explain", plan, results.cells["key"]),
-                       result.to_json() | json_ready({
-                           "metric": results.metric, "answer_lengths": features.answer_lengths,
-                           "source_profiles": features.source_profiles.to_dict("index"),
-                           "target_profiles": features.target_profiles.to_dict("index"),
-                           "features": {group: frame.reset_index().to_dict("records")
-                                        for group, frame in features.groups.items()},
-                           "recommendations": recommendations.to_dict("records"),
-                           "recommendation_quality": quality.to_dict("records"),
-                           "recommendation_verdict": quality_verdict}))
-    return result, features.source_profiles
+    if results.features is None:
+        results = replace(results, features=run_features(plan, store))
+    stored = store.analysis(plan.study.name, "traits")
+    traits = stored[1]["traits"] if stored else []
+    scores = pd.DataFrame({t["trait"]: t["scores"] for t in traits}) if traits else None
+    result = explain_results(results, results.features, scores)
+    store.put_analysis(plan.study.name, "explain", analysis_key("explain", plan, results.cells["key"]),
+                       result.to_json() | {"metric": results.metric})
+    return result
 
 
-def ensure_analyses(plan: Plan, store: Store) -> Results | None:
+def ensure_analyses(plan: Plan, store: Store, features: bool = True) -> Results | None:
     """Compute the traits and the explanation unless the stored ones have the same inputs: the
-    same finished cells, settings and analysis code (a stored analysis can also come from
-    another config of the same study, e.g. other analysis settings). Returns the cells read from
-    the store when either had to be computed (the report reuses them), else None."""
+    same finished cells, settings, analysis code and features (a stored analysis can also come
+    from another config of the same study, e.g. other analysis settings). `features=False`
+    never loads a model: without stored features the explanation is left out (`traitlens
+    explain` computes them). Returns the cells read from the store when an analysis had to be
+    computed (the report reuses them), else None."""
     states = plan.states(store)
     cells = [job.key for job in plan.eval_jobs if states[job.key] == "done"]
     results = None  # read from the store once, for whichever analyses need it
@@ -82,5 +134,30 @@ def ensure_analyses(plan: Plan, store: Store) -> Results | None:
         stored = store.analysis(plan.study.name, name)
         if stored is None or stored[0] != analysis_key(name, plan, cells):
             results = collect(plan, store) if results is None else results
+            if name == "explain" and results.features is None and not features:
+                continue
             compute(plan, store, results)
     return results
+
+
+def report_inputs(plan: Plan, store: Store, results: Results | None = None) -> ReportInputs:
+    """What the report shows, read from the store: the stored traits (compute them first:
+    `ensure_analyses`), the explanation only where it is current for these cells, settings and
+    features, each adapter's training record, one example prompt per target."""
+    from traitlens.report.page import ReportInputs
+
+    study = plan.study
+    stored = store.analysis(study.name, "traits")
+    if stored is None:
+        raise TraitlensError("no trait analysis in the store yet: run `traitlens run` (or `traitlens traits`) first.")
+    results = collect(plan, store) if results is None else results
+    explained = store.analysis(study.name, "explain")
+    current = explained is not None and explained[0] == analysis_key("explain", plan, results.cells["key"])
+    adapters = [{"source": job.source, "seed": job.seed, "key": job.key, "meta": meta} for job in plan.train_jobs
+                if (path := store.adapter_path(job.key)) is not None and (meta := adapter_file_meta(path)) is not None]
+    examples = {}
+    for job in plan.eval_jobs:
+        if job.target not in examples and (cell := store.cell(job.key)) is not None:
+            examples[job.target] = cell["meta"]["example"]
+    return ReportInputs(study, results, stored[1], stored[0], explained[1] if current else None, adapters,
+                        examples, plan.jobs[0].spec["base"], store.root)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from traitlens.config.schema import Study
+from traitlens.config.schema import BASE, Study
 from traitlens.data.fingerprint import fingerprint
 from traitlens.errors import ConfigError, TraitlensError
 from traitlens.evaluate.cell import SCORING_CODE_VERSION
@@ -27,8 +27,6 @@ TRAIN_CODE_VERSION = 2
 
 # Training settings that change how a run proceeds but not the adapter it ends with.
 NOT_RESULT_TRAINING = {"seeds", "checkpoint_every", "gradient_checkpointing", "packing", "pass_tokens"}
-
-BASE = "base"
 
 
 @dataclass(frozen=True)

@@ -26,24 +26,28 @@ def _layout(fig: go.Figure, title: str, height: int = 420) -> dict:
     return fig.to_plotly_json()
 
 
-def delta_heatmap(delta: pd.DataFrame, raw: pd.DataFrame, uncertainty: pd.DataFrame, alpha: float) -> dict:
-    """Adapters x targets delta vs base; a star marks cells significant at q < alpha; hover has
-    the raw scores, the interval, q and the cells' content keys."""
-    by_cell = {}
-    for row in uncertainty.itertuples():
-        by_cell.setdefault((row.source, row.target), []).append(row)
+def delta_heatmap(delta: pd.DataFrame, raw: pd.DataFrame, matrix_cells: pd.DataFrame, adapter_cells: pd.DataFrame,
+                  alpha: float) -> dict:
+    """Sources x targets delta vs base; a star marks a cell significant at q < alpha as the
+    matrix shows it (seeds averaged, `matrix_cells`: the hierarchical interval over seeds and
+    items); hover has the raw scores, that interval and q, and each adapter's own (`adapter_cells`)."""
+    matrix = {(row.source, row.target): row for row in matrix_cells.itertuples()}
+    by_adapter = {}
+    for row in adapter_cells.itertuples():
+        by_adapter.setdefault((row.source, row.target), []).append(row)
     text, hover = [], []
     for source in delta.index:
         text_row, hover_row = [], []
         for target in delta.columns:
-            rows = by_cell.get((source, target), [])
-            significant = any(r.significant for r in rows)
+            cell, rows = matrix.get((source, target)), by_adapter.get((source, target), [])
             value = delta.loc[source, target]
-            text_row.append(("" if np.isnan(value) else f"{value:+.3f}") + (" *" if significant else ""))
-            details = "<br>".join(f"{esc(r.model)}: {r.delta:+.3f} [{r.low:+.3f}, {r.high:+.3f}], q={r.q:.3g}"
-                                  for r in rows)
+            text_row.append(("" if np.isnan(value) else f"{value:+.3f}")
+                            + (" *" if cell is not None and cell.significant else ""))
+            details = ([f"seeds averaged: [{cell.low:+.3f}, {cell.high:+.3f}], q={cell.q:.3g}"] if cell is not None else [])
+            if len(rows) > 1:
+                details += [f"{esc(r.model)}: {r.delta:+.3f} [{r.low:+.3f}, {r.high:+.3f}], q={r.q:.3g}" for r in rows]
             hover_row.append(f"{esc(source)} on {esc(target)}<br>score {raw.loc[source, target]:.3f} "
-                             f"(base {raw.loc['base', target]:.3f})<br>{details}")
+                             f"(base {raw.loc['base', target]:.3f})<br>" + "<br>".join(details))
         text.append(text_row)
         hover.append(hover_row)
     limit = float(np.nanmax(np.abs(delta.to_numpy()))) if delta.size else 1.0
@@ -55,12 +59,14 @@ def delta_heatmap(delta: pd.DataFrame, raw: pd.DataFrame, uncertainty: pd.DataFr
     return _layout(fig, f"Transfer: score minus base (* significant at q < {alpha})", 140 + 45 * len(delta))
 
 
-def scree(eigenvalues: np.ndarray, kept: int) -> dict:
+def scree(eigenvalues: np.ndarray, kept: int, standardized: bool = True) -> dict:
+    """Eigenvalues of what the traits were fitted on: the targets' correlation matrix, or their
+    covariance matrix when targets are only centred."""
     components = [f"{i + 1}" for i in range(len(eigenvalues))]
     fig = go.Figure(go.Scatter(x=components, y=eigenvalues, mode="lines+markers", name="eigenvalue"))
     fig.add_vline(x=kept - 0.5, line_dash="dash", annotation_text=f"{kept} kept")
     fig.update_xaxes(title="component")
-    fig.update_yaxes(title="eigenvalue of the target correlation matrix")
+    fig.update_yaxes(title=f"eigenvalue of the target {'correlation' if standardized else 'covariance'} matrix")
     return _layout(fig, "Scree plot", 360)
 
 

@@ -4,25 +4,26 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import jinja2
+import markupsafe
 import numpy as np
 import pandas as pd
 import plotly.io
 from plotly.offline import get_plotlyjs
 
 from traitlens import __version__
-from traitlens.analysis.collect import Results, collect
 from traitlens.analysis.export import export_items
+from traitlens.analysis.features import Features
 from traitlens.analysis.metrics import DESCRIPTIONS
+from traitlens.analysis.results import Results
 from traitlens.analysis.uncertainty import score_intervals
-from traitlens.errors import TraitlensError
-from traitlens.execution.plan import BASE, Plan
+from traitlens.config.schema import BASE, Study
 from traitlens.faults import crash_point
 from traitlens.report import figures
-from traitlens.store.db import Store, adapter_file_meta
 
 SECTIONS = [("checks", "Read first"), ("glance", "Study"), ("matrix", "Transfer matrix"), ("traits", "Traits"),
             ("effects", "Side effects"), ("profiles", "Profiles"), ("explanation", "Why"),
@@ -33,16 +34,30 @@ PROFILE_COLUMNS = ("size", "n_classes", "class_entropy_norm", "majority_share", 
                    "negation_rate", "duplicate_rate", "answer_perplexity")
 
 
-def build_report(plan: Plan, store: Store, out: Path, results: Results | None = None) -> Path:
-    """Write `out` (one HTML file) and `<out stem>-data/` (CSV and JSON tables); return `out`.
-    `results`: the study's cells if the caller has just read them from the store."""
-    study = plan.study
-    stored = store.analysis(study.name, "traits")
-    if stored is None:
-        raise TraitlensError("no trait analysis in the store yet: run `traitlens run` (or `traitlens traits`) first.")
-    analysis_key, analysis = stored
-    results = collect(plan, store) if results is None else results
-    cells = {job.key: cell for job in plan.eval_jobs if (cell := store.cell(job.key)) is not None}
+@dataclass
+class ReportInputs:
+    """Everything a report shows, as read from the store (`execution.analyses.report_inputs`):
+    the report itself opens no store and loads no model."""
+
+    study: Study  # the config
+    results: Results  # the finished cells and their items (with the datasets' features, if computed)
+    traits: dict[str, Any]  # the stored trait analysis for these cells and settings
+    traits_key: str
+    explanation: dict[str, Any] | None  # the stored explanation for these cells, settings and features
+    adapters: list[dict[str, Any]]  # per adapter: source, seed, key, meta (what training recorded)
+    examples: dict[str, str]  # target -> one rendered prompt
+    base_identity: dict[str, Any]
+    store: Path
+
+
+NOT_COMPUTED = ("Not computed for this store yet: <code>traitlens explain STUDY.yaml</code> profiles the datasets and "
+                "explains transfer (it loads the base model and an embedding model once); the report only reads "
+                "what that stored.")
+
+
+def build_report(inputs: ReportInputs, out: Path) -> Path:
+    """Write `out` (one HTML file) and `<out stem>-data/` (CSV and JSON tables); return `out`."""
+    study, results, analysis = inputs.study, inputs.results, inputs.traits
     # The stored JSON has sorted keys; show rows and columns in the study's order.
     raw = pd.DataFrame(analysis["raw"])
     raw = raw.reindex(index=[m for m in [BASE, *(s.name for s in study.sources)] if m in raw.index],
@@ -55,42 +70,45 @@ def build_report(plan: Plan, store: Store, out: Path, results: Results | None = 
     scores = scores.reindex([s for s in raw.index if s in scores.index])
     names = [t["name"] for t in analysis["traits"]]
     alpha = study.analysis.alpha
+    features, explained = results.features, inputs.explanation
 
-    explained = store.analysis(study.name, "explain")
-    figs = {"delta": figures.delta_heatmap(delta, raw, uncertainty, alpha)}
+    figs = {"delta": figures.delta_heatmap(delta, raw, pd.DataFrame(analysis["source_uncertainty"]), uncertainty,
+                                           alpha)}
     if names:  # a study too small or flat for traits still gets its matrix and effects
-        figs |= {"scree": figures.scree(_eigenvalues(pd.DataFrame(analysis["matrix"])), len(names)),
+        standardized = study.analysis.standardize
+        figs |= {"scree": figures.scree(_eigenvalues(pd.DataFrame(analysis["matrix"]), standardized), len(names),
+                                        standardized),
                  "loadings": figures.loadings_heatmap(loadings, names),
                  "biplot": figures.biplot(scores, loadings)}
     length_ids, confusion_ids = [], []
     for target in study.targets:
-        jobs = [job for job in plan.eval_jobs if job.target == target.name and job.key in cells]
+        cells = results.cells[results.cells["target"] == target.name]
         if target.kind in ("generative", "generation_classification"):
-            answers = explained[1].get("answer_lengths", {}) if explained else {}
+            answers = features.answer_lengths if features else {}
             reference = {f"{target.name} answers": answers.get("targets", {}).get(target.name, [])}
             reference |= {f"{name} answers (source)": values for name, values in answers.get("sources", {}).items()}
             figs[f"length-{target.name}"] = figures.lengths(target.name, {
-                job.model: [i["generated_tokens"] for i in store.items(job.key)] for job in jobs},
+                model: [i["generated_tokens"] for i in results.outputs[target.name][model]] for model in cells["model"]},
                 {label: values for label, values in reference.items() if values})
             length_ids.append(f"length-{target.name}")
         if target.kind != "generative":
-            matrices = {job.model: cells[job.key]["metrics"]["confusion"] for job in jobs
-                        if "confusion" in cells[job.key]["metrics"]}
+            matrices = {row.model: row.metrics["confusion"] for row in cells.itertuples() if "confusion" in row.metrics}
             if matrices:
                 figs[f"confusion-{target.name}"] = figures.confusion(target.name, matrices)
                 confusion_ids.append(f"confusion-{target.name}")
 
     context = {
-        "explanation": _explanation(explained[1], [s.name for s in study.sources],
-                                    [t.name for t in study.targets]) if explained else None,
-        "study": study, "version": __version__, "store": str(store.root),
+        "explanation": _explanation(explained) if explained else None,
+        "profiles": _profiles(features, [s.name for s in study.sources], [t.name for t in study.targets])
+        if features else None, "not_computed": markupsafe.Markup(NOT_COMPUTED),
+        "study": study, "version": __version__, "store": str(inputs.store),
         "built": time.strftime("%Y-%m-%d %H:%M"), "sections": SECTIONS, "alpha": alpha,
-        "confidence": round(100 * (1 - alpha)), "analysis_key": analysis_key,
-        "base_identity": json.dumps(plan.jobs[0].spec["base"]) if plan.jobs else "",
+        "confidence": round(100 * (1 - alpha)), "analysis_key": inputs.traits_key,
+        "base_identity": json.dumps(inputs.base_identity),
         "settings": {name: json.dumps(getattr(study, name).model_dump(mode="json"))
                      for name in ("analysis", "lora", "training", "evaluation")},
-        "sources": [_source_row(source, plan, store) for source in study.sources],
-        "targets": [_target_row(target, plan, cells) for target in study.targets],
+        "sources": [_source_row(source, inputs.adapters) for source in study.sources],
+        "targets": [_target_row(target, results.cells, inputs.examples) for target in study.targets],
         "matrix": {"columns": list(raw.columns),
                    "rows": [(model, [_num(v) for v in row]) for model, row in raw.iterrows()]},
         "cells": [{"model": r["model"], "target": r["target"], "delta": _num(r["delta"], True),
@@ -129,20 +147,22 @@ def build_report(plan: Plan, store: Store, out: Path, results: Results | None = 
     crash_point("report")
     intervals = score_intervals(results, study.analysis.bootstrap_samples, alpha, study.analysis.seed)
     folder = out.with_name(f"{out.stem}-data")
-    _export(folder, raw, delta, uncertainty, intervals, loadings, scores, analysis, explained[1] if explained else None)
-    export_items(results, study.name, {t.name: t.kind for t in study.targets},
-                 study.analysis.model_dump(mode="json"), folder)
+    _export(folder, raw, delta, uncertainty, intervals, loadings, scores, analysis, explained, features)
+    export_items(results, folder)
     return out
 
 
-def _explanation(stored: dict[str, Any], sources: list[str], targets: list[str]) -> dict[str, Any]:
-    """Profiles in the study's order (the stored JSON has sorted keys) and the explanation."""
-    profile_rows = lambda profiles, order: [(name, [_num(profiles[name].get(c)) for c in PROFILE_COLUMNS])
-                                            for name in order if name in profiles]
+def _profiles(features: Features, sources: list[str], targets: list[str]) -> dict[str, Any]:
+    """Profiles in the study's order (the stored JSON has sorted keys)."""
+    rows = lambda profiles, order: [(name, [_num(profiles.loc[name].get(c)) for c in PROFILE_COLUMNS])
+                                    for name in order if name in profiles.index]
+    return {"columns": PROFILE_COLUMNS, "sources": rows(features.source_profiles, sources),
+            "targets": rows(features.target_profiles, targets)}
+
+
+def _explanation(stored: dict[str, Any]) -> dict[str, Any]:
     return {
-        "verdict": stored["verdict"], "columns": PROFILE_COLUMNS,
-        "sources": profile_rows(stored["source_profiles"], sources),
-        "targets": profile_rows(stored["target_profiles"], targets),
+        "verdict": stored["verdict"],
         "groups": [{"group": g["group"], "features": g.get("features", ""), "r2": _num(g["r2"], True),
                     "interval": f"[{_num(g['low'], True)}, {_num(g['high'], True)}]",
                     "null": _num(g.get("null_95"), True), "p": _p(g.get("p"))} for g in stored["groups"]],
@@ -187,7 +207,7 @@ def _trait_count_text(count: dict[str, Any]) -> str:
 
 
 def _export(folder: Path, raw, delta, uncertainty, intervals, loadings, scores, analysis: dict,
-            explained: dict | None) -> None:
+            explained: dict | None, features: Features | None) -> None:
     folder.mkdir(exist_ok=True)
     raw.to_csv(folder / "matrix_raw.csv")
     intervals.to_csv(folder / "cells_raw_intervals.csv", index=False)
@@ -201,9 +221,11 @@ def _export(folder: Path, raw, delta, uncertainty, intervals, loadings, scores, 
     pd.DataFrame([{k: v for k, v in t.items() if k not in ("loadings", "scores")} for t in analysis["traits"]]
                  ).to_csv(folder / "traits.csv", index=False)
     (folder / "traits.json").write_text(json.dumps(analysis, indent=1))
+    if features:
+        features.source_profiles.to_csv(folder / "source_profiles.csv")
+        features.target_profiles.to_csv(folder / "target_profiles.csv")
+        (folder / "features.json").write_text(json.dumps(features.to_json(), indent=1))
     if explained:
-        pd.DataFrame(explained["source_profiles"]).T.to_csv(folder / "source_profiles.csv")
-        pd.DataFrame(explained["target_profiles"]).T.to_csv(folder / "target_profiles.csv")
         pd.DataFrame(explained["correlations"]).to_csv(folder / "feature_correlations.csv", index=False)
         pd.DataFrame(explained["groups"]).to_csv(folder / "feature_groups.csv", index=False)
         pd.DataFrame(explained.get("recommendations", [])).to_csv(folder / "recommendations.csv", index=False)
@@ -212,25 +234,20 @@ def _export(folder: Path, raw, delta, uncertainty, intervals, loadings, scores, 
         (folder / "explanation.json").write_text(json.dumps(explained, indent=1))
 
 
-def _source_row(source, plan: Plan, store: Store) -> dict[str, Any]:
-    adapters = []
-    for job in plan.train_jobs:
-        path = store.adapter_path(job.key) if job.source == source.name else None
-        meta = adapter_file_meta(path) if path is not None else None
-        if meta is not None:
-            adapters.append({"seed": job.seed, "key": job.key, "steps": meta["steps"], "tokens": meta["tokens_seen"],
-                             "loss": f"{np.mean(meta['loss_curve'][-3:]):.3f}",
-                             "minutes": f"{meta['wall_seconds'] / 60:.1f}"})
+def _source_row(source, adapters: list[dict[str, Any]]) -> dict[str, Any]:
+    rows = [{"seed": a["seed"], "key": a["key"], "steps": a["meta"]["steps"], "tokens": a["meta"]["tokens_seen"],
+             "loss": f"{np.mean(a['meta']['loss_curve'][-3:]):.3f}", "minutes": f"{a['meta']['wall_seconds'] / 60:.1f}"}
+            for a in adapters if a["source"] == source.name]
     return {"name": source.name, "dataset": source.dataset, "split": source.split,
             "transforms": json.dumps([t.model_dump(exclude_none=True) for t in source.transforms]),
-            "adapters": adapters}
+            "adapters": rows}
 
 
-def _target_row(target, plan: Plan, cells: dict[str, dict]) -> dict[str, Any]:
-    cell = next((cells[j.key] for j in plan.eval_jobs if j.target == target.name and j.key in cells), None)
+def _target_row(target, cells: pd.DataFrame, examples: dict[str, str]) -> dict[str, Any]:
+    n_items = cells.loc[cells["target"] == target.name, "n"]
     return {"name": target.name, "dataset": target.dataset, "split": target.split, "kind": target.kind,
-            "abilities": ", ".join(target.abilities), "n_items": cell["n_items"] if cell else "-",
-            "example": cell["meta"]["example"] if cell else ""}
+            "abilities": ", ".join(target.abilities), "n_items": int(n_items.iloc[0]) if len(n_items) else "-",
+            "example": examples.get(target.name, "")}
 
 
 def _cell_key(cells: pd.DataFrame, model: str, target: str) -> str:
@@ -238,11 +255,16 @@ def _cell_key(cells: pd.DataFrame, model: str, target: str) -> str:
     return match["key"].iloc[0] if len(match) else ""
 
 
-def _eigenvalues(matrix: pd.DataFrame) -> np.ndarray:
+def _eigenvalues(matrix: pd.DataFrame, standardized: bool) -> np.ndarray:
+    """The eigenvalues the traits were fitted on: of the targets' correlation matrix, or of
+    their covariance matrix when targets are only centred (as `analysis.traits` fits them)."""
     x = matrix.to_numpy(dtype=float)
     x = np.where(np.isnan(x), np.nanmean(x, axis=0), x)
     x = x[:, x.std(axis=0) > 1e-12]
-    return np.sort(np.linalg.eigvalsh(np.corrcoef(x, rowvar=False)))[::-1] if x.shape[1] > 1 else np.ones(1)
+    if x.shape[1] < 2:
+        return np.ones(1)
+    spread = np.corrcoef(x, rowvar=False) if standardized else np.cov(x, rowvar=False)
+    return np.sort(np.linalg.eigvalsh(spread))[::-1]
 
 
 def _num(value: Any, signed: bool = False) -> str:

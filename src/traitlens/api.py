@@ -1,0 +1,383 @@
+"""The Python API: what the `traitlens` command does, for notebooks and scripts.
+
+pandas in and out; analyses return fitted objects in scikit-learn's style (`loadings_`,
+`scores_`, `explained_variance_ratio_`). The CLI is a thin layer over these functions, so
+anything it prints can be computed here.
+
+Example:
+    >>> import traitlens
+    >>> study = traitlens.load("examples/quickstart.yaml")
+    >>> study.run()                          # train and evaluate what the store lacks
+    >>> res = study.results()                # cells, items, matrix(view=..., metric=...)
+    >>> res.traits().loadings_
+    >>> study.report("quickstart.html")
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+from rich.console import Console
+
+from traitlens.analysis.export import load_items
+from traitlens.analysis.results import Results
+from traitlens.config import load_study
+from traitlens.config.schema import Source, Target
+from traitlens.config.schema import Study as StudyConfig
+from traitlens.errors import TraitlensError
+from traitlens.progress import working
+
+if TYPE_CHECKING:
+    from traitlens.analysis.analyze import TraitAnalysis
+    from traitlens.analysis.explain import Explanation
+    from traitlens.analysis.features import Features
+    from traitlens.execution.local import RunSummary
+    from traitlens.execution.plan import Plan
+    from traitlens.models.scorer import Scorer
+    from traitlens.store.db import Store
+    from traitlens.store.doctor import Finding
+
+__all__ = ["Recommendation", "Results", "Study", "load", "load_items"]
+MIN_ADAPTERS = 3  # a run ends with the analyses only when it has this many sources: traits need three
+
+
+def load(path: str | Path) -> Study:
+    """A study from its YAML file, checked (every problem at once, as a `ConfigError`).
+    Nothing is read, trained or loaded until a method asks for it.
+
+    Example:
+        >>> study = traitlens.load("examples/quickstart.yaml")
+        >>> study.config.targets[0].name
+    """
+    return Study(load_study(path), Path(path))
+
+
+@dataclass
+class Recommendation:
+    """A new dataset's predicted transfer (`Study.recommend`): `ranking` of the study's
+    sources (for a new target) or targets (for a new source), best first; `quality`: the
+    Spearman correlation of predicted and observed transfer with each existing one held out."""
+
+    name: str
+    by: str  # "target" or "source": which side the new dataset is on
+    ranking: pd.DataFrame
+    quality: pd.DataFrame
+
+
+class Study:
+    """One study: its config (`config`, the validated YAML) and everything computed from it in
+    its store. Methods that write the store hold its lock, like the CLI.
+
+    Example:
+        >>> study = traitlens.load("examples/quickstart.yaml")
+        >>> study.plan().groupby(["kind", "state"]).size()
+    """
+
+    def __init__(self, config: StudyConfig, path: Path | None = None, console: Console | None = None):
+        self.config = config
+        self.path = path  # the YAML file, named in messages
+        self.console = console or Console(quiet=True)  # progress output; the CLI passes its own
+        self._plan: Plan | None = None
+
+    def __repr__(self) -> str:
+        return (f"traitlens.Study({self.config.name!r}: {len(self.config.sources)} sources x "
+                f"{len(self.config.targets)} targets, store {self.config.store})")
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def _file(self) -> str:
+        return str(self.path) if self.path else "STUDY.yaml"
+
+    def planned(self) -> Plan:
+        """The study's jobs with their content keys (resolving `dtype: auto` for this machine,
+        or the Ray cluster the study names, on first use)."""
+        from traitlens.execution.plan import plan_study
+
+        if self._plan is None:
+            self._plan = plan_study(self.config)
+        return self._plan
+
+    def validate(self, data: bool = True) -> None:
+        """Check the datasets (columns, splits, labels, transforms, no evaluation item in any
+        source) and the base model (found, with every LoRA target module); raises a
+        `TraitlensError` naming each problem. `data=False`: the config alone (it was checked
+        when loaded).
+
+        Example:
+            >>> study.validate()
+        """
+        if not data:
+            return
+        from traitlens.data.load import prepare_study
+        from traitlens.models.load import check_base
+
+        self.planned()  # keys: every dataset file and the base model must be found
+        check_base(self.config.base, self.config.lora.target_modules)
+        prepare_study(self.config)
+
+    def plan(self) -> pd.DataFrame:
+        """One row per job: kind, label, model, source, seed, target, key, its state in the
+        store (done, failed, running, new), attempts and error.
+
+        Example:
+            >>> study.plan().query("state == 'failed'")[["label", "error"]]
+        """
+        plan, store = self.planned(), self._store()
+        states = plan.states(store) if store else {job.key: "new" for job in plan.jobs}
+        records = store.jobs(states) if store else {}
+        return pd.DataFrame([{"kind": job.kind, "label": job.label, "model": job.model, "source": job.source,
+                              "seed": job.seed, "target": job.target, "key": job.key, "state": states[job.key],
+                              "attempts": records[job.key].attempts if job.key in records else 0,
+                              "error": records[job.key].error if job.key in records else None}
+                             for job in plan.jobs])
+
+    def status(self) -> pd.DataFrame:
+        """Jobs by kind (train, eval) and state (done, running, failed, new).
+
+        Example:
+            >>> study.status().loc["eval", "done"]
+        """
+        jobs = self.plan()
+        counts = {kind: Counter(jobs.loc[jobs["kind"] == kind, "state"]) for kind in ("train", "eval")}
+        return pd.DataFrame(counts).T.reindex(columns=["done", "running", "failed", "new"]).fillna(0).astype(int)
+
+    def in_use(self) -> str | None:
+        """Who holds the store's lock (a run in progress), or None."""
+        store = self._store()
+        return store.lock_holder() if store else None
+
+    def run(self, *, only=None, analyze: bool = True, make_scorer=None) -> RunSummary:
+        """Train the adapters and evaluate the cells the store lacks (a killed run resumes;
+        failed jobs are retried), locally or on Ray as the study says; then, unless
+        `analyze=False` or jobs failed, compute the traits and the explanation (once the study
+        has at least three sources). `only`: a predicate on plan jobs to run a subset;
+        `make_scorer`: build the evaluation scorer from the plan's study (tests pass a fake).
+
+        Example:
+            >>> summary = study.run()
+            >>> summary.ran, summary.failed
+        """
+        from traitlens.data.load import prepare_study
+        from traitlens.execution.local import run_plan
+        from traitlens.models.load import check_base
+
+        config, plan = self.config, self.planned()
+        sources, targets = prepare_study(config)
+        check_base(config.base, config.lora.target_modules)  # before hours of training find out
+        store = self._store(create=True)
+        if config.execution.executor == "ray":
+            from traitlens.execution.distributed import run_plan_ray as execute
+        else:
+            execute = run_plan
+        extra = {"only": only} if only else {}
+        if make_scorer is not None:
+            extra["make_scorer"] = make_scorer
+        with store.locked(f"traitlens run {self._file}"):
+            store.save_study(config.name, config.model_dump(mode="json"))
+            summary = execute(plan, store, sources, targets, self.console, **extra)
+        if analyze and only is None and self.ready_for_analysis(summary):
+            self.analyze()
+        return summary
+
+    def train(self, sources: list[str] | tuple[str, ...] = (), seeds: list[int] | tuple[int, ...] = ()) -> RunSummary:
+        """Train the adapters not in the store yet (of `sources` and `seeds`, default all), and
+        nothing else.
+
+        Example:
+            >>> study.train(sources=["movie"], seeds=[1])
+        """
+        known = [source.name for source in self.config.sources]
+        for name in sources:
+            if name not in known:
+                raise TraitlensError(f"sources: {name!r} is not a source of {self.name} ({', '.join(known)}).")
+        for seed in seeds:
+            if seed not in self.config.training.seeds:
+                raise TraitlensError(f"seeds: {seed} is not in training.seeds {self.config.training.seeds}.")
+        return self.run(only=lambda job: (job.kind == "train" and (not sources or job.source in sources)
+                                          and (not seeds or job.seed in seeds)), analyze=False)
+
+    def ready_for_analysis(self, summary: RunSummary) -> bool:
+        """Whether a run ends with the analyses: every job done, and enough sources for traits
+        (a smaller study's effects are still there: `results().traits()`)."""
+        return len(self.config.sources) >= MIN_ADAPTERS and not summary.failed and not summary.blocked
+
+    def analyze(self) -> Results | None:
+        """Compute the traits and the explanation (with the datasets' features, which load the
+        base model and an embedding model) unless the store has them for these cells and
+        settings, and store them; what a full run ends with. Returns the results it read, or
+        None when everything was current.
+
+        Example:
+            >>> study.analyze(); study.stored("explain")["verdict"]
+        """
+        from traitlens.execution.analyses import ensure_analyses
+
+        store = self._finished_store()
+        with store.locked(f"traitlens run {self._file}"), \
+                working(self.console, "analysis: traits, profiles, explanation"):
+            return ensure_analyses(self.planned(), store)
+
+    def stored(self, name: str) -> dict[str, Any] | None:
+        """The stored JSON of an analysis (`traits`, `explain` or `features`), as the report
+        reads it; None when there is none. It may come from other cells or settings: `analyze()`
+        brings it up to date.
+
+        Example:
+            >>> study.stored("traits")["trait_count"]
+        """
+        store = self._store()
+        stored = store.analysis(self.name, name) if store else None
+        return stored[1] if stored else None
+
+    def results(self, metric: str | None = None) -> Results:
+        """The finished cells and every item, as plain tables (`Results`), scored under
+        `metric` (default: the study's `analysis.metric`), with the datasets' features when
+        they are in the store. Reads the store only: no model.
+
+        Example:
+            >>> res = study.results()
+            >>> res.matrix("delta")
+        """
+        from traitlens.execution.analyses import collect
+
+        return collect(self.planned(), self._finished_store(), metric)
+
+    def traits(self) -> TraitAnalysis:
+        """The trait analysis under the study's settings, stored for the report (what
+        `traitlens traits` prints). For other settings without storing: `results().traits(...)`.
+
+        Example:
+            >>> study.traits().explained_variance_ratio_
+        """
+        from traitlens.execution.analyses import run_traits
+
+        store = self._finished_store()
+        with store.locked(f"traitlens traits {self._file}"), working(self.console, "analysis: traits"):
+            return run_traits(self.planned(), store)
+
+    def features(self, scorer: Scorer | None = None) -> Features:
+        """The datasets' profiles and feature groups, computed once and stored (this reads every
+        dataset and loads the base model, as `scorer` unless one is given, and an embedding
+        model); afterwards `results()` carries them and needs no model.
+
+        Example:
+            >>> study.features().source_profiles[["size", "class_entropy_norm"]]
+        """
+        from traitlens.execution.analyses import run_features
+
+        store = self._finished_store()
+        with store.locked(f"traitlens explain {self._file}"), working(self.console, "analysis: profiles"):
+            return run_features(self.planned(), store, scorer)
+
+    def explain(self) -> Explanation:
+        """Which feature groups explain transfer, stored for the report (what `traitlens
+        explain` prints); computes the datasets' features first if they are not stored.
+
+        Example:
+            >>> study.explain().verdict
+        """
+        from traitlens.execution.analyses import run_explain
+
+        store = self._finished_store()
+        with store.locked(f"traitlens explain {self._file}"), \
+                working(self.console, "analysis: profiles, explanation"):
+            return run_explain(self.planned(), store)
+
+    def recommend(self, target: str | Path | Target | None = None, source: str | Path | Source | None = None
+                  ) -> Recommendation:
+        """Predicted transfer for a dataset that is not in the study, before training anything:
+        give `target` (a YAML file with one target spec, or a `Target`) to rank the study's
+        sources for it, or `source` to rank the targets it would help. Loads the base model
+        and an embedding model to profile every dataset.
+
+        Example:
+            >>> rec = study.recommend(target="new-target.yaml")
+            >>> rec.ranking.head(3), rec.quality
+        """
+        from traitlens.analysis.explain import recommend as rank
+        from traitlens.config.load import load_spec
+        from traitlens.data.load import prepare, prepare_study
+        from traitlens.execution.features import base_scorer, study_features
+
+        if (target is None) == (source is None):
+            raise TraitlensError("give exactly one of target (a target spec) or source (a source spec).")
+        by, given, kind = ("target", target, Target) if target is not None else ("source", source, Source)
+        spec = given if isinstance(given, kind) else load_spec(given, kind)
+        results = self.results()
+        if results.cells["source"].isna().all():
+            raise TraitlensError(f"no adapter cells yet: run `traitlens run {self._file}` first.")
+        plan = self.planned()
+        sources, targets = prepare_study(self.config)
+        side = targets if by == "target" else sources
+        if spec.name in side:
+            raise TraitlensError(f"{by} {spec.name!r} is already in the study; give the new one another name.")
+        side[spec.name] = prepare(spec, f"{by} {spec.name}")
+        features = study_features(plan.study, sources, targets, base_scorer(plan.study), extra=[spec])
+        ranking, quality = rank(features.pairs(results.matrix("delta")), spec.name, by)
+        return Recommendation(spec.name, by, ranking, quality)
+
+    def compare(self, a: str, b: str, target: str, metric: str | None = None) -> dict[str, Any]:
+        """Whether B scores differently from A on `target` (B minus A), item by item: sources
+        (seeds averaged), single adapters ("movie/s1") or "base". See `Results.compare`.
+
+        Example:
+            >>> study.compare("movie-balanced", "movie-skewed", target="amazon")
+        """
+        return self.results(metric).compare(a, b, target)
+
+    def report(self, out: str | Path | None = None, results: Results | None = None) -> Path:
+        """Write the HTML report (default: report/<study>.html in the store) and its data
+        folder; returns the page's path. Recomputes stale traits and explanation from stored
+        tables; never loads a model (without stored features, the page says how to compute
+        them). `results`: the study's results if you have just read them.
+
+        Example:
+            >>> study.report("quickstart.html")
+        """
+        from traitlens.execution.analyses import ensure_analyses, report_inputs
+        from traitlens.report.page import build_report
+
+        store, plan = self._finished_store(), self.planned()
+        with store.locked(f"traitlens report {self._file}"):
+            with working(self.console, "analysis: traits, explanation"):
+                fresh = ensure_analyses(plan, store, features=False)
+            inputs = report_inputs(plan, store, fresh if fresh is not None else results)
+            return build_report(inputs, Path(out) if out else store.root / "report" / f"{self.name}.html")
+
+    def doctor(self, repair: bool = False) -> tuple[list[Finding], list[Finding]]:
+        """Check the store (database integrity, adapter checksums, interrupted jobs, leftover
+        folders); with `repair`, fix what is safe. Returns what was found and what is left
+        (with `repair`: what only you can fix; without: everything found).
+
+        Example:
+            >>> found, left = study.doctor(repair=True)
+        """
+        from traitlens.store.doctor import examine
+        from traitlens.store.doctor import repair as fix
+
+        store = self._finished_store()
+        with store.locked(f"traitlens doctor {self._file}"):
+            findings = examine(store)
+            return findings, fix(store, findings) if repair else findings
+
+    def _store(self, create: bool = False) -> Store | None:
+        """Read-only methods must not create a store directory as a side effect."""
+        from traitlens.store.db import Store
+
+        if not create and not (self.config.store / "results.sqlite").exists():
+            return None
+        return Store(self.config.store)
+
+    def _finished_store(self) -> Store:
+        store = self._store()
+        if store is None:
+            raise TraitlensError(f"no store at {self.config.store} yet: run `traitlens run {self._file}` first.")
+        return store
+
