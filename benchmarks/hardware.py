@@ -114,7 +114,7 @@ def training_flops(dtype: str, steps: int, batch_size: int, accumulation: int, p
     path.write_text(yaml.safe_dump(config))
     study = load_study(path)
     sources, _ = prepare_study(study)
-    adapter = train_adapter(plan_study(study).train_jobs[0], study, Store(study.store), sources["movie"])
+    adapter = train_adapter(plan_study(study).train_jobs[0], Store(study.store), sources["movie"])
     meta = json.loads((adapter / "traitlens.json").read_text())
     scorer = HFScorer(BASE)
     model, training = scorer.model, study.training

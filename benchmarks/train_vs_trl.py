@@ -58,7 +58,7 @@ def run_traitlens(path: Path) -> dict:
     study = load_study(path)
     sources, _ = prepare_study(study)
     job = plan_study(study).train_jobs[0]
-    adapter = train_adapter(job, study, Store(study.store), sources["movie"])
+    adapter = train_adapter(job, Store(study.store), sources["movie"])
     meta = json.loads((adapter / "traitlens.json").read_text())
     return {"tokens": meta["tokens_seen"], "seconds": meta["wall_seconds"],
             "final_loss": statistics.mean(meta["loss_curve"][-3:])}

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -108,3 +111,62 @@ targets:
     labels: [negative, positive]
     abilities: [sentiment]
 """
+
+
+EVIL = "<script>alert(1)</script>"
+EVIL_LABEL = "neg<img src=x onerror=alert(2)>"
+
+
+@pytest.fixture(scope="session")
+def report(tmp_path_factory, tiny_model) -> Path:
+    """A finished study with four targets (one of each kind, one with HTML in its labels and
+    texts), scored by the fake scorer, explained (features from the tiny model) and reported
+    with `traitlens report`: the page's path; the study is study.yaml beside it."""
+    folder = tmp_path_factory.mktemp("report-study")
+    rows = [{"input": f"{EVIL} review {i}", "answer": EVIL_LABEL if i % 2 else "pos"} for i in range(40)]
+    for split, part in (("train", rows[:24]), ("test", rows[24:])):
+        (folder / "evil").mkdir(exist_ok=True)
+        (folder / "evil" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
+    text = TINY_TRAIN.format(base=tiny_model).replace("targets:\n", f"""\
+  - name: tweets
+    dataset: catalog:sentiment-tweets
+    transforms: [{{subsample: 16}}]
+  - name: evil
+    dataset: ./evil
+    labels: ["{EVIL_LABEL}", pos]
+targets:
+  - name: evil
+    dataset: ./evil
+    kind: classification
+    labels: ["{EVIL_LABEL}", pos]
+    abilities: [injection]
+  - name: amazon
+    dataset: catalog:sentiment-amazon
+    kind: classification
+    labels: [negative, positive]
+    abilities: [sentiment]
+  - name: arithmetic
+    dataset: catalog:arithmetic
+    kind: generative
+    abilities: [arithmetic]
+""").replace("evaluation: {limit: 8, dtype: float32}", "evaluation: {limit: 40, dtype: float32}\nanalysis: {bootstrap_samples: 30, mask_diagonal: false}")
+    path = folder / "study.yaml"
+    path.write_text(text)
+    from rich.console import Console
+
+    from traitlens.config import load_study
+    from traitlens.data.load import prepare_study
+    from traitlens.execution.local import run_plan
+    from traitlens.execution.plan import plan_study
+    from traitlens.models.scorer import FakeScorer
+    from traitlens.store import Store
+
+    study = load_study(path)
+    sources, targets = prepare_study(study)
+    summary = run_plan(plan_study(study), Store(study.store), sources, targets, Console(quiet=True),
+                       make_scorer=lambda s: FakeScorer())
+    assert not summary.failed
+    for command in (["explain", str(path)], ["report", str(path), "-o", str(folder / "out.html")]):
+        result = subprocess.run([sys.executable, "-m", "traitlens", *command], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+    return folder / "out.html"

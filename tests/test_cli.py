@@ -185,7 +185,9 @@ targets:
     assert "feature groups: held-out R2" in explained.stdout
     assert "strongest correlations" in explained.stdout and "source profiles" in explained.stdout
     saved = Store(study.store).analysis("tiny-train", "explain")[1]
-    assert set(saved["source_profiles"]) == {"movie", "tweets", "math"} and saved["correlations"]
+    assert saved["correlations"] and saved["recommendations"]
+    features = Store(study.store).analysis("tiny-train", "features")[1]  # stored apart: no model to explain again
+    assert set(features["source_profiles"]) == {"movie", "tweets", "math"}
     spec = path.parent / "new-target.yaml"
     spec.write_text("name: movie-new\ndataset: catalog:sentiment-movie\nkind: classification\n"
                     "labels: [negative, positive]\nabilities: [sentiment]\n")

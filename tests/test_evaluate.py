@@ -141,10 +141,10 @@ def test_cell_is_cached_by_key(tiny):
     study, plan, store = tiny
     job = next(j for j in plan.eval_jobs if j.model == "base" and j.target == "movie")
     scorer = FakeScorer()
-    first = evaluate_cell(job, study, store, scorer, SENTIMENT)
+    first = evaluate_cell(job, store, scorer, SENTIMENT)
     assert scorer.calls == 1 and first["n_items"] == 4 and len(store.items(job.key)) == 4
     assert first["meta"]["example"].endswith("Answer:\n" + store.items(job.key)[0]["gold"])
-    again = evaluate_cell(job, study, store, scorer, SENTIMENT)
+    again = evaluate_cell(job, store, scorer, SENTIMENT)
     assert scorer.calls == 1 and again == first  # a cache hit: nothing scored
 
 
@@ -157,10 +157,10 @@ def test_failed_cell_is_recorded_and_retried(tiny):
             raise RuntimeError("out of memory")
 
     with pytest.raises(RuntimeError):
-        evaluate_cell(job, study, store, Broken(), SENTIMENT)
+        evaluate_cell(job, store, Broken(), SENTIMENT)
     record = store.jobs([job.key])[job.key]
     assert record.state == "failed" and record.error == "RuntimeError: out of memory"
-    evaluate_cell(job, study, store, FakeScorer(), SENTIMENT)
+    evaluate_cell(job, store, FakeScorer(), SENTIMENT)
     assert store.jobs([job.key])[job.key].attempts == 2
 
 
@@ -177,7 +177,7 @@ def test_adapter_guard_refuses_another_base(tiny):
     _store_adapter(store, train, {"hub": "someone/else", "revision": "main"})
     job = next(j for j in plan.eval_jobs if j.needs == train.key and j.target == "movie")
     with pytest.raises(AdapterGuardError, match="was trained on base .*someone/else"):
-        evaluate_cell(job, study, store, FakeScorer(), SENTIMENT)
+        evaluate_cell(job, store, FakeScorer(), SENTIMENT)
     assert store.jobs([job.key])[job.key].state == "failed"
 
 
@@ -187,8 +187,8 @@ def test_adapter_guard_passes_a_real_change_and_scores_differ(tiny):
     _store_adapter(store, train, train.spec["base"])
     job = next(j for j in plan.eval_jobs if j.needs == train.key and j.target == "movie")
     base_job = next(j for j in plan.eval_jobs if j.model == "base" and j.target == "movie")
-    adapted = evaluate_cell(job, study, store, FakeScorer(), SENTIMENT)
-    base = evaluate_cell(base_job, study, store, FakeScorer(), SENTIMENT)
+    adapted = evaluate_cell(job, store, FakeScorer(), SENTIMENT)
+    base = evaluate_cell(base_job, store, FakeScorer(), SENTIMENT)
     assert adapted["meta"]["adapter"] == train.key
     assert store.items(job.key)[0]["choice_logprobs"] != store.items(base_job.key)[0]["choice_logprobs"]
 
@@ -197,4 +197,4 @@ def test_adapter_missing_from_store(tiny):
     study, plan, store = tiny
     job = next(j for j in plan.eval_jobs if j.needs)
     with pytest.raises(AdapterGuardError, match="not in the store; train it first"):
-        evaluate_cell(job, study, store, FakeScorer(), SENTIMENT)
+        evaluate_cell(job, store, FakeScorer(), SENTIMENT)

@@ -168,7 +168,7 @@ def test_guard_refuses_an_adapter_that_changes_nothing(write_study, tmp_path):
     job = next(j for j in plan.eval_jobs if j.needs == train.key and j.target == "movie")
     table = prepare(study.target("movie"), "movie")
     with pytest.raises(AdapterGuardError, match="leaves the model's outputs unchanged"):
-        evaluate_cell(job, study, store, HFScorer(BASE), table)
+        evaluate_cell(job, store, HFScorer(BASE), table)
     assert "unchanged" in store.jobs([job.key])[job.key].error
 
 
@@ -188,7 +188,7 @@ def test_guard_refuses_an_adapter_with_nan_weights(write_study, tmp_path):
     store.put_adapter(train.key, train.source, 0, folder, {})
     job = next(j for j in plan.eval_jobs if j.needs == train.key and j.target == "movie")
     with pytest.raises(AdapterGuardError, match="non-finite log-probabilities"):
-        evaluate_cell(job, study, store, HFScorer(BASE), prepare(study.target("movie"), "movie"))
+        evaluate_cell(job, store, HFScorer(BASE), prepare(study.target("movie"), "movie"))
     assert store.cell(job.key) is None
 
 

@@ -6,13 +6,12 @@ import json
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pandas as pd
 import pytest
 from rich.console import Console
 
-from conftest import MORE_SOURCES, TINY_TRAIN
+from conftest import EVIL, EVIL_LABEL, MORE_SOURCES, TINY_TRAIN
 from traitlens.config import load_study
 from traitlens.data.load import prepare_study
 from traitlens.execution.local import run_plan
@@ -22,53 +21,6 @@ from traitlens.report.page import SECTIONS
 from traitlens.store import Store
 
 CHROMIUM = shutil.which("chromium")
-EVIL = "<script>alert(1)</script>"
-EVIL_LABEL = "neg<img src=x onerror=alert(2)>"
-
-
-@pytest.fixture(scope="module")
-def report(tmp_path_factory, tiny_model) -> Path:
-    folder = tmp_path_factory.mktemp("report-study")
-    rows = [{"input": f"{EVIL} review {i}", "answer": EVIL_LABEL if i % 2 else "pos"} for i in range(40)]
-    for split, part in (("train", rows[:24]), ("test", rows[24:])):
-        (folder / "evil").mkdir(exist_ok=True)
-        (folder / "evil" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
-    text = TINY_TRAIN.format(base=tiny_model).replace("targets:\n", f"""\
-  - name: tweets
-    dataset: catalog:sentiment-tweets
-    transforms: [{{subsample: 16}}]
-  - name: evil
-    dataset: ./evil
-    labels: ["{EVIL_LABEL}", pos]
-targets:
-  - name: evil
-    dataset: ./evil
-    kind: classification
-    labels: ["{EVIL_LABEL}", pos]
-    abilities: [injection]
-  - name: amazon
-    dataset: catalog:sentiment-amazon
-    kind: classification
-    labels: [negative, positive]
-    abilities: [sentiment]
-  - name: arithmetic
-    dataset: catalog:arithmetic
-    kind: generative
-    abilities: [arithmetic]
-""").replace("evaluation: {limit: 8, dtype: float32}", "evaluation: {limit: 40, dtype: float32}\nanalysis: {bootstrap_samples: 30, mask_diagonal: false}")
-    path = folder / "study.yaml"
-    path.write_text(text)
-    study = load_study(path)
-    sources, targets = prepare_study(study)
-    summary = run_plan(plan_study(study), Store(study.store), sources, targets, Console(quiet=True),
-                       make_scorer=lambda s: FakeScorer())
-    assert not summary.failed
-    for command in (["explain", str(path)], ["report", str(path), "-o", str(folder / "out.html")]):
-        result = subprocess.run([sys.executable, "-m", "traitlens", *command], capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
-    return folder / "out.html"
-
-
 def test_exports_beside_the_report(report):
     data = report.with_name("out-data")
     assert {p.name for p in data.iterdir()} >= {"matrix_raw.csv", "matrix_delta.csv", "cells_uncertainty.csv",

@@ -82,15 +82,15 @@ def _weights(path):
 
 def test_same_seed_same_curve_and_weights(tiny_study):
     study, jobs, store_a, table = tiny_study(training="  seeds: [0, 1]\n", store="a")
-    path_a = train_adapter(jobs[0], study, store_a, table)
+    path_a = train_adapter(jobs[0], store_a, table)
     _, _, store_b, _ = tiny_study(training="  seeds: [0, 1]\n", store="b")
-    path_b = train_adapter(jobs[0], study, store_b, table)
+    path_b = train_adapter(jobs[0], store_b, table)
     meta_a = json.loads((path_a / ADAPTER_META_FILE).read_text())
     meta_b = json.loads((path_b / ADAPTER_META_FILE).read_text())
     assert len(meta_a["loss_curve"]) == 6 and meta_a["loss_curve"] == meta_b["loss_curve"]
     weights_a, weights_b = _weights(path_a), _weights(path_b)
     assert all((weights_a[k] == weights_b[k]).all() for k in weights_a)
-    path_c = train_adapter(jobs[1], study, store_a, table)  # seed 1: another adapter, another curve
+    path_c = train_adapter(jobs[1], store_a, table)  # seed 1: another adapter, another curve
     assert json.loads((path_c / ADAPTER_META_FILE).read_text())["loss_curve"] != meta_a["loss_curve"]
 
 
@@ -106,13 +106,13 @@ def _train_killed_after_checkpoint(job, study, store, table, step: int):
 
     with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
         patch.setattr(loop, "_checkpoint", checkpoint_then_die)
-        train_adapter(job, study, store, table)
+        train_adapter(job, store, table)
     return store.artifacts / "checkpoints" / job.key / "latest"
 
 
 def test_killed_run_resumes_from_checkpoint_with_the_same_result(tiny_study):
     study, [job], store, table = tiny_study(store="whole")
-    whole = train_adapter(job, study, store, table)
+    whole = train_adapter(job, store, table)
 
     study, [job], store, table = tiny_study(store="killed")
     latest = _train_killed_after_checkpoint(job, study, store, table, step=4)
@@ -120,7 +120,7 @@ def test_killed_run_resumes_from_checkpoint_with_the_same_result(tiny_study):
     assert record.state == "failed" and "killed" in record.error
     assert (latest / loop.STATE_JSON).exists() and (latest / loop.STATE_TENSORS).exists()
 
-    resumed = train_adapter(job, study, store, table)
+    resumed = train_adapter(job, store, table)
     meta = json.loads((resumed / ADAPTER_META_FILE).read_text())
     assert meta["resumed_from_step"] == 4 and len(meta["loss_curve"]) == 6
     assert meta["loss_curve"] == json.loads((whole / ADAPTER_META_FILE).read_text())["loss_curve"]
@@ -144,7 +144,7 @@ def test_a_planted_or_damaged_checkpoint_runs_no_code_and_the_adapter_retrains(t
     import pickle
 
     study, [job], store, table = tiny_study(store="whole")
-    whole = train_adapter(job, study, store, table)
+    whole = train_adapter(job, store, table)
     study, [job], store, table = tiny_study(store=f"planted-{planted.split()[0]}")
     latest = store.artifacts / "checkpoints" / job.key / "latest"  # the key is predictable from the study
     latest.mkdir(parents=True)
@@ -159,7 +159,7 @@ def test_a_planted_or_damaged_checkpoint_runs_no_code_and_the_adapter_retrains(t
         (latest / loop.STATE_JSON).write_text('{"step": 4, "optim')
         (latest / loop.STATE_TENSORS).write_bytes(b"\x00" * 10)
     with pytest.warns(CheckpointWarning, match="training this adapter from the start"):
-        retrained = train_adapter(job, study, store, table)
+        retrained = train_adapter(job, store, table)
     assert not marker.exists()  # nothing was unpickled
     meta = json.loads((retrained / ADAPTER_META_FILE).read_text())
     assert meta["resumed_from_step"] is None
@@ -172,16 +172,16 @@ def test_a_diverging_run_fails_instead_of_scoring_nan_weights(tiny_study):
     study, [job], store, table = tiny_study(store="diverging")
     study = study.model_copy(update={"training": study.training.model_copy(update={"learning_rate": 1e30})})
     with pytest.raises(loop.TrainingDivergedError, match="training diverged. Lower training.learning_rate"):
-        train_adapter(job, study, store, table)
+        train_adapter(job, store, table)
     record = store.jobs([job.key])[job.key]
     assert record.state == "failed" and "diverged" in record.error and store.adapter_path(job.key) is None
 
 
 def test_identical_request_trains_nothing(tiny_study, monkeypatch):
     study, [job], store, table = tiny_study(store="once")
-    first = train_adapter(job, study, store, table)
+    first = train_adapter(job, store, table)
     monkeypatch.setattr(loop, "train_files", lambda *args: pytest.fail("trained twice"))
-    assert train_adapter(job, study, store, table) == first
+    assert train_adapter(job, store, table) == first
     assert store.jobs([job.key])[job.key].attempts == 1
 
 
@@ -189,7 +189,7 @@ def test_adapter_files_are_standard_peft_with_metadata(tiny_study, tiny_model):
     from peft import PeftConfig
 
     study, [job], store, table = tiny_study(store="files")
-    path = train_adapter(job, study, store, table)
+    path = train_adapter(job, store, table)
     config = PeftConfig.from_pretrained(path)
     assert config.r == 4 and set(config.target_modules) == set(study.lora.target_modules)
     meta = json.loads((path / ADAPTER_META_FILE).read_text())
@@ -206,7 +206,7 @@ def test_adapter_files_are_standard_peft_with_metadata(tiny_study, tiny_model):
     ("prompt-loss", "  schedule: constant\n  loss_mode: prompt\n")])
 def test_training_options_run(tiny_study, name, training):
     study, [job], store, table = tiny_study(training=training, store=name)
-    meta = json.loads((train_adapter(job, study, store, table) / ADAPTER_META_FILE).read_text())
+    meta = json.loads((train_adapter(job, store, table) / ADAPTER_META_FILE).read_text())
     assert len(meta["loss_curve"]) == 6 and all(v == v for v in meta["loss_curve"])  # no NaN
 
 
@@ -454,7 +454,7 @@ def test_training_runs_every_lora_layer_fused(tiny_study, monkeypatch):
     counts = []
     monkeypatch.setattr(loop, "fuse_lora_layers", lambda model, groups: counts.append(fuse_lora_layers(model, groups)))
     study, [job], store, table = tiny_study()
-    train_adapter(job, study, store, table)
+    train_adapter(job, store, table)
     assert counts == [2 * len(study.lora.target_modules)]  # the tiny model has two blocks
 
 
@@ -491,7 +491,7 @@ def test_packing_false_trains_every_example_in_a_padded_row_of_its_own(tiny_stud
 
     monkeypatch.setattr(loop, "_pack", no_packing)
     study, [job], store, table = tiny_study(training="  packing: false\n", store="padded")
-    meta = json.loads((train_adapter(job, study, store, table) / ADAPTER_META_FILE).read_text())
+    meta = json.loads((train_adapter(job, store, table) / ADAPTER_META_FILE).read_text())
     assert len(meta["loss_curve"]) == 6 and all(v == v for v in meta["loss_curve"])
 
 
@@ -549,7 +549,7 @@ def test_merged_passes_train_the_same_adapter_in_fewer_passes(write_study, tiny_
         study = load_study(write_study(text + f"store: passes-{setting}\n", name=f"passes-{setting}.yaml"))
         sources, _ = prepare_study(study)
         [job] = plan_study(study).train_jobs
-        path = train_adapter(job, study, Store(study.store), sources["movie"])
+        path = train_adapter(job, Store(study.store), sources["movie"])
         metas[setting], weights[setting] = json.loads((path / ADAPTER_META_FILE).read_text()), _weights(path)
     assert metas["null"]["passes"] == 12 and metas["10000"]["passes"] == 6  # 6 steps of 2 micro-batches
     assert metas["null"]["tokens_seen"] == metas["10000"]["tokens_seen"]
@@ -563,13 +563,13 @@ def test_a_checkpoint_whose_files_changed_is_not_resumed(tiny_study):
     from safetensors.torch import load_file, save_file
 
     study, [job], store, table = tiny_study(store="whole")
-    whole = train_adapter(job, study, store, table)
+    whole = train_adapter(job, store, table)
     study, [job], store, table = tiny_study(store="swapped")
     latest = _train_killed_after_checkpoint(job, study, store, table, step=4)
     tensors = load_file(latest / loop.STATE_TENSORS)
     save_file({k: v * 2 if v.is_floating_point() else v for k, v in tensors.items()}, latest / loop.STATE_TENSORS)
     with pytest.warns(CheckpointWarning, match="differ from their checksums"):
-        retrained = train_adapter(job, study, store, table)
+        retrained = train_adapter(job, store, table)
     meta = json.loads((retrained / ADAPTER_META_FILE).read_text())
     assert meta["resumed_from_step"] is None
     a, b = _weights(whole), _weights(retrained)

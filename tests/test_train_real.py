@@ -58,7 +58,7 @@ def test_real_run_lowers_held_out_loss_and_loads_with_plain_peft(write_study):
     study = load_study(write_study(STUDY))
     job = plan_study(study).train_jobs[0]
     sources, _ = prepare_study(study)
-    path = train_adapter(job, study, Store(study.store), sources["movie"])
+    path = train_adapter(job, Store(study.store), sources["movie"])
 
     base, tokenizer = load_base(study.base)
     held_out = prepare(Target(name="h", dataset="catalog:sentiment-movie", kind="classification",

@@ -60,7 +60,12 @@ def load(path: str | Path) -> Study:
 class Recommendation:
     """A new dataset's predicted transfer (`Study.recommend`): `ranking` of the study's
     sources (for a new target) or targets (for a new source), best first; `quality`: the
-    Spearman correlation of predicted and observed transfer with each existing one held out."""
+    Spearman correlation of predicted and observed transfer with each existing one held out.
+
+    Example:
+        >>> rec = study.recommend(target="new-target.yaml")
+        >>> rec.ranking.head(3)
+    """
 
     name: str
     by: str  # "target" or "source": which side the new dataset is on
@@ -89,6 +94,11 @@ class Study:
 
     @property
     def name(self) -> str:
+        """The study's name (its `name:`), which keys its analyses in the store.
+
+        Example:
+            >>> study.name
+        """
         return self.config.name
 
     @property
@@ -96,8 +106,12 @@ class Study:
         return str(self.path) if self.path else "STUDY.yaml"
 
     def planned(self) -> Plan:
-        """The study's jobs with their content keys (resolving `dtype: auto` for this machine,
-        or the Ray cluster the study names, on first use)."""
+        """The study's jobs with their content keys and typed settings (resolving `dtype: auto`
+        for this machine, or the Ray cluster the study names, on first use).
+
+        Example:
+            >>> [job.label for job in study.planned().train_jobs]
+        """
         from traitlens.execution.plan import plan_study
 
         if self._plan is None:
@@ -149,7 +163,11 @@ class Study:
         return pd.DataFrame(counts).T.reindex(columns=["done", "running", "failed", "new"]).fillna(0).astype(int)
 
     def in_use(self) -> str | None:
-        """Who holds the store's lock (a run in progress), or None."""
+        """Who holds the store's lock (a run in progress), or None.
+
+        Example:
+            >>> study.in_use()     # e.g. 'traitlens run quickstart.yaml (pid 4242 on host)'
+        """
         store = self._store()
         return store.lock_holder() if store else None
 
@@ -205,7 +223,11 @@ class Study:
 
     def ready_for_analysis(self, summary: RunSummary) -> bool:
         """Whether a run ends with the analyses: every job done, and enough sources for traits
-        (a smaller study's effects are still there: `results().traits()`)."""
+        (a smaller study's effects are still there: `results().traits()`).
+
+        Example:
+            >>> study.ready_for_analysis(study.run(analyze=False))
+        """
         return len(self.config.sources) >= MIN_ADAPTERS and not summary.failed and not summary.blocked
 
     def analyze(self) -> Results | None:

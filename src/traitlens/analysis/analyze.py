@@ -52,7 +52,11 @@ class TraitAnalysis:
     no_traits: str | None = None  # why there are no traits, when the matrix is too small or flat
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON (NaN as null), as stored for the report."""
+        """Plain JSON (NaN as null), as stored for the report.
+
+        Example:
+            >>> res.traits().to_json()["traits"][0]["name"]
+        """
         return json_ready({
             "metric": self.metric, "used": self.used,
             "raw": self.raw.to_dict(), "matrix": self.matrix.to_dict(), "spread": self.spread.to_dict(),

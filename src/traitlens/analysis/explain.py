@@ -43,6 +43,15 @@ GROUP_COLUMNS = ["group", "features", "r2", "low", "high", "null_95", "p"]
 
 @dataclass
 class Explanation:
+    """Why transfer happens (`Results.explain`): each feature group's held-out R2 against a
+    permutation null (`groups`), feature correlations with transfer and with the trait scores,
+    a verdict, and held-out recommendations with their quality against trivial rankings.
+
+    Example:
+        >>> why = res.explain()
+        >>> why.verdict, why.groups.sort_values("r2", ascending=False).head(2)
+    """
+
     correlations: pd.DataFrame  # feature, group, outcome, rho, low, high
     groups: pd.DataFrame  # group, features, r2 (held-out, vs target-mean baseline), low, high, null_95, p
     verdict: str
@@ -53,6 +62,11 @@ class Explanation:
     recommendation_verdict: str = ""
 
     def to_json(self) -> dict[str, Any]:
+        """Plain JSON (NaN as null), as stored for the report.
+
+        Example:
+            >>> json.dumps(res.explain().to_json())
+        """
         from traitlens.analysis.analyze import json_ready
 
         return json_ready({"correlations": self.correlations.to_dict("records"),

@@ -40,7 +40,12 @@ FEATURES = {
 @dataclass
 class Features:
     """A study's dataset features: profiles of every source and target, the declared feature
-    groups, and answer token lengths (for the report's length figures)."""
+    groups, and answer token lengths (for the report's length figures).
+
+    Example:
+        >>> features = study.features()          # or study.results().features, once stored
+        >>> features.groups["similarity"].round(2)
+    """
 
     source_profiles: pd.DataFrame
     target_profiles: pd.DataFrame
@@ -49,7 +54,12 @@ class Features:
 
     def pairs(self, delta: pd.DataFrame | None) -> pd.DataFrame:
         """Every (source, target) pair with the features a prediction may use, known before
-        training: the source's profile, the target's, and every pair-level feature."""
+        training: the source's profile, the target's, and every pair-level feature, with the
+        observed `delta` where the matrix has one.
+
+        Example:
+            >>> features.pairs(res.matrix("delta")).head()
+        """
         from traitlens.analysis.explain import pair_rows
 
         pair_level = pd.concat([self.groups[group] for group in ("hidden", "similarity", "quality")], axis=1)
@@ -57,7 +67,11 @@ class Features:
                          pair_level)
 
     def to_json(self) -> dict[str, Any]:
-        """Plain JSON, as stored (`from_json` reads it back)."""
+        """Plain JSON, as stored (`from_json` reads it back).
+
+        Example:
+            >>> Features.from_json(features.to_json()).groups.keys()
+        """
         from traitlens.analysis.analyze import json_ready
 
         return json_ready({
@@ -69,6 +83,11 @@ class Features:
 
     @classmethod
     def from_json(cls, stored: dict[str, Any]) -> Features:
+        """The features `to_json` wrote.
+
+        Example:
+            >>> Features.from_json(study.stored("features"))
+        """
         groups = {}
         for group, records in stored["groups"].items():
             frame = pd.DataFrame(records)

@@ -60,16 +60,30 @@ class Results:
 
     @property
     def models(self) -> list[str]:
+        """The models with cells: the base, then each adapter.
+
+        Example:
+            >>> res.models        # ['base', 'movie', ...]
+        """
         return list(dict.fromkeys(self.cells["model"]))
 
     @property
     def targets(self) -> list[str]:
+        """The targets with cells, in the study's order.
+
+        Example:
+            >>> res.targets
+        """
         return list(dict.fromkeys(self.cells["target"]))
 
     @property
     def used(self) -> dict[str, str]:
         """The metric each target's scores are in (a target without choice log-probabilities
-        falls back to a label or accuracy metric)."""
+        falls back to a label or accuracy metric).
+
+        Example:
+            >>> {t: m for t, m in res.used.items() if m != res.metric}   # the fallbacks
+        """
         return {target: scores.metric for target, scores in self.scores.items()}
 
     @property

@@ -1,1 +1,2 @@
-"""Datasets: references, fingerprints, (later) loaders, transforms and the template renderer."""
+"""Datasets: references, fingerprints, loaders (catalog, local files, the hub), transforms, the
+template renderer, profiles and the leakage guard."""

@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from traitlens.config.schema import Study
 from traitlens.errors import TraitlensError
 from traitlens.evaluate.metrics import cell_metrics
 from traitlens.evaluate.targets import evaluate_models, label_set, prompts, select_items
@@ -19,9 +18,6 @@ from traitlens.store.db import ADAPTER_META_FILE, DamagedArtifactError, Store, a
 
 if TYPE_CHECKING:
     from traitlens.execution.plan import Job
-
-# Bump when scoring changes what a cell contains, so cells of the old code are not reused.
-SCORING_CODE_VERSION = 1
 PROBES = 4  # inputs the adapter guard compares between adapter and base
 # Per scorer, the adapters that passed the guard's output check (see `_activate_checked_adapter`).
 _CHECKED: weakref.WeakKeyDictionary[Scorer, set[str]] = weakref.WeakKeyDictionary()
@@ -31,19 +27,19 @@ class AdapterGuardError(TraitlensError):
     """An adapter that would silently report the base model's scores."""
 
 
-def evaluate_cell(job: Job, study: Study, store: Store, scorer: Scorer, table: pd.DataFrame,
+def evaluate_cell(job: Job, store: Store, scorer: Scorer, table: pd.DataFrame,
                   worker: str = "local", progress: JobProgress | None = None) -> dict[str, Any]:
     """The cell of `job`: read from the store if done, else scored, stored and returned.
 
     A failure is recorded on the job (and re-raised) so the next run retries it.
     """
-    [(status, value)] = evaluate_cells([job], study, store, scorer, table, worker, progress)
+    [(status, value)] = evaluate_cells([job], store, scorer, table, worker, progress)
     if status == "error":
         raise value
     return value
 
 
-def evaluate_cells(jobs: list[Job], study: Study, store: Store, scorer: Scorer, table: pd.DataFrame,
+def evaluate_cells(jobs: list[Job], store: Store, scorer: Scorer, table: pd.DataFrame,
                    worker: str = "local", progress: JobProgress | None = None) -> list[tuple[str, Any]]:
     """The cells of `jobs` (one target, several models), scored together where the scorer mixes
     adapters in one batch. Per job ("ok", cell) or ("error", exception), the error recorded on
@@ -65,7 +61,7 @@ def evaluate_cells(jobs: list[Job], study: Study, store: Store, scorer: Scorer, 
             store.fail_job(job.key, str(exc))
             out[job.key] = ("error", exc)
             todo.remove(job)
-    for job, (status, value) in zip(todo, score_cells(todo, study, scorer, table, adapters, progress)):
+    for job, (status, value) in zip(todo, score_cells(todo, scorer, table, adapters, progress)):
         if status == "ok":
             store.put_cell(job.key, job.model, job.target, *value)
             out[job.key] = ("ok", store.cell(job.key))
@@ -75,24 +71,25 @@ def evaluate_cells(jobs: list[Job], study: Study, store: Store, scorer: Scorer, 
     return [out[job.key] for job in jobs]
 
 
-def score_cell(job: Job, study: Study, scorer: Scorer, table: pd.DataFrame, adapter: Path | None
+def score_cell(job: Job, scorer: Scorer, table: pd.DataFrame, adapter: Path | None
                ) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
     """(metrics, items, meta) of one cell, touching no store: executors call this anywhere."""
-    [(status, value)] = score_cells([job], study, scorer, table, {job.key: adapter})
+    [(status, value)] = score_cells([job], scorer, table, {job.key: adapter})
     if status == "error":
         raise value
     return value
 
 
-def score_cells(jobs: list[Job], study: Study, scorer: Scorer, table: pd.DataFrame,
+def score_cells(jobs: list[Job], scorer: Scorer, table: pd.DataFrame,
                 adapters: dict[str, Path | None], progress: JobProgress | None = None) -> list[tuple[str, Any]]:
     """Per job of one target ("ok", (metrics, items, meta)) or ("error", exception), touching no
     store. Each adapter passes the guard first; those that pass are scored in one mixed batch
     when the scorer prefers it (`Scorer.mixed`), else one after another."""
     if not jobs:
         return []
-    target = study.target(jobs[0].target)
-    items = select_items(table, jobs[0].spec["limit"], study.evaluation.seed)
+    settings = jobs[0].settings  # the same target, limit and seed for every job here
+    target = settings.target
+    items = select_items(table, settings.limit, settings.evaluation.seed)
     probes = prompts(target, items.head(PROBES), scorer)  # the same for every adapter of the target
     outcomes: dict[str, tuple[str, Any]] = {}
     ready = []
@@ -123,7 +120,7 @@ def score_cells(jobs: list[Job], study: Study, scorer: Scorer, table: pd.DataFra
         example = prompts(target, items.head(1), scorer)[0] + str(items.iloc[0]["answer"])
         for job, result in zip(group, results):
             meta = {"template": target.template.model_dump(mode="json"), "example": example,
-                    "target": job.spec["target"], "adapter": job.needs, "dtype": job.spec["dtype"],
+                    "target": job.settings.fingerprint, "adapter": job.needs, "dtype": job.settings.evaluation.dtype,
                     "device": str(getattr(scorer, "device", "cpu")), "mixed_batch": len(group) > 1}
             outcomes[job.key] = ("ok", (cell_metrics(result, label_set(target, items)), result, meta))
     return [outcomes[job.key] for job in jobs]
@@ -140,11 +137,11 @@ def _activate_checked_adapter(job: Job, path: Path | None, scorer: Scorer, probe
     if meta is None:
         raise AdapterGuardError(f"{job.label}: adapter {job.needs[:12]} has no readable {ADAPTER_META_FILE} (missing or "
                                 "damaged); `traitlens doctor STUDY.yaml --repair` requeues it for retraining.")
-    recorded = meta.get("base")
-    if recorded != job.spec["base"]:
+    recorded, wanted = meta.get("base"), job.settings.base_identity
+    if recorded != wanted:
         raise AdapterGuardError(
             f"{job.label}: adapter {job.needs[:12]} was trained on base {recorded}, but the study's "
-            f"base is {job.spec['base']}; retrain it for this base.")
+            f"base is {wanted}; retrain it for this base.")
     checked = _CHECKED.setdefault(scorer, set())
     if job.needs in checked:
         scorer.use_adapter(job.needs, path)

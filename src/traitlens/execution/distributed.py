@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 
+from traitlens.config.jobs import EvalSettings
 from traitlens.config.schema import Study
 from traitlens.execution.local import RunSummary, default_scorer, pending_jobs
 from traitlens.execution.plan import Job, Plan
@@ -37,10 +38,10 @@ def _write_folder(files: dict[str, bytes], folder: Path) -> Path:
     return folder
 
 
-def _threads(study: Study) -> None:
+def _threads(threads: int) -> None:
     import torch
 
-    torch.set_num_threads(max(1, int(study.execution.cpus_per_job)))  # don't oversubscribe the node
+    torch.set_num_threads(threads)  # don't oversubscribe the node
 
 
 def _placement() -> dict[str, Any]:
@@ -96,30 +97,30 @@ def cluster_hardware(study: Study) -> Hardware:
     return ray.get(probe.remote(execution.device))
 
 
-def _train_task(job: Job, study: Study, table: pd.DataFrame, checkpoints: str) -> tuple[dict, dict[str, bytes]]:
+def _train_task(job: Job, table: pd.DataFrame, checkpoints: str) -> tuple[dict, dict[str, bytes]]:
     from traitlens.train.loop import train_files
 
-    _threads(study)
+    _threads(job.settings.threads)
     with tempfile.TemporaryDirectory() as scratch:
         # The store's checkpoint folder when this node shares its disk, else a local one: then a
         # retried task starts over instead of resuming.
-        meta = train_files(job, study, table, Path(scratch), Path(checkpoints))
+        meta = train_files(job, table, Path(scratch), Path(checkpoints))
         return {**meta, **_placement()}, _read_folder(Path(scratch))
 
 
-def _eval_task(jobs: list[Job], study: Study, tables: dict[str, pd.DataFrame], adapter: dict[str, bytes] | None,
-               make_scorer: Callable[[Study], Scorer]) -> list[tuple[str, Any]]:
+def _eval_task(jobs: list[Job], tables: dict[str, pd.DataFrame], adapter: dict[str, bytes] | None,
+               make_scorer: Callable[[EvalSettings], Scorer]) -> list[tuple[str, Any]]:
     """One model on its targets; per job ("ok", (metrics, items, meta)) or ("error", message)."""
     from traitlens.evaluate.cell import score_cell
 
-    _threads(study)
-    scorer = make_scorer(study)
+    _threads(jobs[0].settings.threads)
+    scorer = make_scorer(jobs[0].settings)
     out = []
     with tempfile.TemporaryDirectory() as scratch:
         path = _write_folder(adapter, Path(scratch)) if adapter is not None else None
         for job in jobs:
             try:
-                metrics, items, meta = score_cell(job, study, scorer, tables[job.target], path)
+                metrics, items, meta = score_cell(job, scorer, tables[job.target], path)
                 out.append(("ok", (metrics, items, {**meta, **_placement()})))
             except Exception as exc:  # one failing target must not lose the model's other cells
                 out.append(("error", f"{type(exc).__name__}: {exc}"))
@@ -127,11 +128,11 @@ def _eval_task(jobs: list[Job], study: Study, tables: dict[str, pd.DataFrame], a
 
 
 def run_plan_ray(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], targets: dict[str, pd.DataFrame],
-                 console: Console, make_scorer: Callable[[Study], Scorer] = default_scorer,
+                 console: Console, make_scorer: Callable[[EvalSettings], Scorer] = default_scorer,
                  only: Callable[[Job], bool] = lambda job: True) -> RunSummary:
     import ray
 
-    study, execution = plan.study, plan.study.execution
+    execution = plan.study.execution
     summary, states, todo = pending_jobs(plan, store, only)
     if not todo:
         return summary
@@ -164,13 +165,13 @@ def run_plan_ray(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], tar
                 return
         for job in jobs:
             store.start_job(job.key, "eval", job.label, job.spec, worker)
-        ref = evaluate.remote(jobs, study, {j.target: targets[j.target] for j in jobs}, files, make_scorer)
+        ref = evaluate.remote(jobs, {j.target: targets[j.target] for j in jobs}, files, make_scorer)
         pending[ref] = ("eval", jobs)
 
     for job in (j for j in todo if j.kind == "train"):
         store.start_job(job.key, "train", job.label, job.spec, worker)
         checkpoints = str(store.artifacts / "checkpoints" / job.key)
-        pending[train.remote(job, study, sources[job.source], checkpoints)] = ("train", job)
+        pending[train.remote(job, sources[job.source], checkpoints)] = ("train", job)
     for adapter_key in list(evaluations):
         if adapter_key is None or states.get(adapter_key) == "done":
             submit_evaluations(adapter_key)

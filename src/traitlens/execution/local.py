@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 from rich.console import Console
 
-from traitlens.config.schema import Study
+from traitlens.config.jobs import EvalSettings
 from traitlens.evaluate.cell import evaluate_cells
 from traitlens.execution.plan import Job, Plan
 from traitlens.progress import JobProgress
@@ -39,17 +39,18 @@ def pending_jobs(plan: Plan, store: Store, only: Callable[[Job], bool]
     return summary, states, [job for job in selected if states[job.key] != "done"]
 
 
-def default_scorer(study: Study) -> Scorer:
-    """The study's scorer on this machine; `study` comes from a plan, its dtype resolved."""
+def default_scorer(settings: EvalSettings) -> Scorer:
+    """The scorer for evaluation jobs with these settings (any of them: the base, evaluation
+    settings and device are the study's), on this machine."""
     from traitlens.models.hf import HFScorer
 
-    evaluation = study.evaluation
-    return HFScorer(study.base, dtype=evaluation.dtype, batch_size=evaluation.batch_size,
-                    device=study.execution.device, mixed_adapters=evaluation.mixed_adapters)
+    evaluation = settings.evaluation
+    return HFScorer(settings.base, dtype=evaluation.dtype, batch_size=evaluation.batch_size,
+                    device=settings.device, mixed_adapters=evaluation.mixed_adapters)
 
 
 def run_plan(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], targets: dict[str, pd.DataFrame],
-             console: Console, make_scorer: Callable[[Study], Scorer] = default_scorer,
+             console: Console, make_scorer: Callable[[EvalSettings], Scorer] = default_scorer,
              only: Callable[[Job], bool] = lambda job: True) -> RunSummary:
     """Run every job of `plan` that `only` selects and the store does not have yet."""
     from traitlens.train.loop import train_adapter  # imports torch: only when there is work
@@ -63,7 +64,7 @@ def run_plan(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], targets
             started, error = time.perf_counter(), None
             progress.describe(job.label)
             try:
-                train_adapter(job, plan.study, store, sources[job.source], progress)
+                train_adapter(job, store, sources[job.source], progress)
                 summary.ran += 1
             except Exception as exc:  # recorded in the store; independent jobs go on
                 error = f"{type(exc).__name__}: {exc}"
@@ -73,7 +74,7 @@ def run_plan(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], targets
         runnable = [j for j in evaluations if j.needs is None or store.adapter_path(j.needs) is not None]
         summary.blocked = len(evaluations) - len(runnable)
         progress.set_total(len(todo) - summary.blocked)
-        scorer = make_scorer(plan.study) if runnable else None
+        scorer = make_scorer(runnable[0].settings) if runnable else None
         # A scorer that mixes adapters in one batch gets each target's models together.
         mixed = getattr(scorer, "mixed", False)
         groups = ([[j for j in runnable if j.target == t] for t in dict.fromkeys(j.target for j in runnable)]
@@ -82,7 +83,7 @@ def run_plan(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], targets
             label = group[0].label if len(group) == 1 else f"eval {len(group)} models on {group[0].target}"
             progress.describe(label)
             started = time.perf_counter()
-            outcomes = evaluate_cells(group, plan.study, store, scorer, targets[group[0].target], progress=progress)
+            outcomes = evaluate_cells(group, store, scorer, targets[group[0].target], progress=progress)
             errors = []
             for job, (status, value) in zip(group, outcomes):
                 if status == "ok":

@@ -9,24 +9,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from traitlens.config.jobs import EvalSettings, TrainSettings
 from traitlens.config.schema import BASE, Study
 from traitlens.data.fingerprint import fingerprint
 from traitlens.errors import ConfigError, TraitlensError
-from traitlens.evaluate.cell import SCORING_CODE_VERSION
+from traitlens.evaluate import SCORING_CODE_VERSION
 from traitlens.models.identity import base_identity
 from traitlens.store.db import Store
 from traitlens.store.keys import content_key
+from traitlens.train import NOT_RESULT_TRAINING, TRAIN_CODE_VERSION
 
 if TYPE_CHECKING:
     from traitlens.models.device import Hardware
 
-# Bump when the training loop changes what it produces, so adapters of the old code are not
-# served for the new (it lives here until the training stage lands). 2: bfloat16 training adds
-# the LoRA product in float32 (`train/lora_step.py`), which trains a different adapter.
-TRAIN_CODE_VERSION = 2
-
-# Training settings that change how a run proceeds but not the adapter it ends with.
-NOT_RESULT_TRAINING = {"seeds", "checkpoint_every", "gradient_checkpointing", "packing", "pass_tokens"}
 
 
 @dataclass(frozen=True)
@@ -34,7 +29,8 @@ class Job:
     kind: Literal["train", "eval"]
     key: str
     model: str  # "base", or the adapter's name: the source, plus "/s<seed>" with several seeds
-    spec: dict[str, Any] = field(repr=False)
+    spec: dict[str, Any] = field(repr=False)  # what the key hashes (recorded with the job in the store)
+    settings: TrainSettings | EvalSettings = field(repr=False, default=None)  # what the job runs with
     source: str | None = None
     seed: int | None = None
     target: str | None = None
@@ -113,6 +109,7 @@ def plan_study(study: Study, hardware: Hardware | None = None) -> Plan:
     training = study.training.model_dump(mode="json", exclude=NOT_RESULT_TRAINING)
     lora = study.lora.model_dump(mode="json")
     several_seeds = len(study.training.seeds) > 1
+    threads = max(1, int(study.execution.cpus_per_job))
     jobs: list[Job] = []
     models: list[tuple[str, str | None]] = [(BASE, None)]
     for source in study.sources:
@@ -120,7 +117,9 @@ def plan_study(study: Study, hardware: Hardware | None = None) -> Plan:
             spec = {"base": base, "source": sources[source.name], "lora": lora,
                     "training": {**training, "seed": seed}, "code": TRAIN_CODE_VERSION}
             model = f"{source.name}/s{seed}" if several_seeds else source.name
-            job = Job("train", content_key("train", spec), model, spec, source=source.name, seed=seed)
+            settings = TrainSettings(source, seed, study.base, base, sources[source.name], study.lora,
+                                     study.training, study.execution.device, threads)
+            job = Job("train", content_key("train", spec), model, spec, settings, source=source.name, seed=seed)
             jobs.append(job)
             models.append((model, job.key))
 
@@ -130,6 +129,8 @@ def plan_study(study: Study, hardware: Hardware | None = None) -> Plan:
                     "limit": target.limit or study.evaluation.limit,
                     "dtype": study.evaluation.dtype, "seed": study.evaluation.seed,
                     "code": SCORING_CODE_VERSION}
-            jobs.append(Job("eval", content_key("eval", spec), model, spec,
+            settings = EvalSettings(target, spec["limit"], study.base, base, targets[target.name], study.evaluation,
+                                    study.execution.device, threads)
+            jobs.append(Job("eval", content_key("eval", spec), model, spec, settings,
                             target=target.name, needs=adapter_key))
     return Plan(study, jobs)

@@ -22,13 +22,14 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from traitlens.config.schema import Study
+from traitlens.config.schema import Training
 from traitlens.data.template import render
 from traitlens.errors import CheckpointWarning, TraitlensError
 from traitlens.faults import crash_point
 from traitlens.models.device import resolve_device
 from traitlens.progress import StepMeter
 from traitlens.store.db import ADAPTER_META_FILE, Store, file_digests
+from traitlens.train import NOT_RESULT_TRAINING
 from traitlens.train.attention import attend_by_example, choose_kernel
 from traitlens.train.encode import IGNORE, Encoded, encode_table
 from traitlens.train.lora_step import fuse_lora_layers
@@ -77,13 +78,12 @@ class Schedule:
         return [chosen[i:i + self.batch_size] for i in range(0, len(chosen), self.batch_size)]
 
 
-def total_steps(study: Study, examples: int) -> int:
-    training = study.training
+def total_steps(training: Training, examples: int) -> int:
     schedule = Schedule(examples, training.batch_size, training.gradient_accumulation, 0)
     return training.max_steps or training.epochs * schedule.steps_per_epoch
 
 
-def train_adapter(job: Job, study: Study, store: Store, table: pd.DataFrame,
+def train_adapter(job: Job, store: Store, table: pd.DataFrame,
                   progress: JobProgress | None = None, worker: str = "local") -> Path:
     """Train the adapter of `job` (resuming from its checkpoint if one exists) and register it."""
     existing = store.adapter_path(job.key)
@@ -92,14 +92,14 @@ def train_adapter(job: Job, study: Study, store: Store, table: pd.DataFrame,
     store.start_job(job.key, "train", job.label, job.spec, worker)
     try:
         files = store.scratch_dir(job.key)
-        meta = train_files(job, study, table, files, store.artifacts / "checkpoints" / job.key, progress)
+        meta = train_files(job, table, files, store.artifacts / "checkpoints" / job.key, progress)
         return store.put_adapter(job.key, job.source, job.seed, files, meta)
     except BaseException as exc:
         store.fail_job(job.key, f"{type(exc).__name__}: {exc}")
         raise
 
 
-def train_files(job: Job, study: Study, table: pd.DataFrame, files: Path, checkpoints: Path,
+def train_files(job: Job, table: pd.DataFrame, files: Path, checkpoints: Path,
                 progress: JobProgress | None = None) -> dict[str, Any]:
     """Train into the folder `files` (PEFT files + traitlens.json), checkpointing into
     `checkpoints`; touches no store, so executors can call it anywhere. Returns the metadata."""
@@ -108,12 +108,12 @@ def train_files(job: Job, study: Study, table: pd.DataFrame, files: Path, checkp
 
     from traitlens.models.load import load_base
 
-    settings, lora = study.training, study.lora
-    device = torch.device(resolve_device(study.execution.device))
+    run = job.settings  # TrainSettings: this job's part of the study
+    settings, lora, source = run.training, run.lora, run.source
+    device = torch.device(resolve_device(run.device))
     torch.manual_seed(job.seed)  # LoRA initialisation and dropout (and every CUDA device's RNG)
-    model, tokenizer = load_base(study.base, "float32")  # trainable weights stay float32
+    model, tokenizer = load_base(run.base, "float32")  # trainable weights stay float32
     model.to(device)
-    source = next(s for s in study.sources if s.name == job.source)
     examples = encode_table(table, source.template, tokenizer, settings.loss_mode, settings.max_length)
     peft_model = get_peft_model(model, LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
@@ -121,7 +121,7 @@ def train_files(job: Job, study: Study, table: pd.DataFrame, files: Path, checkp
     lm = peft_model.get_base_model()
     decoder = lm.get_decoder()
     pad = tokenizer.pad_token_id
-    dtype = job.spec["training"]["dtype"]  # resolved for this hardware before the key was made
+    dtype = settings.dtype  # resolved for this hardware before the key was made
     bf16 = dtype == "bfloat16"  # autocast: matmuls in bfloat16, trainable weights float32
     choose_kernel(lm, max((len(e.input_ids) for e in examples), default=0), bf16)
     pack_width = _packing_for(peft_model, decoder, lm, examples[:settings.batch_size], pad) if settings.packing else None
@@ -137,7 +137,7 @@ def train_files(job: Job, study: Study, table: pd.DataFrame, files: Path, checkp
     peft_model.train()
     merge = _pass_limit(settings.pass_tokens, lm.config, device.type, pack_width is not None)
 
-    steps = total_steps(study, len(examples))
+    steps = total_steps(settings, len(examples))
     schedule = Schedule(len(examples), settings.batch_size, settings.gradient_accumulation, job.seed)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     # The fused kernel: one pass per tensor instead of a dozen small operations; the for-loop
@@ -183,8 +183,9 @@ def train_files(job: Job, study: Study, table: pd.DataFrame, files: Path, checkp
 
     peft_model.save_pretrained(files)
     example = render(source.template, table.iloc[0].to_dict(), tokenizer)
-    meta = {"base": job.spec["base"], "source": job.source, "source_fingerprint": job.spec["source"],
-            "seed": job.seed, "lora": job.spec["lora"], "training": job.spec["training"],
+    meta = {"base": run.base_identity, "source": job.source, "source_fingerprint": run.fingerprint,
+            "seed": job.seed, "lora": lora.model_dump(mode="json"),
+            "training": settings.model_dump(mode="json", exclude=NOT_RESULT_TRAINING) | {"seed": job.seed},
             "template": source.template.model_dump(mode="json"), "example": example.text,
             "examples": len(examples), "steps": steps, "loss_curve": state["curve"],
             "tokens_seen": state["tokens"], "passes": state["passes"], "wall_seconds": state["seconds"],
