@@ -170,3 +170,20 @@ def test_compare_cells(report):
     assert result.stdout.startswith("movie - base on amazon (accuracy, 40 items):") and "p=" in result.stdout
     missing = run("base", "nosuch", "--target", "amazon")
     assert missing.returncode == 2 and "'nosuch' is neither a source nor a model" in missing.stderr
+
+
+def test_heatmap_stars_follow_the_matrix_cell_not_any_seed():
+    from traitlens.report import figures
+
+    raw = pd.DataFrame({"t": [0.5, 0.6]}, index=["base", "movie"])
+    delta = raw.drop(index="base") - raw.loc["base"]
+    seeds = pd.DataFrame([{"model": f"movie/s{s}", "source": "movie", "target": "t", "delta": d, "low": d - 0.05,
+                           "high": d + 0.05, "q": q, "significant": q < 0.05}
+                          for s, d, q in ((0, 0.2, 0.01), (1, 0.0, 0.9))])
+    averaged = pd.DataFrame([{"model": "movie", "source": "movie", "target": "t", "delta": 0.1, "low": -0.05,
+                              "high": 0.25, "q": 0.2, "significant": False}])
+    figure = figures.delta_heatmap(delta, raw, averaged, seeds, 0.05)
+    assert figure["data"][0]["text"] == [["+0.100"]]  # one seed's significance does not star the cell
+    assert "movie/s0" in figure["data"][0]["hovertext"][0][0]  # but each seed is in the hover
+    starred = figures.delta_heatmap(delta, raw, averaged.assign(q=0.01, significant=True), seeds, 0.05)
+    assert starred["data"][0]["text"] == [["+0.100 *"]]

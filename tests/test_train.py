@@ -169,8 +169,9 @@ def test_a_planted_or_damaged_checkpoint_runs_no_code_and_the_adapter_retrains(t
 
 
 def test_a_diverging_run_fails_instead_of_scoring_nan_weights(tiny_study):
-    study, [job], store, table = tiny_study(store="diverging")
+    study, _, store, table = tiny_study(store="diverging")
     study = study.model_copy(update={"training": study.training.model_copy(update={"learning_rate": 1e30})})
+    [job] = plan_study(study).train_jobs  # the job carries its settings: plan the changed study
     with pytest.raises(loop.TrainingDivergedError, match="training diverged. Lower training.learning_rate"):
         train_adapter(job, store, table)
     record = store.jobs([job.key])[job.key]

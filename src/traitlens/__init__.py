@@ -15,6 +15,7 @@ The Python API (the `traitlens` command is a thin layer over it):
     >>> recs = study.recommend(target="new-target.yaml")
     >>> study.report("out.html")
     >>> res = traitlens.load_items("store/report/quickstart-data")   # an export, no store or model
+    >>> traitlens.catalog(); rows, splits = traitlens.read_dataset("boolq")   # datasets, offline
 
 See docs/api.md.
 """
@@ -30,6 +31,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 # Imported on first use, so that `import traitlens` (and every `traitlens` command) does not pay
 # for scipy and scikit-learn until an analysis needs them; `dir()` and `help()` still list them.
 _PUBLIC = {"load": "traitlens.api", "load_items": "traitlens.api", "Study": "traitlens.api",
+           "catalog": "traitlens.api", "read_dataset": "traitlens.api",
            "Results": "traitlens.api", "Recommendation": "traitlens.api",
            "TraitAnalysis": "traitlens.analysis.analyze", "Explanation": "traitlens.analysis.explain",
            "Features": "traitlens.analysis.features",

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from traitlens.store.db import Store
     from traitlens.store.doctor import Finding
 
-__all__ = ["Recommendation", "Results", "Study", "load", "load_items"]
+__all__ = ["Recommendation", "Results", "Study", "catalog", "load", "load_items", "read_dataset"]
 MIN_ADAPTERS = 3  # a run ends with the analyses only when it has this many sources: traits need three
 
 
@@ -54,6 +54,44 @@ def load(path: str | Path) -> Study:
         >>> study.config.targets[0].name
     """
     return Study(load_study(path), Path(path))
+
+
+def catalog() -> pd.DataFrame:
+    """The offline catalog: real datasets that need no hub access (use as `dataset: catalog:NAME`).
+
+    Example:
+        >>> traitlens.catalog()[["kind", "labels"]]
+    """
+    from traitlens.data.catalog import CATALOG
+
+    return pd.DataFrame([{"name": name, "kind": entry.kind, "labels": list(entry.labels or ()),
+                          "description": entry.description, "source": entry.source}
+                         for name, entry in CATALOG.items()]).set_index("name")
+
+
+def read_dataset(dataset: str, split: str | None = None) -> tuple[pd.DataFrame, dict[str, int] | None]:
+    """A dataset's rows in the canonical columns (input, answer, passage?, options?), as a study
+    would read it with no transforms, and its splits with their sizes (catalog datasets only).
+    `dataset`: catalog:NAME (or a catalog NAME alone), a local .jsonl/.json/.csv/.parquet file or
+    folder, or a hub id; `split` defaults to the first (train for most).
+
+    Example:
+        >>> rows, splits = traitlens.read_dataset("boolq", split="dev")
+        >>> rows["answer"].value_counts()
+    """
+    from traitlens.config.schema import DatasetSpec
+    from traitlens.data.catalog import CATALOG, catalog_splits
+    from traitlens.data.load import prepare
+    from traitlens.data.reference import parse_reference
+
+    if not dataset.strip():
+        raise TraitlensError("dataset is empty; name one: `traitlens data list` shows the catalog.")
+    if ":" not in dataset and dataset in CATALOG:
+        dataset = f"catalog:{dataset}"
+    ref = parse_reference(dataset)
+    splits = catalog_splits(ref.value) if ref.kind == "catalog" else None
+    split = split or (next(iter(splits)) if splits else "train")
+    return prepare(DatasetSpec(name="shown", dataset=dataset, split=split), dataset), splits
 
 
 @dataclass

@@ -18,7 +18,7 @@ from rich.text import Text
 from traitlens import __version__
 from traitlens.analysis.metrics import DESCRIPTIONS, METRICS
 from traitlens.config.schema import Analysis, DatasetSpec
-from traitlens.data.catalog import CATALOG, catalog_splits
+from traitlens.data.catalog import CATALOG
 from traitlens.errors import TraitlensError, TraitlensWarning
 
 console = Console(highlight=False)
@@ -429,11 +429,13 @@ def data() -> None:
 @data.command("list")
 def data_list() -> None:
     """List the offline catalog: real datasets that need no hub access."""
+    from traitlens.api import catalog
+
     table = Table(title="offline catalog (use as dataset: catalog:NAME)", title_justify="left")
     for column in ("name", "kind", "labels", "description"):
         table.add_column(column, no_wrap=column == "name")
-    for name, entry in CATALOG.items():
-        table.add_row(name, entry.kind, ", ".join(entry.labels or ()) or "-", entry.description)
+    for name, entry in catalog().iterrows():
+        table.add_row(name, entry["kind"], ", ".join(entry["labels"]) or "-", entry["description"])
     console.print(table)
 
 
@@ -447,23 +449,16 @@ def data_show(dataset: str, split: str | None, examples: int) -> None:
     DATASET is catalog:NAME (or just NAME for a catalog entry), a local .jsonl/.json/.csv/.parquet
     file, or a hub id. Examples are rendered with the default template.
     """
-    from traitlens.data.load import prepare
-    from traitlens.data.reference import parse_reference
+    from traitlens.api import read_dataset
     from traitlens.data.template import render
 
-    if not dataset.strip():
-        raise TraitlensError("DATASET is empty; name one: `traitlens data list` shows the catalog.")
-    if ":" not in dataset and dataset in CATALOG:
-        dataset = f"catalog:{dataset}"
-    ref = parse_reference(dataset)
-    splits = catalog_splits(ref.value) if ref.kind == "catalog" else None
+    table, splits = read_dataset(dataset, split)
     split = split or (next(iter(splits)) if splits else "train")
-    spec = DatasetSpec(name="shown", dataset=dataset, split=split)
-    table = prepare(spec, dataset)
     console.print(f"[bold]{dataset}[/] split [bold]{split}[/]: {len(table)} rows"
                   + (f"; splits: {', '.join(f'{k} ({v})' for k, v in splits.items())}" if splits else ""))
-    if ref.kind == "catalog":
-        console.print(f"from {CATALOG[ref.value].source}")
+    name = dataset.removeprefix("catalog:")
+    if name in CATALOG:
+        console.print(f"from {CATALOG[name].source}")
     counts = table["answer"].value_counts()
     if len(counts) <= 20:
         console.print("labels: " + ", ".join(f"{label} {count} ({count / len(table):.1%})"
@@ -472,8 +467,9 @@ def data_show(dataset: str, split: str | None, examples: int) -> None:
         lengths = table["answer"].str.len()
         console.print(f"answers: {len(counts)} distinct, length {lengths.mean():.1f} characters "
                       f"on average (max {lengths.max()})")
+    template = DatasetSpec(name="shown", dataset=dataset).template  # the default one
     for index, row in table.head(examples).iterrows():
-        rendered = render(spec.template, row)
+        rendered = render(template, row)
         console.rule(f"example {index}")
         console.print(Text(rendered.prompt) + Text(rendered.answer, style="bold"))
 
