@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,8 @@ from traitlens.analysis.metrics import ItemScores, paired_values_test
 from traitlens.analysis.uncertainty import cell_uncertainty, delta_draws
 from traitlens.analysis.views import raw_matrix, seed_spread, view
 from traitlens.config.schema import Analysis
+from traitlens.errors import TraitlensError
+from traitlens.evaluate.metrics import cell_metrics
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "factor_analysis.json").read_text())
 
@@ -323,3 +326,43 @@ def test_asymmetry_has_intervals_and_compare_models_tests_a_contrast():
     assert contrast["seeds_a"] == 1 and compare_models(results, "base", "tweets", "amazon", samples=300)["seeds_b"] == 2
     with pytest.raises(ValueError, match="neither a source nor a model"):
         compare_models(results, "base", "nosuch", "movie")
+
+
+def _planted(rng, loadings, scores, items=150):
+    """Results whose sources' skill on each target is `scores` (sources x traits) times
+    `loadings` (targets x traits), their items drawn from `rng`."""
+    targets, sources = [f"t{j}" for j in range(len(loadings))], len(scores)
+    outputs, rows = {}, []
+    for j, target in enumerate(targets):
+        golds = rng.choice(["negative", "positive"], items)
+        by_model = {"base": label_items(rng, 0.0, golds)}
+        by_model |= {f"s{i}": label_items(rng, 1.0 + scores[i] @ loadings[j], golds) for i in range(sources)}
+        for model, records in by_model.items():
+            rows.append({"model": model, "source": None if model == "base" else model, "seed": None if model == "base"
+                         else 0, "target": target, "key": f"{model}-{target}", "n": items,
+                         "metrics": cell_metrics(records, ["negative", "positive"])})
+        outputs[target] = by_model
+    labels = {t: ["negative", "positive"] for t in targets}
+    return Results(pd.DataFrame(rows), outputs, set(), {t: [] for t in targets}, labels,
+                   {f"s{i}": f"s{i}" for i in range(sources)},
+                   settings=Analysis(bootstrap_samples=30, n_traits=2, metric="margin")).scored("margin")
+
+
+def test_two_studies_of_one_structure_match_and_a_different_structure_does_not():
+    from traitlens.analysis.compare import compare_studies
+
+    two = np.array([[1.0, 0], [1.0, 0], [0.9, 0.1], [0, 1.0], [0.1, 0.9], [0, 1.0]])
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(16, 2))
+    a, again = _planted(rng, two, scores), _planted(rng, two, scores)  # the same sources on new items
+    same = compare_studies(a, again, samples=40)
+    assert same.traits["congruence"].min() > 0.95
+    assert (same.traits["low"] <= same.traits["congruence"]).all() and (same.traits["congruence"] <= same.traits["high"]).all()
+    assert len(same.cells) == 16 * 6 and same.cells["disagree"].mean() < 0.1
+    other = compare_studies(a, _planted(rng, np.array([[1.0, 0], [0, 1.0]] * 3), scores), samples=40)
+    assert other.traits["congruence"].max() < same.traits["low"].min()  # outside the interval of a true match
+    moved = other.cells[other.cells["disagree"]]
+    assert len(moved) > 5 and moved["target"].isin(["t1", "t4"]).mean() > 0.75  # the two targets whose trait changed
+    with pytest.raises(TraitlensError, match="share 0 complete source"):
+        renamed = a.cells.assign(source=a.cells["source"].map(lambda s: s + "x" if isinstance(s, str) else s))
+        compare_studies(a, replace(a, cells=renamed.assign(model=renamed["source"].fillna("base"))))

@@ -149,3 +149,12 @@ def test_notebook_runs_on_a_stored_study(report, tmp_path, monkeypatch):
     assert not [o for o in outputs if o.output_type == "error"]
     text = "\n".join(str(o.get("text", "")) + str(o.get("data", {}).get("text/plain", "")) for o in outputs)
     assert "flipped the most items on" in text and "metric: calibrated_margin" in text
+
+
+def test_compare_command_matches_a_study_with_itself(report):
+    path = str(report.with_name("study.yaml"))
+    result = subprocess.run([sys.executable, "-m", "traitlens", "compare", path, path, "--samples", "20"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "3 shared sources x 4 shared targets" in result.stdout
+    assert "congruence 1.00" in result.stdout and "0 of 12 shared cells disagree" in result.stdout

@@ -31,7 +31,8 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 # Imported on first use, so that `import traitlens` (and every `traitlens` command) does not pay
 # for scipy and scikit-learn until an analysis needs them; `dir()` and `help()` still list them.
 _PUBLIC = {"load": "traitlens.api", "load_items": "traitlens.api", "Study": "traitlens.api",
-           "catalog": "traitlens.api", "read_dataset": "traitlens.api",
+           "catalog": "traitlens.api", "read_dataset": "traitlens.api", "compare_studies": "traitlens.api",
+           "StudyComparison": "traitlens.analysis.compare",
            "Results": "traitlens.api", "Recommendation": "traitlens.api",
            "TraitAnalysis": "traitlens.analysis.analyze", "Explanation": "traitlens.analysis.explain",
            "Features": "traitlens.analysis.features",

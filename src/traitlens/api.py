@@ -33,6 +33,7 @@ from traitlens.progress import working
 
 if TYPE_CHECKING:
     from traitlens.analysis.analyze import TraitAnalysis
+    from traitlens.analysis.compare import StudyComparison
     from traitlens.analysis.explain import Explanation
     from traitlens.analysis.features import Features
     from traitlens.execution.local import RunSummary
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
     from traitlens.store.db import Store
     from traitlens.store.doctor import Finding
 
-__all__ = ["Recommendation", "Results", "Study", "catalog", "load", "load_items", "read_dataset"]
+__all__ = ["Recommendation", "Results", "Study", "catalog", "compare_studies", "load", "load_items", "read_dataset"]
 MIN_ADAPTERS = 3  # a run ends with the analyses only when it has this many sources: traits need three
 
 
@@ -54,6 +55,23 @@ def load(path: str | Path) -> Study:
         >>> study.config.targets[0].name
     """
     return Study(load_study(path), Path(path))
+
+
+def compare_studies(a: Study | Results | str | Path, b: Study | Results | str | Path,
+                    samples: int | None = None) -> StudyComparison:
+    """Two studies' traits matched by Tucker congruence, with intervals from resampling items;
+    per-target loading differences; the shared cells whose deltas disagree. For the same design
+    under two seeds, two settings or two base models: sources and targets are matched by name.
+    Each of `a`, `b`: a study file, a `Study`, or `Results` (e.g. from `load_items`).
+
+    Example:
+        >>> cmp = traitlens.compare_studies("study.yaml", "study-gemma.yaml")
+        >>> cmp.traits[["name_a", "name_b", "congruence", "low", "high"]]
+    """
+    from traitlens.analysis.compare import compare_studies as compare
+
+    as_results = lambda x: x if isinstance(x, Results) else (x if isinstance(x, Study) else load(x)).results()
+    return compare(as_results(a), as_results(b), samples)
 
 
 def catalog() -> pd.DataFrame:

@@ -368,6 +368,39 @@ def compare_cells(study_file: Path, a: str, b: str, target: str, metric: str | N
                   f"{row['seeds_b']} seed(s))")
 
 
+@cli.command("compare")
+@click.argument("study_a", metavar="A.yaml", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("study_b", metavar="B.yaml", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--samples", type=click.IntRange(min=1), help="Item resamples for the intervals. Default: A's "
+                                                             "analysis.bootstrap_samples.")
+def compare(study_a: Path, study_b: Path, samples: int | None) -> None:
+    """Compare two finished studies: the same design under two seeds, settings or base models.
+
+    Fits each study's traits on the sources and targets both have (matched by name; B at A's
+    trait count), matches B's traits to A's and prints their Tucker congruence with an interval
+    from resampling every target's items, the loadings that differ, and the cells whose
+    deltas disagree (BH q < alpha).
+    """
+    from traitlens.api import compare_studies
+    from traitlens.progress import working
+
+    with working(console, "comparison: traits of both studies, item resamples"):
+        result = compare_studies(_load(study_a), _load(study_b), samples)
+    console.print(f"{len(result.sources)} shared sources x {len(result.targets)} shared targets; "
+                  f"{int(result.traits['refits'].iloc[0])} resamples")
+    for row in result.traits.itertuples():
+        console.print(f"{row.trait_a}: A [bold]{row.name_a}[/] ~ B [bold]{row.name_b}[/]: congruence "
+                      f"{row.congruence:.2f} [{row.low:.2f}, {row.high:.2f}]")
+    differ = result.loadings[(result.loadings["low"] > 0) | (result.loadings["high"] < 0)]
+    if len(differ):
+        _print_frame("loadings that differ (A - B, interval excludes 0)",
+                     differ.set_index(["trait", "target"])[["a", "b", "difference", "low", "high"]])
+    disagree = result.cells[result.cells["disagree"]]
+    console.print(f"{len(disagree)} of {len(result.cells)} shared cells disagree (delta A - delta B, q < alpha)")
+    if len(disagree):
+        _print_frame("cells that disagree", disagree.set_index(["source", "target"])[["a", "b", "difference", "q"]])
+
+
 @cli.command("analyze")
 @click.argument("export", metavar="EXPORT", type=click.Path(exists=True, path_type=Path))
 @click.option("--metric", type=click.Choice(METRICS), help="Default: the exported study's analysis.metric.")
