@@ -209,3 +209,45 @@ def test_inputs_longer_than_the_context_are_cut_with_a_warning(tiny_model):
     with pytest.warns(TruncationWarning):
         [generation] = scorer.generate([GenerateRequest(huge, 4, ("\n",))])
     assert generation.tokens <= 4
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma(tmp_path_factory):
+    """A Gemma 3 architecture (sliding-window and global attention layers) with random weights
+    and the catalog Gemma's real tokenizer, as a local model folder."""
+    import torch
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    from traitlens.models.load import materialize_catalog_model
+
+    folder = tmp_path_factory.mktemp("tiny-gemma")
+    tokenizer = AutoTokenizer.from_pretrained(materialize_catalog_model("gemma3-270m"))
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                              num_attention_heads=4, num_key_value_heads=1, head_dim=8, sliding_window=8,
+                              max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
+                              bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    Gemma3ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_gemma_scores_match_full_forwards_past_its_sliding_window(tiny_gemma, movie_items):
+    """The shared-prefix cache and single-forward paths must hold for a model whose layers do
+    not all see the whole context (prompts here are longer than the 8-token window)."""
+    import torch
+
+    scorer = HFScorer(BaseModelSpec(name=str(tiny_gemma)), batch_size=4)
+    contexts = [c.rstrip(" ") for c in prompts(MOVIE, movie_items.head(4), scorer)]
+    choices = (" negative", " very negative")
+    got = scorer.loglikelihood([ChoiceRequest(c, choices) for c in contexts])
+    for context, scores in zip(contexts, got):
+        ids = scorer.tokenizer(context)["input_ids"]
+        assert len(ids) > 8
+        for choice, value in zip(choices, scores.logprobs):
+            choice_ids = scorer.tokenizer(choice, add_special_tokens=False)["input_ids"]
+            with torch.no_grad():
+                logits = scorer.model(torch.tensor([ids + choice_ids])).logits.float()
+            logprobs = torch.log_softmax(logits[0], dim=-1)
+            expected = sum(logprobs[len(ids) - 1 + k, t].item() for k, t in enumerate(choice_ids))
+            assert value == pytest.approx(expected, abs=1e-4)

