@@ -104,6 +104,19 @@ def test_arithmetic_is_correct_and_splits_disjoint():
     assert checked > 1000
 
 
+def test_easy_arithmetic_is_smaller_and_its_worked_twin_asks_the_same_questions():
+    easy, worked = rows("arithmetic-easy", "train"), rows("arithmetic-easy-worked", "train")
+    assert [r["input"] for r in easy] == [r["input"] for r in worked]
+    for short, long in zip(easy, worked):
+        assert long["answer"].endswith(f"The answer is {short['answer']}.") and " = " in long["answer"]
+        match = re.fullmatch(r"What is (\d+) ([-+x/]) (\d+)\?", short["input"])
+        if match:
+            a, op, b = int(match[1]), match[2], int(match[3])
+            assert long["answer"].startswith(f"{a} {op} {b} = {short['answer']}.")
+            assert (a <= 99 and b <= 99) if op in "+-" else (a <= 12 and b <= 12) if op == "x" else b <= 9
+    assert rows("arithmetic", "train")[0]["answer"].isdigit()  # the original set is unchanged
+
+
 def test_unknown_catalog_name_suggests(tmp_path):
     with pytest.raises(TraitlensError, match="Did you mean 'catalog:sentiment-movie'"):
         materialize("sentiment-moive")

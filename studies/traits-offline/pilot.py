@@ -5,7 +5,7 @@ accuracy on a seeded sample of test items, a one-sided binomial p of "calibrated
 above chance" (label and multiple-choice targets), its most frequent answer's share, and the
 seconds per item (for sizing the study). Nothing is trained. Writes pilot.csv beside itself.
 
-    .venv/bin/python studies/traits-offline/pilot.py [--items 120]
+    .venv/bin/python studies/traits-offline/pilot.py [--items 120] [--targets NAME ...] [--out FILE]
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ CANDIDATES = [
     Target(name="arithmetic", dataset="catalog:arithmetic", kind="generative", abilities=["arithmetic"],
            template={"instruction": "Solve the problem and give the final number."},
            generation={"max_new_tokens": 8}),
+    Target(name="arithmetic-easy", dataset="catalog:arithmetic-easy", kind="generative", abilities=["arithmetic"],
+           template={"instruction": "Solve the problem and give the final number."},
+           generation={"max_new_tokens": 24}),
 ]
 MODELS = ["smollm2-135m-instruct", "gemma3-270m"]
 
@@ -61,13 +64,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--items", type=int, default=120)
     parser.add_argument("--models", nargs="*", default=MODELS)
+    parser.add_argument("--targets", nargs="*", help="Default: every candidate.")
+    parser.add_argument("--out", default="pilot.csv", help="File beside this script.")
     args = parser.parse_args()
     print(f"machine: {local_hardware('cpu').describe()}; {platform.python_version()}; {args.items} items per target")
     rows = []
     for model in args.models:
         scorer = HFScorer(BaseModelSpec(name=model), dtype="float32")
         scorer.use_adapter(None)
-        for target in CANDIDATES:
+        for target in [t for t in CANDIDATES if not args.targets or t.name in args.targets]:
             items = select_items(prepare(target, target.name), args.items, 0)
             started = time.perf_counter()
             records = evaluate_target(target, items, scorer)
@@ -86,7 +91,7 @@ def main() -> None:
                                                           alternative="greater").pvalue}
             rows.append(row)
             print(" ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-    pd.DataFrame(rows).to_csv(Path(__file__).with_name("pilot.csv"), index=False)
+    pd.DataFrame(rows).to_csv(Path(__file__).with_name(args.out), index=False)
 
 
 if __name__ == "__main__":

@@ -20,38 +20,51 @@ WORD_PROBLEMS = (
 )
 
 
-def _operands(rng: random.Random, op: str) -> tuple[int, int, int]:
+# Operand ranges per level: (addition and subtraction, multiplication, divisor, quotient).
+# "easy" is sized so that a small base model answers a fair share: two-digit sums, times tables.
+LEVELS = {"standard": ((2, 999), (2, 40), (2, 12), (2, 40)), "easy": ((2, 99), (2, 12), (2, 9), (2, 12))}
+SYMBOL = {"+": "+", "-": "-", "*": "x", "/": "/"}
+
+
+def _operands(rng: random.Random, op: str, level: str = "standard") -> tuple[int, int, int]:
+    (low, high), (m_low, m_high), (d_low, d_high), (q_low, q_high) = LEVELS[level]
     if op == "+":
-        a, b = rng.randint(2, 999), rng.randint(2, 999)
+        a, b = rng.randint(low, high), rng.randint(low, high)
         return a, b, a + b
     if op == "-":
-        a, b = sorted((rng.randint(2, 999), rng.randint(2, 999)), reverse=True)
+        a, b = sorted((rng.randint(low, high), rng.randint(low, high)), reverse=True)
         return a, b, a - b
     if op == "*":
-        a, b = rng.randint(2, 40), rng.randint(2, 40)
+        a, b = rng.randint(m_low, m_high), rng.randint(m_low, m_high)
         return a, b, a * b
-    b, answer = rng.randint(2, 12), rng.randint(2, 40)  # division always comes out even
+    b, answer = rng.randint(d_low, d_high), rng.randint(q_low, q_high)  # division always comes out even
     return answer * b, b, answer
 
 
-def generate(count: int, seed: int, exclude: set[str] = frozenset()) -> list[dict]:
+def generate(count: int, seed: int, exclude: set[str] = frozenset(), level: str = "standard",
+             worked: bool = False) -> list[dict]:
+    """`count` distinct problems. `worked`: the answer shows the operation before the result
+    ("23 + 45 = 68. The answer is 68.") instead of the number alone: the same questions with
+    long answers, for contrasts of answer length."""
     rng = random.Random(seed)
     rows, seen = [], set(exclude)
     while len(rows) < count:
         if rng.random() < 0.5:
             op = rng.choice("+-*/")
-            a, b, answer = _operands(rng, op)
-            question = f"What is {a} {'x' if op == '*' else op} {b}?"
+            a, b, answer = _operands(rng, op, level)
+            question = f"What is {a} {SYMBOL[op]} {b}?"
         else:
             template, op = rng.choice(WORD_PROBLEMS)
-            a, b, answer = _operands(rng, op)
+            a, b, answer = _operands(rng, op, level)
             question = template.format(name=rng.choice(NAMES), things=rng.choice(THINGS), a=a, b=b)
         if question not in seen:
             seen.add(question)
-            rows.append({"id": f"{seed}-{len(rows)}", "input": question, "answer": str(answer)})
+            text = f"{a} {SYMBOL[op]} {b} = {answer}. The answer is {answer}." if worked else str(answer)
+            rows.append({"id": f"{seed}-{len(rows)}", "input": question, "answer": text})
     return rows
 
 
-def arithmetic_splits() -> dict[str, list[dict]]:
-    train = generate(4000, seed=0)
-    return {"train": train, "test": generate(1000, seed=1, exclude={r["input"] for r in train})}
+def arithmetic_splits(level: str = "standard", worked: bool = False) -> dict[str, list[dict]]:
+    train = generate(4000, seed=0, level=level, worked=worked)
+    return {"train": train, "test": generate(1000, seed=1, exclude={r["input"] for r in train}, level=level,
+                                             worked=worked)}

