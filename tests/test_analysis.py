@@ -366,3 +366,11 @@ def test_two_studies_of_one_structure_match_and_a_different_structure_does_not()
     with pytest.raises(TraitlensError, match="share 0 complete source"):
         renamed = a.cells.assign(source=a.cells["source"].map(lambda s: s + "x" if isinstance(s, str) else s))
         compare_studies(a, replace(a, cells=renamed.assign(model=renamed["source"].fillna("base"))))
+
+
+def test_promax_refuses_a_trait_with_no_loadings():
+    loadings = np.array([[0.9, 0.0], [0.8, 0.0], [0.7, 0.0], [0.6, 0.0]])
+    with pytest.raises(ValueError, match="lower analysis.n_traits or use rotation: varimax"):
+        promax(loadings)
+    rotated, _ = promax(np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.2, 0.7]]))
+    assert np.isfinite(rotated).all()

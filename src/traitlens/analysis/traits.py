@@ -46,7 +46,11 @@ def promax(loadings: np.ndarray, power: int = 4) -> tuple[np.ndarray, np.ndarray
         return rotated, rotation
     target = rotated * np.abs(rotated) ** (power - 1)
     coefficients = np.linalg.lstsq(rotated, target, rcond=None)[0]
-    coefficients = coefficients @ np.diag(np.sqrt(np.diag(np.linalg.inv(coefficients.T @ coefficients))))
+    gram = coefficients.T @ coefficients
+    if np.linalg.cond(gram) > 1e12:  # a trait with (almost) no loadings: no oblique fit exists
+        raise ValueError("promax needs every trait to load on some target; this fit has a trait with none "
+                         "(too many traits for the matrix): lower analysis.n_traits or use rotation: varimax")
+    coefficients = coefficients @ np.diag(np.sqrt(np.diag(np.linalg.inv(gram))))
     return rotated @ coefficients, rotation @ coefficients
 
 
