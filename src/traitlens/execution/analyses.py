@@ -9,8 +9,8 @@ So changing an analysis setting recomputes traits and explanation from stored ta
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
