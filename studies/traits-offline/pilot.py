@@ -56,6 +56,9 @@ CANDIDATES = [
     Target(name="arithmetic-easy", dataset="catalog:arithmetic-easy", kind="generative", abilities=["arithmetic"],
            template={"instruction": "Solve the problem and give the final number."},
            generation={"max_new_tokens": 24}),
+    Target(name="arithmetic-easy-48", dataset="catalog:arithmetic-easy", kind="generative", abilities=["arithmetic"],
+           template={"instruction": "Solve the problem and give the final number."},
+           generation={"max_new_tokens": 48}),
 ]
 MODELS = ["smollm2-135m-instruct", "gemma3-270m"]
 
