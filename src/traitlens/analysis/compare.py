@@ -22,7 +22,7 @@ from scipy import stats
 from traitlens.analysis.analyze import TraitAnalysis, analyze
 from traitlens.analysis.results import Results
 from traitlens.analysis.stability import resampled_cells
-from traitlens.analysis.traits import ESTIMATORS, match
+from traitlens.analysis.traits import ESTIMATORS, assignment, congruence, match
 from traitlens.analysis.views import raw_matrix, view
 from traitlens.config.schema import BASE
 from traitlens.errors import TraitlensError
@@ -64,7 +64,8 @@ def compare_studies(a: Results, b: Results, samples: int | None = None, seed: in
     samples = a.settings.bootstrap_samples if samples is None else samples
     rng = np.random.default_rng(a.settings.seed if seed is None else seed)
     ref_a, ref_b = fitted["a"].loadings_.reindex(targets), fitted["b"].loadings_.reindex(targets).fillna(0.0)
-    aligned, phi = match(ref_a.to_numpy(), ref_b.to_numpy())
+    columns, signs, phi = assignment(ref_a.to_numpy(), ref_b.to_numpy())
+    aligned = ref_b.to_numpy()[:, columns] * signs
     matched = pd.DataFrame(aligned, index=targets, columns=ref_a.columns)
     delta_a, delta_b = _delta(a), _delta(b)
 
@@ -78,7 +79,7 @@ def compare_studies(a: Results, b: Results, samples: int | None = None, seed: in
             star_b = match(aligned, refit_b(cells_b))[0]
         except ValueError:  # a draw where too few targets vary to fit
             continue
-        congruences.append(_column_congruence(star_a, star_b))
+        congruences.append(np.abs(np.diag(congruence(star_a, star_b))))
         differences.append(star_a - star_b)
     alpha = a.settings.alpha
     low_high = lambda draws: np.nanquantile(np.array(draws), [alpha / 2, 1 - alpha / 2], axis=0) if draws else None
@@ -86,7 +87,7 @@ def compare_studies(a: Results, b: Results, samples: int | None = None, seed: in
     bounds = low_high(congruences)
     traits = pd.DataFrame({
         "trait_a": ref_a.columns, "name_a": fitted["a"].names,
-        "name_b": [fitted["b"].names[list(ref_b.columns).index(c)] for c in _matched_columns(ref_a, ref_b)],
+        "name_b": [fitted["b"].names[c] for c in columns],
         "congruence": phi,
         "low": bounds[0] if bounds is not None else np.nan, "high": bounds[1] if bounds is not None else np.nan,
         "refits": len(congruences)})
@@ -153,19 +154,3 @@ def _refitter(results: Results, fitted: TraitAnalysis):
         return model.fit(matrix).loadings_.reindex(targets).fillna(0.0).to_numpy()
 
     return refit
-
-
-def _column_congruence(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
-        values = (a * b).sum(axis=0) / (np.linalg.norm(a, axis=0) * np.linalg.norm(b, axis=0))
-    return np.abs(np.nan_to_num(values))
-
-
-def _matched_columns(ref_a: pd.DataFrame, ref_b: pd.DataFrame) -> list[str]:
-    """B's trait matched to each of A's, in A's order (as `match` aligns them)."""
-    from scipy.optimize import linear_sum_assignment
-
-    from traitlens.analysis.traits import congruence
-
-    rows, cols = linear_sum_assignment(-np.abs(congruence(ref_a.to_numpy(), ref_b.to_numpy())))
-    return [ref_b.columns[c] for _, c in sorted(zip(rows, cols))]

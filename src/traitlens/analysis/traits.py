@@ -123,15 +123,21 @@ def congruence(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.nan_to_num(phi, nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def match(reference: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Reorder and flip the columns of `other` to best match `reference`; also return the
-    congruence of each matched pair."""
+def assignment(reference: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Which column of `other` matches each column of `reference` (by absolute congruence),
+    the sign that aligns it, and the congruence of each matched pair."""
     phi = congruence(reference, other)
     rows, cols = linear_sum_assignment(-np.abs(phi))
     signs = np.sign(phi[rows, cols])
     signs[signs == 0] = 1
-    aligned = other[:, cols] * signs
-    return aligned, np.abs(phi[rows, cols])
+    return cols, signs, np.abs(phi[rows, cols])
+
+
+def match(reference: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Reorder and flip the columns of `other` to best match `reference`; also return the
+    congruence of each matched pair."""
+    cols, signs, phi = assignment(reference, other)
+    return other[:, cols] * signs, phi
 
 
 class _Traits:
