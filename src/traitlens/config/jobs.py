@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from traitlens.config.schema import BaseModelSpec, Evaluation, Lora, Source, Target, Training
+from traitlens.train import NOT_RESULT_TRAINING
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,12 @@ class TrainSettings:
     training: Training  # dtype resolved for the hardware
     device: str  # execution.device
     threads: int  # CPU threads of a Ray task (execution.cpus_per_job), so tasks don't oversubscribe a node
+
+    @property
+    def result_training(self) -> dict[str, Any]:
+        """The training settings that change the adapter, with this job's seed: what its key
+        hashes and what is recorded beside its weights."""
+        return self.training.model_dump(mode="json", exclude=NOT_RESULT_TRAINING) | {"seed": self.seed}
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from traitlens.evaluate import SCORING_CODE_VERSION
 from traitlens.models.identity import base_identity
 from traitlens.store.db import Store
 from traitlens.store.keys import content_key
-from traitlens.train import NOT_RESULT_TRAINING, TRAIN_CODE_VERSION
+from traitlens.train import TRAIN_CODE_VERSION
 
 if TYPE_CHECKING:
     from traitlens.models.device import Hardware
@@ -30,7 +30,7 @@ class Job:
     key: str
     model: str  # "base", or the adapter's name: the source, plus "/s<seed>" with several seeds
     spec: dict[str, Any] = field(repr=False)  # what the key hashes (recorded with the job in the store)
-    settings: TrainSettings | EvalSettings = field(repr=False, default=None)  # what the job runs with
+    settings: TrainSettings | EvalSettings = field(repr=False)  # what the job runs with
     source: str | None = None
     seed: int | None = None
     target: str | None = None
@@ -106,7 +106,6 @@ def plan_study(study: Study, hardware: Hardware | None = None) -> Plan:
     if problems:
         raise ConfigError(study.name, problems)
 
-    training = study.training.model_dump(mode="json", exclude=NOT_RESULT_TRAINING)
     lora = study.lora.model_dump(mode="json")
     several_seeds = len(study.training.seeds) > 1
     threads = max(1, int(study.execution.cpus_per_job))
@@ -114,11 +113,11 @@ def plan_study(study: Study, hardware: Hardware | None = None) -> Plan:
     models: list[tuple[str, str | None]] = [(BASE, None)]
     for source in study.sources:
         for seed in study.training.seeds:
-            spec = {"base": base, "source": sources[source.name], "lora": lora,
-                    "training": {**training, "seed": seed}, "code": TRAIN_CODE_VERSION}
-            model = f"{source.name}/s{seed}" if several_seeds else source.name
             settings = TrainSettings(source, seed, study.base, base, sources[source.name], study.lora,
                                      study.training, study.execution.device, threads)
+            spec = {"base": base, "source": sources[source.name], "lora": lora,
+                    "training": settings.result_training, "code": TRAIN_CODE_VERSION}
+            model = f"{source.name}/s{seed}" if several_seeds else source.name
             job = Job("train", content_key("train", spec), model, spec, settings, source=source.name, seed=seed)
             jobs.append(job)
             models.append((model, job.key))

@@ -29,7 +29,6 @@ from traitlens.faults import crash_point
 from traitlens.models.device import resolve_device
 from traitlens.progress import StepMeter
 from traitlens.store.db import ADAPTER_META_FILE, Store, file_digests
-from traitlens.train import NOT_RESULT_TRAINING
 from traitlens.train.attention import attend_by_example, choose_kernel
 from traitlens.train.encode import IGNORE, Encoded, encode_table
 from traitlens.train.lora_step import fuse_lora_layers
@@ -185,7 +184,7 @@ def train_files(job: Job, table: pd.DataFrame, files: Path, checkpoints: Path,
     example = render(source.template, table.iloc[0].to_dict(), tokenizer)
     meta = {"base": run.base_identity, "source": job.source, "source_fingerprint": run.fingerprint,
             "seed": job.seed, "lora": lora.model_dump(mode="json"),
-            "training": settings.model_dump(mode="json", exclude=NOT_RESULT_TRAINING) | {"seed": job.seed},
+            "training": run.result_training,
             "template": source.template.model_dump(mode="json"), "example": example.text,
             "examples": len(examples), "steps": steps, "loss_curve": state["curve"],
             "tokens_seen": state["tokens"], "passes": state["passes"], "wall_seconds": state["seconds"],
