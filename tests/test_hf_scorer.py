@@ -70,25 +70,27 @@ def test_output_layer_chunks_do_not_change_scores(scorer, movie_items, monkeypat
     assert max(diffs) < 1e-4
 
 
-def test_shared_prompt_matches_a_full_forward_per_choice(scorer):
+def full_forward_logprob(scorer, context_ids: list[int], choice: str) -> float:
+    """The log-probability of `choice` after `context_ids` from one plain forward pass of the
+    whole sequence: what every scorer shortcut must reproduce."""
     import torch
 
+    choice_ids = scorer.tokenizer(choice, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = scorer.model(torch.tensor([context_ids + choice_ids])).logits.float()
+    logprobs = torch.log_softmax(logits[0], dim=-1)
+    return sum(logprobs[len(context_ids) - 1 + k, t].item() for k, t in enumerate(choice_ids))
+
+
+def test_shared_prompt_matches_a_full_forward_per_choice(scorer):
     context, choices = "The review says it was dull. Sentiment:", (" very negative", " negative", " quite mixed")
     [scores] = scorer.loglikelihood([ChoiceRequest(context, choices)])
-    tokenizer = scorer.tokenizer
-    context_ids = tokenizer(context)["input_ids"]
+    context_ids = scorer.tokenizer(context)["input_ids"]
     for choice, got in zip(choices, scores.logprobs):
-        choice_ids = tokenizer(choice, add_special_tokens=False)["input_ids"]
-        with torch.no_grad():
-            logits = scorer.model(torch.tensor([context_ids + choice_ids])).logits.float()
-        logprobs = torch.log_softmax(logits[0], dim=-1)
-        expected = sum(logprobs[len(context_ids) - 1 + k, t].item() for k, t in enumerate(choice_ids))
-        assert got == pytest.approx(expected, abs=1e-4)
+        assert got == pytest.approx(full_forward_logprob(scorer, context_ids, choice), abs=1e-4)
 
 
 def test_shared_instruction_runs_once_and_scores_match_full_forwards(scorer, movie_items):
-    import torch
-
     contexts = prompts(MOVIE, movie_items.head(5), scorer)
     encoded = [scorer.tokenizer(c.rstrip(" "))["input_ids"] for c in contexts]
     shared, _ = scorer._shared_prefix(encoded)
@@ -97,12 +99,7 @@ def test_shared_instruction_runs_once_and_scores_match_full_forwards(scorer, mov
     got = scorer.loglikelihood([ChoiceRequest(c.rstrip(" "), choices) for c in contexts])
     for ids, scores in zip(encoded, got):
         for choice, value in zip(choices, scores.logprobs):
-            choice_ids = scorer.tokenizer(choice, add_special_tokens=False)["input_ids"]
-            with torch.no_grad():
-                logits = scorer.model(torch.tensor([ids + choice_ids])).logits.float()
-            logprobs = torch.log_softmax(logits[0], dim=-1)
-            expected = sum(logprobs[len(ids) - 1 + k, t].item() for k, t in enumerate(choice_ids))
-            assert value == pytest.approx(expected, abs=1e-4)
+            assert value == pytest.approx(full_forward_logprob(scorer, ids, choice), abs=1e-4)
 
 
 def test_generation_stops_and_is_batch_independent(scorer):
@@ -235,8 +232,6 @@ def tiny_gemma(tmp_path_factory):
 def test_gemma_scores_match_full_forwards_past_its_sliding_window(tiny_gemma, movie_items):
     """The shared-prefix cache and single-forward paths must hold for a model whose layers do
     not all see the whole context (prompts here are longer than the 8-token window)."""
-    import torch
-
     scorer = HFScorer(BaseModelSpec(name=str(tiny_gemma)), batch_size=4)
     contexts = [c.rstrip(" ") for c in prompts(MOVIE, movie_items.head(4), scorer)]
     choices = (" negative", " very negative")
@@ -245,9 +240,4 @@ def test_gemma_scores_match_full_forwards_past_its_sliding_window(tiny_gemma, mo
         ids = scorer.tokenizer(context)["input_ids"]
         assert len(ids) > 8
         for choice, value in zip(choices, scores.logprobs):
-            choice_ids = scorer.tokenizer(choice, add_special_tokens=False)["input_ids"]
-            with torch.no_grad():
-                logits = scorer.model(torch.tensor([ids + choice_ids])).logits.float()
-            logprobs = torch.log_softmax(logits[0], dim=-1)
-            expected = sum(logprobs[len(ids) - 1 + k, t].item() for k, t in enumerate(choice_ids))
-            assert value == pytest.approx(expected, abs=1e-4)
+            assert value == pytest.approx(full_forward_logprob(scorer, ids, choice), abs=1e-4)
