@@ -158,3 +158,19 @@ def test_compare_command_matches_a_study_with_itself(report):
     assert result.returncode == 0, result.stderr
     assert "3 shared sources x 4 shared targets" in result.stdout
     assert "congruence 1.00" in result.stdout and "0 of 12 shared cells disagree" in result.stdout
+
+
+def test_a_report_after_the_analyses_shows_the_features_they_computed(report, tmp_path):
+    """The end of a run: features computed in `analyze()` must reach the report built from the
+    results it returns (they once arrived without them, and the page said "not computed")."""
+    import sqlite3
+
+    folder = shutil.copytree(report.parent, tmp_path / "copy")
+    study = traitlens.load(folder / "study.yaml")
+    with sqlite3.connect(study.config.store / "results.sqlite") as db:
+        db.execute("DELETE FROM analyses")  # as after the jobs of a first run
+    results = study.analyze()
+    assert results.features is not None
+    page = study.report(folder / "again.html", results=results).read_text()
+    assert "Hidden statistics of every dataset" in page and "Not computed for this store yet" not in page
+    assert (folder / "again-data" / "source_profiles.csv").exists()

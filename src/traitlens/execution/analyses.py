@@ -126,7 +126,7 @@ def ensure_analyses(plan: Plan, store: Store, features: bool = True) -> Results 
     from another config of the same study, e.g. other analysis settings). `features=False`
     never loads a model: without stored features the explanation is left out (`traitlens
     explain` computes them). Returns the cells read from the store when an analysis had to be
-    computed (the report reuses them), else None."""
+    computed, with the features computed here (the report reuses them), else None."""
     states = plan.states(store)
     cells = [job.key for job in plan.eval_jobs if states[job.key] == "done"]
     results = None  # read from the store once, for whichever analyses need it
@@ -134,8 +134,10 @@ def ensure_analyses(plan: Plan, store: Store, features: bool = True) -> Results 
         stored = store.analysis(plan.study.name, name)
         if stored is None or stored[0] != analysis_key(name, plan, cells):
             results = collect(plan, store) if results is None else results
-            if name == "explain" and results.features is None and not features:
-                continue
+            if name == "explain" and results.features is None:
+                if not features:
+                    continue
+                results = replace(results, features=run_features(plan, store))
             compute(plan, store, results)
     return results
 
