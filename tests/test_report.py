@@ -14,6 +14,7 @@ from rich.console import Console
 from conftest import EVIL, EVIL_LABEL, MORE_SOURCES, TINY_TRAIN
 from traitlens.config import load_study
 from traitlens.data.load import prepare_study
+from traitlens.errors import TraitlensError
 from traitlens.execution.local import run_plan
 from traitlens.execution.plan import plan_study
 from traitlens.models.scorer import FakeScorer
@@ -120,7 +121,7 @@ def test_a_study_too_small_for_traits_still_gets_its_report(tmp_path, tiny_model
     assert json.loads((data / "traits.json").read_text())["traits"] == []
 
 
-def test_item_level_export_round_trips_and_can_be_analysed_without_a_store(report):
+def test_item_level_export_round_trips_and_can_be_analysed_without_a_store(report, tmp_path):
     from traitlens.analysis.export import load_items
     from traitlens.execution.analyses import collect
 
@@ -141,6 +142,16 @@ def test_item_level_export_round_trips_and_can_be_analysed_without_a_store(repor
         assert ours.sort_index().to_numpy() == pytest.approx(theirs.sort_index().to_numpy()), metric
     assert from_export.kinds["arithmetic"] == "generative" and from_export.diagonal == from_store.diagonal
     assert from_export.settings == study.analysis and from_export.metric == study.analysis.metric
+    # The exported features make the export explainable, to the same verdict and fits as the store's.
+    stored = json.loads((data / "explanation.json").read_text())
+    why = from_export.explain()
+    assert why.verdict == stored["verdict"]
+    assert why.groups["r2"].to_numpy() == pytest.approx([g["r2"] for g in stored["groups"]])
+    broken = tmp_path / "broken"
+    shutil.copytree(data, broken)
+    (broken / "features.json").write_text('{"groups": 3}')
+    with pytest.raises(TraitlensError, match="features.json: not the feature tables a report writes"):
+        load_items(broken)
     result = subprocess.run([sys.executable, "-m", "traitlens", "analyze", str(data), "--metric", "balanced_accuracy"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

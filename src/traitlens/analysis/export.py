@@ -16,12 +16,13 @@ from typing import Any
 
 import pandas as pd
 
+from traitlens.analysis.features import Features
 from traitlens.analysis.results import CELL_COLUMNS, Results
 from traitlens.config.schema import Analysis
 from traitlens.errors import TraitlensError
 from traitlens.evaluate.metrics import cell_metrics
 
-ITEMS_FILE, META_FILE = "items.parquet", "items.json"
+ITEMS_FILE, META_FILE, FEATURES_FILE = "items.parquet", "items.json", "features.json"
 COLUMNS = ["model", "source", "seed", "target", "item", "gold", "prediction", "score", "choice_logprobs",
            "generated", "generated_tokens"]
 
@@ -49,7 +50,9 @@ def export_items(results: Results, folder: Path) -> Path:
 def load_items(path: str | Path) -> Results:
     """The results in an item-level export folder (or its items.parquet), with no model or
     store: scored under the exported study's `analysis.metric`, its analysis settings the
-    defaults of every method. Cell metrics are recomputed from the items.
+    defaults of every method. Cell metrics are recomputed from the items. The datasets'
+    features come from the report's `features.json` beside them, where it was written, so
+    `explain()` works on an export too.
 
     Example:
         >>> res = traitlens.load_items("store/report/quickstart-data")
@@ -84,5 +87,16 @@ def load_items(path: str | Path) -> Results:
         raise TraitlensError(f"{folder / META_FILE}: its analysis settings are not valid: {exc}") from None
     results = Results(pd.DataFrame(cells, columns=CELL_COLUMNS), outputs, {tuple(pair) for pair in meta["diagonal"]},
                       meta["abilities"], meta["labels"], meta["families"], settings=settings,
-                      study=meta["study"], kinds=meta["kinds"])
+                      study=meta["study"], kinds=meta["kinds"], features=_features(folder))
     return results.scored(settings.metric)
+
+
+def _features(folder: Path) -> Features | None:
+    path = folder / FEATURES_FILE
+    if not path.exists():
+        return None
+    try:
+        return Features.from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise TraitlensError(f"{path}: not the feature tables a report writes ({exc}); delete it to load the "
+                             "items without features, or rewrite it with `traitlens report`.") from None

@@ -16,7 +16,7 @@ import plotly.io
 from plotly.offline import get_plotlyjs
 
 from traitlens import __version__
-from traitlens.analysis.export import export_items
+from traitlens.analysis.export import FEATURES_FILE, export_items
 from traitlens.analysis.features import Features
 from traitlens.analysis.metrics import DESCRIPTIONS
 from traitlens.analysis.results import Results
@@ -224,7 +224,7 @@ def _export(folder: Path, raw, delta, uncertainty, intervals, loadings, scores, 
     if features:
         features.source_profiles.to_csv(folder / "source_profiles.csv")
         features.target_profiles.to_csv(folder / "target_profiles.csv")
-        (folder / "features.json").write_text(json.dumps(features.to_json(), indent=1))
+        (folder / FEATURES_FILE).write_text(json.dumps(features.to_json(), indent=1))
     if explained:
         pd.DataFrame(explained["correlations"]).to_csv(folder / "feature_correlations.csv", index=False)
         pd.DataFrame(explained["groups"]).to_csv(folder / "feature_groups.csv", index=False)
