@@ -32,6 +32,7 @@ from traitlens.errors import TraitlensError
 from traitlens.progress import working
 
 if TYPE_CHECKING:
+    from traitlens.forecast.cost import StudyCost
     from traitlens.analysis.analyze import TraitAnalysis
     from traitlens.analysis.compare import StudyComparison
     from traitlens.analysis.explain import Explanation
@@ -207,6 +208,22 @@ class Study:
                               "attempts": records[job.key].attempts if job.key in records else 0,
                               "error": records[job.key].error if job.key in records else None}
                              for job in plan.jobs])
+
+    def cost(self) -> StudyCost:
+        """What the whole study costs in compute, counted in forward-token units (a trained token
+        counts three times: forward and backward): `training` per adapter, `evaluation` per model
+        and target, `total`. The same count on any machine; a forecast's budget is a share of it.
+        Reads the datasets and the base's tokenizer, not its weights.
+
+        Example:
+            >>> study.cost().training.groupby("source")["cost"].sum()
+        """
+        from traitlens.data.load import prepare_study
+        from traitlens.forecast.cost import study_cost
+        from traitlens.models.load import load_tokenizer
+
+        sources, targets = prepare_study(self.config)
+        return study_cost(self.config, sources, targets, load_tokenizer(self.config.base))
 
     def status(self) -> pd.DataFrame:
         """Jobs by kind (train, eval) and state (done, running, failed, new).

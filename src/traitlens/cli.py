@@ -66,13 +66,19 @@ def validate(study_file: Path, schema_only: bool) -> None:
 
 @cli.command()
 @STUDY_ARG
-def plan(study_file: Path) -> None:
+@click.option("--cost", "show_cost", is_flag=True,
+              help="Also count the study's compute in tokens through the model, per source and per target "
+                   "(reads the datasets and the base's tokenizer).")
+def plan(study_file: Path, show_cost: bool) -> None:
     """List the jobs a run would execute and which are already in the store.
 
     One training job per source and seed, one evaluation job per model (the base and each
     adapter) and target. Jobs whose content key is already done in the store are not rerun.
     """
-    _print_plan(_load(study_file))
+    study = _load(study_file)
+    _print_plan(study)
+    if show_cost:
+        _print_cost(study.cost())
 
 
 @cli.command()
@@ -543,6 +549,21 @@ def _print_plan(study) -> None:
     where = f"store {store}" if (store / "results.sqlite").exists() else f"no store yet at {store}"
     console.print(f"{len(jobs)} jobs ({int((jobs['kind'] == 'train').sum())} training, "
                   f"{int((jobs['kind'] == 'eval').sum())} evaluation): {done} done, {len(jobs) - done} to run; {where}.")
+
+
+def _print_cost(cost) -> None:
+    total = cost.total
+    table = Table(title="compute, in forward tokens (a trained token counts 3: forward and backward)",
+                  title_justify="left")
+    for column in ("part", "jobs", "tokens", "share"):
+        table.add_column(column, justify="left" if column == "part" else "right")
+    parts = [(f"train {source}", rows) for source, rows in cost.training.groupby("source", sort=False)]
+    parts += [(f"evaluate {target}", rows) for target, rows in cost.evaluation.groupby("target", sort=False)]
+    for name, rows in parts:
+        table.add_row(name, str(len(rows)), f"{int(rows['cost'].sum()):,}", f"{rows['cost'].sum() / total:.1%}")
+    console.print(table)
+    console.print(f"total: {total:,} forward tokens ({cost.training['cost'].sum() / total:.0%} training). "
+                  "An upper bound: evaluation counts every choice and the full max_new_tokens.")
 
 
 _python_showwarning = warnings.showwarning

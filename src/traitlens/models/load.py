@@ -54,25 +54,39 @@ def check_base(spec: BaseModelSpec, target_modules: list[str]) -> None:
 def load_base(spec: BaseModelSpec, dtype: str = "float32") -> tuple[Any, Any]:
     """(model in eval mode, tokenizer) for `spec`; the tokenizer always has a pad token."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # a per-load bar for a 1 s load only clutters run output
     if dtype not in DTYPES:
         raise TraitlensError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}.")
-    where = resolve(spec)
-    options = {"revision": spec.revision, "trust_remote_code": spec.trust_remote_code}
+    tokenizer = load_tokenizer(spec)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(where, **options)
-        model = AutoModelForCausalLM.from_pretrained(where, dtype=getattr(torch, dtype), **options)
+        model = AutoModelForCausalLM.from_pretrained(resolve(spec), dtype=getattr(torch, dtype),
+                                                     revision=spec.revision, trust_remote_code=spec.trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise TraitlensError(
-            f"base: could not load {spec.name!r}: {str(exc)[:400]}. Use a hub id (with hub "
-            f"access), a local model folder, or a catalog model ({', '.join(MODEL_CATALOG)}).") from None
-    if tokenizer.pad_token is None:  # batching needs one; the EOS token is the usual stand-in
-        tokenizer.pad_token = tokenizer.eos_token
+        raise _not_loaded(spec, exc) from None
     model.eval()
     return model, tokenizer
+
+
+def load_tokenizer(spec: BaseModelSpec) -> Any:
+    """The base model's tokenizer alone (no weights are read), always with a pad token."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(resolve(spec), revision=spec.revision,
+                                                  trust_remote_code=spec.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _not_loaded(spec, exc) from None
+    if tokenizer.pad_token is None:  # batching needs one; the EOS token is the usual stand-in
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _not_loaded(spec: BaseModelSpec, exc: Exception) -> TraitlensError:
+    return TraitlensError(f"base: could not load {spec.name!r}: {str(exc)[:400]}. Use a hub id (with hub "
+                          f"access), a local model folder, or a catalog model ({', '.join(MODEL_CATALOG)}).")
 
 
 def materialize_catalog_model(name: str) -> Path:
