@@ -1,17 +1,23 @@
-"""Forecasting (#23): what a study costs, counted in tokens through the model."""
+"""Forecasting (#23): what a study costs in tokens through the model, how good a forecast is, and
+the feature-only forecasts."""
 
 from __future__ import annotations
 
 import json
 import textwrap
 
+import numpy as np
+import pandas as pd
 import pytest
 
 import traitlens
+from traitlens.analysis.features import FEATURES, Features
 from traitlens.config import load_study
 from traitlens.data.load import prepare_study
 from traitlens.execution.plan import plan_study
 from traitlens.forecast.cost import TRAIN_PASSES, study_cost
+from traitlens.forecast.profiles import feature_forecast
+from traitlens.forecast.quality import forecast_quality
 from traitlens.store import Store
 
 
@@ -79,3 +85,81 @@ def test_plan_cost_prints_the_count(report, capsys):
     assert "forward tokens" in out and "train movie" in out and "evaluate amazon" in out
 
 
+
+
+def _planted(seed: int = 0) -> pd.DataFrame:
+    """12 sources x 6 targets from two traits (three targets each), plus a little noise."""
+    rng = np.random.default_rng(seed)
+    loadings = np.kron(np.eye(2), np.ones((1, 3)))  # 2 traits x 6 targets
+    matrix = rng.normal(size=(12, 2)) @ loadings + 0.1 * rng.normal(size=(12, 6))
+    return pd.DataFrame(matrix, index=[f"s{i}" for i in range(12)], columns=[f"t{j}" for j in range(6)])
+
+
+def test_forecast_quality_is_perfect_for_the_truth_and_any_rescaling_of_it():
+    measured = _planted()
+    for forecast in (measured, 2 * measured + 1):
+        quality = forecast_quality(forecast, measured, n_traits=2, low=forecast - 0.01, high=forecast + 0.01)
+        assert quality.spearman == pytest.approx(1) and quality.regret == 0
+        assert quality.congruence.to_numpy() == pytest.approx([1, 1])
+    assert forecast_quality(measured, measured, 2, measured - 0.01, measured + 0.01).coverage == 1
+    assert forecast_quality(measured, measured, 2, measured + 0.01, measured + 0.02).coverage == 0
+    assert forecast_quality(measured, measured, 2).coverage is None
+
+
+def test_forecast_quality_counts_the_regret_of_a_wrong_first_pick_and_skips_masked_cells():
+    measured = _planted()
+    forecast = measured.copy()
+    ranked = measured["t0"].sort_values(ascending=False)
+    best, second = ranked.index[:2]
+    forecast.loc[best, "t0"], forecast.loc[second, "t0"] = ranked.iloc[1], ranked.iloc[0]  # swap the top two
+    quality = forecast_quality(forecast, measured, n_traits=2)
+    regret = quality.per_target.set_index("target")["regret"]
+    assert regret["t0"] == pytest.approx(ranked.iloc[0] - ranked.iloc[1]) and (regret.drop("t0") == 0).all()
+    masked = measured.copy()
+    masked.loc["s0", "t0"] = np.nan  # a diagonal cell: not in the correlations or the regret
+    assert forecast_quality(measured, masked, 2).spearman == pytest.approx(1)
+
+
+def test_an_unrelated_forecast_scores_low():
+    measured, unrelated = _planted(0), _planted(1)
+    quality = forecast_quality(unrelated.set_axis(measured.index), measured, n_traits=2)
+    assert abs(quality.spearman) < 0.5 and quality.regret > 0
+
+
+def _features_with_planted_similarity(seed: int = 0):
+    """12 sources x 5 targets whose delta is the target's offset plus 0.5 x embedding cosine
+    (plus noise); every other feature is noise."""
+    rng = np.random.default_rng(seed)
+    sources, targets = [f"s{i}" for i in range(12)], [f"t{j}" for j in range(5)]
+    index = pd.MultiIndex.from_product([sources, targets], names=["source", "target"])
+    noise = lambda names, idx: pd.DataFrame(rng.normal(size=(len(idx), len(names))), index=idx, columns=names)
+    groups = {"hidden": noise(FEATURES["hidden"], index), "similarity": noise(FEATURES["similarity"], index),
+              "quality": noise(FEATURES["quality"], index),
+              "profile": noise(FEATURES["profile"], pd.Index(sources, name="source"))}
+    offsets = dict(zip(targets, rng.normal(size=5)))
+    delta = (0.5 * groups["similarity"]["embedding_cosine"] + [offsets[t] for _, t in index]
+             + 0.05 * rng.normal(size=len(index))).unstack("target")
+    target_profiles = pd.DataFrame({"answer_tokens_mean": rng.uniform(2, 20, 5)}, index=targets)
+    return Features(pd.DataFrame(index=sources), target_profiles, groups, {}), delta
+
+
+def test_feature_forecast_recovers_a_planted_similarity_effect_with_calibrated_intervals():
+    features, measured = _features_with_planted_similarity()
+    similarity = feature_forecast(features, measured, ("similarity",))
+    profile = feature_forecast(features, measured, ("profile",))
+    good = forecast_quality(similarity.delta, measured, 2, similarity.low, similarity.high)
+    bad = forecast_quality(profile.delta, measured, 2, profile.low, profile.high)
+    # Within targets, only similarity carries the effect; the target offsets alone order cells
+    # across targets, so the per-target correlation tells the two apart.
+    assert good.per_target["spearman"].min() > 0.9 and bad.per_target["spearman"].mean() < 0.5
+    assert 0.85 <= good.coverage <= 1 and 0.85 <= bad.coverage <= 1  # both intervals honest, of different widths
+    assert (similarity.high - similarity.low).mean().mean() < (profile.high - profile.low).mean().mean()
+
+
+def test_feature_forecast_never_sees_the_row_it_forecasts():
+    features, measured = _features_with_planted_similarity()
+    changed = measured.copy()
+    changed.loc["s3"] = 100.0  # an absurd row: the forecast of s3 must not move with it
+    before = feature_forecast(features, measured, ("similarity",)).delta.loc["s3"]
+    after = feature_forecast(features, changed, ("similarity",)).delta.loc["s3"]
+    assert after.to_numpy() == pytest.approx(before.to_numpy())

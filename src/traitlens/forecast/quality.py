@@ -1,0 +1,62 @@
+"""How good a forecast of a transfer matrix is, against the measured one: what
+`benchmarks/forecast.py` reports for every probe kind and budget (#23).
+
+- Spearman correlation between forecast and measured deltas, over all cells and per target.
+- Top-1 regret: per target, the measured delta of the best source minus that of the source the
+  forecast ranks first (0 when the forecast picks the best one).
+- Trait congruence: PCA traits fitted on both matrices with the same settings and trait count,
+  matched by Tucker congruence.
+- Interval coverage: the share of measured cells inside the forecast's intervals, where it
+  has them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from traitlens.analysis.traits import PCATraits, assignment
+
+
+@dataclass(frozen=True)
+class ForecastQuality:
+    spearman: float  # over every cell both matrices have
+    per_target: pd.DataFrame  # target, spearman, regret
+    congruence: pd.Series  # per measured trait: Tucker congruence of its matched forecast trait
+    coverage: float | None  # share of measured cells inside [low, high]; None without intervals
+
+    @property
+    def regret(self) -> float:
+        return float(self.per_target["regret"].mean())
+
+
+def forecast_quality(forecast: pd.DataFrame, measured: pd.DataFrame, n_traits: int,
+                     low: pd.DataFrame | None = None, high: pd.DataFrame | None = None,
+                     rotation: str = "varimax", standardize: bool = True) -> ForecastQuality:
+    """`forecast`, `measured` (and the interval bounds `low`, `high`): sources x targets of
+    deltas. Cells missing from either matrix (a masked diagonal) are left out of the
+    correlations and the regret; the traits treat them as the fit does."""
+    forecast = forecast.reindex(index=measured.index, columns=measured.columns)
+    both = forecast.notna() & measured.notna()
+    cells = both.to_numpy()
+    spearman = stats.spearmanr(forecast.to_numpy()[cells], measured.to_numpy()[cells]).statistic
+    rows = []
+    for target in measured.columns:
+        keep = both[target]
+        f, m = forecast.loc[keep, target], measured.loc[keep, target]
+        rows.append({"target": target,
+                     "spearman": stats.spearmanr(f, m).statistic if keep.sum() > 2 else np.nan,
+                     "regret": float(m.max() - m[f.idxmax()]) if keep.any() else np.nan})
+    fit = lambda matrix: PCATraits(n_traits, rotation, standardize=standardize).fit(matrix).loadings_
+    ours, theirs = fit(measured), fit(forecast)
+    shared = ours.index.intersection(theirs.index)
+    _, _, phi = assignment(ours.loc[shared].to_numpy(), theirs.loc[shared].to_numpy())
+    coverage = None
+    if low is not None and high is not None:
+        low, high = low.reindex_like(measured), high.reindex_like(measured)
+        inside = ((low <= measured) & (measured <= high)).to_numpy()
+        coverage = float(inside[cells].mean())
+    return ForecastQuality(float(spearman), pd.DataFrame(rows), pd.Series(phi, index=ours.columns), coverage)
