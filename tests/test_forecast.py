@@ -4,6 +4,8 @@ the feature-only forecasts."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 
 import numpy as np
@@ -11,6 +13,7 @@ import pandas as pd
 import pytest
 
 import traitlens
+from conftest import MORE_SOURCES, TINY_TRAIN
 from traitlens.analysis.features import FEATURES, Features
 from traitlens.config import load_study
 from traitlens.data.load import prepare_study
@@ -163,3 +166,39 @@ def test_feature_forecast_never_sees_the_row_it_forecasts():
     before = feature_forecast(features, measured, ("similarity",)).delta.loc["s3"]
     after = feature_forecast(features, changed, ("similarity",)).delta.loc["s3"]
     assert after.to_numpy() == pytest.approx(before.to_numpy())
+
+
+def test_short_training_probe_keeps_to_its_budget_and_never_touches_measured_cells(tmp_path, tiny_model):
+    from traitlens.models.scorer import FakeScorer
+
+    path = tmp_path / "study.yaml"
+    path.write_text(TINY_TRAIN.format(base=tiny_model).replace("targets:\n", MORE_SOURCES)
+                    .replace("evaluation: {limit: 8, dtype: float32}", "evaluation: {limit: 40, dtype: float32}"))
+    study = traitlens.load(path)
+    fake = lambda s: FakeScorer()
+    assert not study.run(analyze=False, make_scorer=fake).failed
+    measured = study.results().cells.set_index(["model", "target"])["metrics"].to_dict()
+    full_keys = set(study.plan()["key"])
+
+    probe = study.forecast(budget=0.5, make_scorer=fake)
+    assert probe.tokens <= 0.5 * probe.full_tokens and probe.spent == pytest.approx(probe.tokens / probe.full_tokens)
+    assert probe.full_tokens == study.cost().total
+    config = probe.study.config
+    assert config.training.max_steps < study.config.training.max_steps
+    assert all(16 <= t.limit < 40 for t in config.targets) and config.name == "tiny-train-probe-50"
+    assert probe.delta.shape == (2, 2) and probe.delta.notna().sum().sum() == 3  # movie on movie is masked
+    assert not full_keys & set(probe.study.plan()["key"])  # its own jobs, under their own keys
+    assert study.results().cells.set_index(["model", "target"])["metrics"].to_dict() == measured
+    with pytest.raises(traitlens.TraitlensError, match="less than the smallest probe"):
+        study.forecast(budget=0.001, make_scorer=fake)
+    # The command finds the probe's cells done (same keys), prints the spend and the forecast,
+    # and scores it against the finished study.
+    done = subprocess.run([sys.executable, "-m", "traitlens", "forecast", str(path), "--budget", "0.5"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    out = " ".join(done.stdout.split())
+    assert f"spent {probe.tokens:,} of {probe.full_tokens:,} forward tokens" in out
+    assert "against the measured matrix: Spearman" in out and "no traits" in out
+    wrong = subprocess.run([sys.executable, "-m", "traitlens", "forecast", str(path), "--budget", "1.5"],
+                           capture_output=True, text=True)
+    assert wrong.returncode == 2 and "--budget" in wrong.stderr and "Traceback" not in wrong.stderr

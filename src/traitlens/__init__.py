@@ -33,7 +33,7 @@ except PackageNotFoundError:  # running from a source tree that was never instal
 _PUBLIC = {"load": "traitlens.api", "load_items": "traitlens.api", "Study": "traitlens.api",
            "catalog": "traitlens.api", "read_dataset": "traitlens.api", "compare_studies": "traitlens.api",
            "StudyComparison": "traitlens.analysis.compare",
-           "Results": "traitlens.api", "Recommendation": "traitlens.api",
+           "Results": "traitlens.api", "Recommendation": "traitlens.api", "ProbeForecast": "traitlens.api",
            "TraitAnalysis": "traitlens.analysis.analyze", "Explanation": "traitlens.analysis.explain",
            "Features": "traitlens.analysis.features",
            "ConfigError": "traitlens.errors", "TraitlensError": "traitlens.errors"}

@@ -130,6 +130,25 @@ class Recommendation:
     quality: pd.DataFrame
 
 
+@dataclass
+class ProbeForecast:
+    """`Study.forecast`: the probe study that ran (`study`), the share of the full study's
+    compute it spent (`spent`; `tokens` of `full_tokens`), its delta matrix (`delta`, sources x
+    targets: the forecast) and its results (`results`, for traits and intervals).
+
+    Example:
+        >>> probe = study.forecast(budget=0.2)
+        >>> probe.results.traits().loadings_.round(2)
+    """
+
+    study: Study
+    spent: float
+    tokens: int
+    full_tokens: int
+    delta: pd.DataFrame
+    results: Results
+
+
 class Study:
     """One study: its config (`config`, the validated YAML) and everything computed from it in
     its store. Methods that write the store hold its lock, like the CLI.
@@ -224,6 +243,35 @@ class Study:
 
         sources, targets = prepare_study(self.config)
         return study_cost(self.config, sources, targets, load_tokenizer(self.config.base))
+
+    def forecast(self, budget: float = 0.2, make_scorer=None) -> ProbeForecast:
+        """The transfer matrix forecast by the short-training probe (`forecast.short`): every
+        adapter trained for a fraction of its steps and every target scored on a fraction of its
+        items, spending at most `budget` of the full study's compute (`cost()`). The probe is
+        run like any study (resumable), into this study's store under its own keys, so it never
+        replaces a measured cell. `make_scorer`: as in `run`.
+
+        Example:
+            >>> probe = study.forecast(budget=0.1)
+            >>> probe.spent, probe.delta.round(2)
+        """
+        from traitlens.data.load import prepare_study
+        from traitlens.forecast.cost import study_cost
+        from traitlens.forecast.short import probe_study
+        from traitlens.models.load import load_tokenizer
+
+        sources, targets = prepare_study(self.config)
+        tokenizer = load_tokenizer(self.config.base)
+        cost_of = lambda config: study_cost(config, sources, targets, tokenizer)
+        full = cost_of(self.config)
+        config, cost = probe_study(self.config, budget, full, cost_of)
+        probe = Study(config, self.path, self.console)
+        summary = probe.run(analyze=False, make_scorer=make_scorer)
+        if summary.failed:
+            raise TraitlensError(f"the probe's {len(summary.failed)} failed job(s) leave the forecast incomplete; "
+                                 f"`traitlens status` on the probe names them. Rerun the same command to retry.")
+        results = probe.results()
+        return ProbeForecast(probe, cost.total / full.total, cost.total, full.total, results.matrix("delta"), results)
 
     def status(self) -> pd.DataFrame:
         """Jobs by kind (train, eval) and state (done, running, failed, new).

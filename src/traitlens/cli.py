@@ -407,6 +407,40 @@ def compare(study_a: Path, study_b: Path, samples: int | None) -> None:
         _print_frame("cells that disagree", disagree.set_index(["source", "target"])[["a", "b", "difference", "q"]])
 
 
+@cli.command("forecast")
+@STUDY_ARG
+@click.option("--budget", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
+              help="Most of the full study's compute to spend, as a fraction of `traitlens plan --cost`'s count.")
+def forecast(study_file: Path, budget: float) -> None:
+    """Forecast the transfer matrix for a fraction of the study's compute (short-training probe).
+
+    Trains every adapter for a fraction of its steps and scores every target on a fraction of
+    its items, as an ordinary resumable run into the study's store under its own keys: a
+    forecast never replaces a measured cell. Prints the compute spent and the forecast; when
+    the full study is finished, also how well the forecast matches it.
+    """
+    from traitlens.forecast.quality import forecast_quality
+
+    study = _load(study_file)
+    result = study.forecast(budget)
+    training = result.study.config.training
+    console.print(f"probe {result.study.name}: {training.max_steps} step(s) per adapter, "
+                  + ", ".join(f"{t.name} {t.limit}" for t in result.study.config.targets) + " items; spent "
+                  f"{result.tokens:,} of {result.full_tokens:,} forward tokens ({result.spent:.1%}).")
+    _print_frame("forecast: delta vs base", result.delta)
+    jobs = study.plan()
+    if not (jobs["state"] == "done").all():
+        console.print("The full study is not finished: run it to see how well the forecast matches.")
+        return
+    measured = study.results()
+    quality = forecast_quality(result.delta, measured.matrix("delta"), len(measured.traits().names),
+                               rotation=study.config.analysis.rotation, standardize=study.config.analysis.standardize)
+    console.print(f"against the measured matrix: Spearman {quality.spearman:.2f} over all cells, "
+                  f"{_num(quality.per_target['spearman'].median())} median per target (of 3 or more sources); top-1 regret "
+                  f"{quality.regret:.3f}; trait congruence "
+                  + (", ".join(f"{c:.2f}" for c in quality.congruence) or "- (the measured matrix has no traits)"))
+
+
 @cli.command("analyze")
 @click.argument("export", metavar="EXPORT", type=click.Path(exists=True, path_type=Path))
 @click.option("--metric", type=click.Choice(METRICS), help="Default: the exported study's analysis.metric.")
@@ -430,6 +464,10 @@ def analyze_export(export: Path, metric: str | None, n_traits: str | None) -> No
     with working(console, "analysis: traits"):
         result = results.traits()
     _print_traits(result, results.settings)
+
+
+def _num(value: float) -> str:
+    return "-" if pd.isna(value) else f"{value:.2f}"
 
 
 def _print_frame(title: str, frame: pd.DataFrame) -> None:

@@ -38,7 +38,8 @@ def forecast_quality(forecast: pd.DataFrame, measured: pd.DataFrame, n_traits: i
                      rotation: str = "varimax", standardize: bool = True) -> ForecastQuality:
     """`forecast`, `measured` (and the interval bounds `low`, `high`): sources x targets of
     deltas. Cells missing from either matrix (a masked diagonal) are left out of the
-    correlations and the regret; the traits treat them as the fit does."""
+    correlations and the regret; the traits treat them as the fit does. `n_traits` 0: no trait
+    congruence."""
     forecast = forecast.reindex(index=measured.index, columns=measured.columns)
     both = forecast.notna() & measured.notna()
     cells = both.to_numpy()
@@ -50,13 +51,16 @@ def forecast_quality(forecast: pd.DataFrame, measured: pd.DataFrame, n_traits: i
         rows.append({"target": target,
                      "spearman": stats.spearmanr(f, m).statistic if keep.sum() > 2 else np.nan,
                      "regret": float(m.max() - m[f.idxmax()]) if keep.any() else np.nan})
-    fit = lambda matrix: PCATraits(n_traits, rotation, standardize=standardize).fit(matrix).loadings_
-    ours, theirs = fit(measured), fit(forecast)
-    shared = ours.index.intersection(theirs.index)
-    _, _, phi = assignment(ours.loc[shared].to_numpy(), theirs.loc[shared].to_numpy())
+    congruence = pd.Series(dtype=float)
+    if n_traits:  # 0: the measured matrix has no traits (too few sources), so none to compare
+        fit = lambda matrix: PCATraits(n_traits, rotation, standardize=standardize).fit(matrix).loadings_
+        ours, theirs = fit(measured), fit(forecast)
+        shared = ours.index.intersection(theirs.index)
+        _, _, phi = assignment(ours.loc[shared].to_numpy(), theirs.loc[shared].to_numpy())
+        congruence = pd.Series(phi, index=ours.columns[:len(phi)])
     coverage = None
     if low is not None and high is not None:
         low, high = low.reindex_like(measured), high.reindex_like(measured)
         inside = ((low <= measured) & (measured <= high)).to_numpy()
         coverage = float(inside[cells].mean())
-    return ForecastQuality(float(spearman), pd.DataFrame(rows), pd.Series(phi, index=ours.columns), coverage)
+    return ForecastQuality(float(spearman), pd.DataFrame(rows), congruence, coverage)
