@@ -32,13 +32,13 @@ from traitlens.errors import TraitlensError
 from traitlens.progress import working
 
 if TYPE_CHECKING:
-    from traitlens.forecast.cost import StudyCost
     from traitlens.analysis.analyze import TraitAnalysis
     from traitlens.analysis.compare import StudyComparison
     from traitlens.analysis.explain import Explanation
     from traitlens.analysis.features import Features
     from traitlens.execution.local import RunSummary
     from traitlens.execution.plan import Plan
+    from traitlens.forecast.cost import StudyCost
     from traitlens.models.scorer import Scorer
     from traitlens.store.db import Store
     from traitlens.store.doctor import Finding

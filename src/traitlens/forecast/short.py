@@ -21,12 +21,14 @@ MIN_ITEMS = 16  # below this a target's delta is mostly item noise
 
 def probe_study(study: Study, budget: float, full: StudyCost, cost_of: Callable[[Study], StudyCost]
                 ) -> tuple[Study, StudyCost]:
-    """The largest probe of `study` whose cost (`cost_of`) is within `budget` x `full.total`:
-    steps (and warm-up) and item limits scaled by the same fraction, shrunk until it fits. Raises
-    a `TraitlensError` when even one step and MIN_ITEMS items per target cost more."""
+    """A probe of `study` whose cost (`cost_of`) is within `budget` x `full.total`: steps (and
+    warm-up) and item limits scaled by the budget, then shrunk by a tenth at a time until it fits.
+    Where sources train for different step counts (epochs, not `max_steps`), the probe's
+    `max_steps` scales the fewest, so that no adapter trains longer than in the full study.
+    Raises a `TraitlensError` when even one step and MIN_ITEMS items per target cost more."""
     if not 0 < budget < 1:
         raise TraitlensError(f"--budget must be a fraction of the full study's cost between 0 and 1; got {budget}")
-    steps = int(full.training["steps"].max())
+    steps = int(full.training["steps"].min())
     items = full.evaluation.drop_duplicates("target").set_index("target")["items"]
     fraction = budget
     while True:
