@@ -1,5 +1,5 @@
-"""Forecasting (#23): what a study costs in tokens through the model, how good a forecast is, and
-the feature-only forecasts."""
+"""Forecasting (#23): what a study costs in tokens through the model, how good a forecast is, the
+feature-only forecasts and the short-training probe."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,9 @@ from traitlens.execution.plan import plan_study
 from traitlens.forecast.cost import TRAIN_PASSES, study_cost
 from traitlens.forecast.profiles import feature_forecast
 from traitlens.forecast.quality import forecast_quality
+from traitlens.forecast.short import probe_study
+from traitlens.models.load import load_tokenizer
+from traitlens.models.scorer import FakeScorer
 from traitlens.store import Store
 
 
@@ -169,8 +173,6 @@ def test_feature_forecast_never_sees_the_row_it_forecasts():
 
 
 def test_short_training_probe_keeps_to_its_budget_and_never_touches_measured_cells(tmp_path, tiny_model):
-    from traitlens.models.scorer import FakeScorer
-
     path = tmp_path / "study.yaml"
     path.write_text(TINY_TRAIN.format(base=tiny_model).replace("targets:\n", MORE_SOURCES)
                     .replace("evaluation: {limit: 8, dtype: float32}", "evaluation: {limit: 40, dtype: float32}"))
@@ -202,3 +204,70 @@ def test_short_training_probe_keeps_to_its_budget_and_never_touches_measured_cel
     wrong = subprocess.run([sys.executable, "-m", "traitlens", "forecast", str(path), "--budget", "1.5"],
                            capture_output=True, text=True)
     assert wrong.returncode == 2 and "--budget" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+class PlantedScorer(FakeScorer):
+    """A fake scorer whose adapters have a planted skill per (source, target): the gold answer's
+    log-probability is raised by it. It knows each prompt's target and gold answer, and each
+    adapter key's source, so a probe's adapters (other keys, same sources) share the skill."""
+
+    def __init__(self, skill: dict[tuple[str, str], float], sources: dict[str, str], prompts: dict[str, tuple[str, str]]):
+        super().__init__()
+        self.skill, self.sources, self.prompts = skill, sources, prompts
+
+    def _scores(self, requests):
+        out = []
+        for request, plain in zip(requests, super()._scores(requests)):
+            target, gold = self.prompts[request.context]
+            lift = self.skill.get((self.sources.get(self.adapter), target), 0.0)
+            out.append(replace(plain, logprobs=tuple(lp + (lift if c == gold else 0.0)
+                                                     for lp, c in zip(plain.logprobs, request.continuations))))
+        return out
+
+
+def test_a_transfer_planted_in_the_probes_is_recovered_by_the_forecast(tmp_path, tiny_model):
+    from traitlens.data.template import render
+
+    path = tmp_path / "study.yaml"
+    more = MORE_SOURCES.replace("targets:\n", """\
+  - name: nyt
+    dataset: catalog:sentiment-nyt
+    transforms: [{subsample: 16}]
+  - name: amazon-reviews
+    dataset: catalog:sentiment-amazon
+    transforms: [{subsample: 16}]
+targets:
+  - name: tweets
+    dataset: catalog:sentiment-tweets
+    kind: classification
+    labels: [negative, positive]
+    abilities: [sentiment]
+""")
+    path.write_text(TINY_TRAIN.format(base=tiny_model).replace("targets:\n", more).replace(
+        "evaluation: {limit: 8, dtype: float32}", "evaluation: {limit: 48, dtype: float32}\nanalysis: {metric: accuracy}"))
+    study = traitlens.load(path)
+    _, targets = prepare_study(study.config)
+    prompts = {render(target.template, row).prompt: (target.name, row["answer"])
+               for target in study.config.targets for row in targets[target.name].to_dict("records")}
+    names = [s.name for s in study.config.sources]
+    # A Latin square: every target has a different best source.
+    skill = {(source, target.name): 3.0 * ((i + j) % len(names)) / len(names)
+             for i, source in enumerate(names) for j, target in enumerate(study.config.targets)}
+    adapters = {job.key: job.source for job in study.planned().train_jobs}
+    scorer = lambda _: PlantedScorer(skill, adapters, prompts)
+    assert not study.run(analyze=False, make_scorer=scorer).failed
+    measured = study.results().matrix("delta")
+
+    # The probe trains adapters under keys of its own: tell the scorer whose they are.
+    config, _ = probe_study(study.config, 0.4, study.cost(), lambda c: _cost(study, c))
+    adapters.update({job.key: job.source for job in plan_study(config).train_jobs})
+    probe = study.forecast(budget=0.4, make_scorer=scorer)
+    assert probe.study.config == config
+    assert probe.results.cells["n"].max() < 48  # it scored fewer items than the study
+    quality = forecast_quality(probe.delta, measured, n_traits=1)
+    assert quality.spearman > 0.8 and quality.regret < 0.05, quality
+
+
+def _cost(study, config):
+    sources, targets = prepare_study(study.config)
+    return study_cost(config, sources, targets, load_tokenizer(study.config.base))

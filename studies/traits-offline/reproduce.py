@@ -1,0 +1,293 @@
+"""Every number in FINDINGS.md, recomputed from the committed item-level exports
+(`report-data/` for Gemma-3-270M, `smollm2-report-data/` for the SmolLM2 copy) with no model and
+no store. The hypotheses and their verdict rules are DESIGN.md's.
+
+    .venv/bin/python studies/traits-offline/reproduce.py          # print every table
+    .venv/bin/python studies/traits-offline/reproduce.py --write  # refresh FINDINGS.md's tables
+
+FINDINGS.md holds each table between `<!-- reproduce:NAME -->` and `<!-- /reproduce -->`;
+tests/test_studies.py checks that the committed tables equal what this script prints.
+
+Intervals: 95% percentile intervals from resampling each target's items (the same items for
+every model, so contrasts are paired); targets are resampled independently. Contrasts that pool
+adapters average their per-item scores first. Calibrated scores keep the label prior computed
+on all items (it is not re-estimated per resample).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+import traitlens
+
+HERE = Path(__file__).resolve().parent
+FINDINGS = HERE / "FINDINGS.md"
+SAMPLES, SEED = 1000, 0
+SENTIMENT = ["movie", "amazon", "nyt-words", "nyt-digits"]
+POSITIVE = {"movie": "positive", "amazon": "positive", "nyt-words": "positive", "nyt-digits": "2"}
+CHANCE = {"movie": 1 / 2, "amazon": 1 / 2, "nyt-words": 1 / 3, "nyt-digits": 1 / 3, "piqa": 1 / 2}
+# DESIGN.md's negligible band: an interval inside it contradicts a predicted effect.
+BAND = {"calibrated_margin": 0.1, "calibrated_accuracy": 0.03, "accuracy": 0.03, "share": 0.03}
+FACTORIAL = [f"{corpus}-{balance}-{labels}" for corpus in ("tweets", "movie") for balance in ("bal", "skew")
+             for labels in ("words", "digits")]
+GROUPS = {"sentiment": FACTORIAL + ["amazon-5way"],
+          "reasoning": ["piqa", "social-iqa", "commonsense-qa", "openbookqa"],
+          "arithmetic": ["arith-short", "arith-worked", "asdiv"]}
+TARGET_GROUPS = {"sentiment": SENTIMENT, "reasoning": ["piqa"], "arithmetic": ["arithmetic"]}
+
+
+class Items:
+    """One study's per-item values: for each target, a models x items array under a metric
+    (generated targets fall back to accuracy), the predictions, and the generated lengths."""
+
+    def __init__(self, results, metric: str):
+        table = results.scored(metric).items
+        self.models = table.drop_duplicates("model").set_index("model")[["source", "seed"]]
+        self.values, self.predictions, self.lengths = {}, {}, {}
+        for target, rows in table.groupby("target"):
+            self.values[target] = rows.pivot(index="model", columns="item", values="value")
+            self.predictions[target] = rows.pivot(index="model", columns="item", values="prediction")
+            self.lengths[target] = rows.pivot(index="model", columns="item", values="generated_tokens").astype(float)
+
+    def adapters(self, sources: list[str], seeds: list[int] | None = None) -> list[str]:
+        chosen = self.models[self.models["source"].isin(sources)]
+        return list(chosen.index if seeds is None else chosen[chosen["seed"].isin(seeds)].index)
+
+    def mean(self, target: str, models: list[str], of: str = "values") -> np.ndarray:
+        """Per item: the mean over `models` of their values, positive-label indicator ("share")
+        or generated length ("lengths")."""
+        if of == "share":
+            return (self.predictions[target].loc[models] == POSITIVE[target]).to_numpy(float).mean(axis=0)
+        return getattr(self, of)[target].loc[models].to_numpy(float).mean(axis=0)
+
+    def delta(self, target: str, sources: list[str], of: str = "values") -> np.ndarray:
+        """Per item: the pooled adapters of `sources` minus the base."""
+        return self.mean(target, self.adapters(sources), of) - self.mean(target, ["base"], of)
+
+
+def contrast(terms: dict[str, np.ndarray], rng: np.random.Generator) -> tuple[float, float, float]:
+    """Sum over targets of the mean of a per-item vector; its interval resamples each target's
+    items independently."""
+    estimate = sum(float(np.mean(u)) for u in terms.values())
+    draws = np.zeros(SAMPLES)
+    for u in terms.values():
+        draws += u[rng.integers(0, len(u), size=(SAMPLES, len(u)))].mean(axis=1)
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return estimate, float(low), float(high)
+
+
+def verdict(low: float, high: float, sign: int, band: float) -> str:
+    """DESIGN.md's rule for a predicted direction `sign`."""
+    if (low > 0 if sign > 0 else high < 0):
+        return "supported"
+    if (high < 0 if sign > 0 else low > 0) or (-band < low and high < band):
+        return "contradicted"
+    return "cannot tell"
+
+
+def row(name: str, estimate: tuple[float, float, float], digits: int = 3) -> dict[str, str]:
+    value, low, high = estimate
+    return {"contrast": name, "estimate": f"{value:+.{digits}f}", "interval": f"[{low:+.{digits}f}, {high:+.{digits}f}]"}
+
+
+def markdown(frame: pd.DataFrame) -> str:
+    frame = frame.astype(str)
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(values) + " |" for values in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def base_table(calibrated: Items, margin: Items) -> pd.DataFrame:
+    rows = []
+    for target in margin.values:
+        n = margin.values[target].shape[1]
+        score = calibrated.mean(target, ["base"])
+        p = (stats.binomtest(int(round(score.sum())), n, CHANCE[target], alternative="greater").pvalue
+             if target in CHANCE else float("nan"))
+        rows.append({"target": target, "items": n, "base calibrated accuracy": f"{score.mean():.3f}",
+                     "chance": f"{CHANCE[target]:.2f}" if target in CHANCE else "-",
+                     "p (above chance)": f"{p:.3g}" if target in CHANCE else "-",
+                     "base mean generated tokens": f"{np.nanmean(margin.mean(target, ['base'], 'lengths')):.1f}"
+                     if target == "arithmetic" else "-"})
+    return pd.DataFrame(rows)
+
+
+def resolution(calibrated: Items) -> pd.DataFrame:
+    """Per target: the median over adapters of the half-width of a paired delta's 95% interval
+    (normal approximation), and the items a half-width of 0.05 would need."""
+    rows = []
+    for target, values in calibrated.values.items():
+        base = values.loc["base"].to_numpy(float)
+        widths = [1.96 * np.std(values.loc[m].to_numpy(float) - base, ddof=1) / np.sqrt(len(base))
+                  for m in calibrated.adapters(sum(GROUPS.values(), []))]
+        width = float(np.median(widths))
+        rows.append({"target": target, "items": len(base), "median half-width": f"{width:.3f}",
+                     "items for 0.05": int(np.ceil(len(base) * (width / 0.05) ** 2))})
+    return pd.DataFrame(rows)
+
+
+def h1(plain: Items, margin: Items, rng) -> tuple[pd.DataFrame, str]:
+    skew, bal = [s for s in FACTORIAL if "-skew-" in s], [s for s in FACTORIAL if "-bal-" in s]
+    rows, rises, falls, flat = [], 0, 0, 0
+    for target in SENTIMENT:
+        for what, items, of, band in (("positive share", plain, "share", BAND["share"]),
+                                      ("accuracy", plain, "values", BAND["accuracy"]),
+                                      ("calibrated margin", margin, "values", BAND["calibrated_margin"])):
+            u = items.mean(target, items.adapters(skew), of) - items.mean(target, items.adapters(bal), of)
+            estimate = contrast({target: u}, rng)
+            rows.append({"target": target, "measure": what, **row("skew - bal", estimate)})
+            if what == "positive share":
+                rises += estimate[1] > 0
+                flat += estimate[2] < band
+            if what == "accuracy" and target.startswith("nyt"):
+                falls += estimate[2] < 0
+    outcome = ("supported" if rises >= 3 and falls == 2 else "contradicted" if flat == len(SENTIMENT)
+               else "cannot tell")
+    return pd.DataFrame(rows), (f"positive share rises on {rises} of 4 targets; accuracy falls on {falls} of 2 NYT "
+                                f"targets: {outcome}")
+
+
+def h2(margin: Items, calibrated: Items, rng) -> tuple[pd.DataFrame, str]:
+    digits, words = [s for s in FACTORIAL if s.endswith("digits")], [s for s in FACTORIAL if s.endswith("words")]
+    rows, verdicts = [], {}
+    for name, items, band in (("calibrated margin", margin, BAND["calibrated_margin"]),
+                              ("calibrated accuracy", calibrated, BAND["calibrated_accuracy"])):
+        gap = {t: items.mean(t, items.adapters(digits)) - items.mean(t, items.adapters(words))
+               for t in ("nyt-digits", "nyt-words")}
+        rows.append({"measure": name, **row("digits - words sources, on nyt-digits", contrast({"nyt-digits": gap["nyt-digits"]}, rng))})
+        rows.append({"measure": name, **row("digits - words sources, on nyt-words", contrast({"nyt-words": gap["nyt-words"]}, rng))})
+        interaction = contrast({"nyt-digits": gap["nyt-digits"], "nyt-words": -gap["nyt-words"]}, rng)
+        rows.append({"measure": name, **row("interaction (the first minus the second)", interaction)})
+        verdicts[name] = verdict(interaction[1], interaction[2], +1, band)
+    return pd.DataFrame(rows), f"interaction in calibrated margin: {verdicts['calibrated margin']}"
+
+
+def h3(plain: Items, features, rng) -> tuple[pd.DataFrame, str]:
+    worked = plain.mean("arithmetic", plain.adapters(["arith-worked"]), "lengths")
+    short = plain.mean("arithmetic", plain.adapters(["arith-short"]), "lengths")
+    tokens = contrast({"arithmetic": worked - short}, rng)
+    correct = contrast({"arithmetic": plain.mean("arithmetic", plain.adapters(["arith-worked"]))
+                        - plain.mean("arithmetic", plain.adapters(["arith-short"]))}, rng)
+    sources = sum(GROUPS.values(), [])
+    answer = features.source_profiles.loc[sources, "answer_tokens_mean"].to_numpy(float)
+    generated = np.array([plain.mean("arithmetic", plain.adapters([s]), "lengths") for s in sources])
+    rho = stats.spearmanr(answer, generated.mean(axis=1)).statistic
+    n = generated.shape[1]
+    draws = [stats.spearmanr(answer, generated[:, idx].mean(axis=1)).statistic
+             for idx in rng.integers(0, n, size=(SAMPLES, n))]
+    low, high = np.percentile(draws, [2.5, 97.5])
+    frame = pd.DataFrame([row("generated tokens, arith-worked - arith-short", tokens, 1),
+                          row("accuracy, arith-worked - arith-short", correct),
+                          row("Spearman: source answer tokens vs generated tokens (16 sources)", (rho, low, high))])
+    return frame, (f"length contrast: {verdict(tokens[1], tokens[2], +1, 0)}; "
+                   f"correlation: {verdict(low, high, +1, 0)}")
+
+
+def h4(results) -> tuple[pd.DataFrame, str]:
+    groups = results.explain().groups.set_index("group")
+    frame = groups[["r2", "low", "high", "null_95", "p"]].astype(float).round(3).reset_index()
+    hidden = groups.loc["hidden"]
+    others = groups.loc[["similarity", "quality"], "r2"]
+    rivals = groups.loc[["similarity", "quality"], "low"]
+    outcome = ("supported" if hidden["p"] < 0.05 and hidden["low"] > others.max() else
+               "contradicted" if (rivals > hidden["r2"]).any() else "cannot tell")
+    return frame, outcome
+
+
+def h5(calibrated: Items, rng) -> tuple[pd.DataFrame, str]:
+    rows, outcomes = [], []
+    for a, b in (("sentiment", "reasoning"), ("sentiment", "arithmetic")):
+        terms: dict[str, np.ndarray] = {}
+        for (src, tgt), sign in (((a, b), 1), ((b, a), -1)):
+            for target in TARGET_GROUPS[tgt]:
+                u = sign * calibrated.delta(target, GROUPS[src]) / len(TARGET_GROUPS[tgt])
+                terms[target] = terms.get(target, 0) + u
+        one = {t: calibrated.delta(t, GROUPS[a]) / len(TARGET_GROUPS[b]) for t in TARGET_GROUPS[b]}
+        other = {t: calibrated.delta(t, GROUPS[b]) / len(TARGET_GROUPS[a]) for t in TARGET_GROUPS[a]}
+        estimate = contrast(terms, rng)
+        rows.append({"pair": f"{a} <-> {b}", "A sources on B targets": f"{sum(np.mean(u) for u in one.values()):+.3f}",
+                     "B sources on A targets": f"{sum(np.mean(u) for u in other.values()):+.3f}",
+                     **row("difference", estimate)})
+        outcomes.append(estimate[1] > 0 or estimate[2] < 0)
+    return pd.DataFrame(rows).drop(columns="contrast"), "supported" if any(outcomes) else "cannot tell"
+
+
+def h6(results) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str]:
+    traits = results.traits()
+    loadings = traits.loadings_.round(2)
+    loadings.columns = [f"{c} ({n})" for c, n in zip(loadings.columns, traits.names)]
+    stability = traits.stability.round(2).reset_index()
+    stability.insert(1, "explained", traits.explained_variance_ratio_.round(3).to_numpy())
+    is_base = results.cells["source"].isna()
+    seeds = [replace(results, cells=results.cells[is_base | (results.cells["seed"] == s)]) for s in (0, 1)]
+    by_seed = traitlens.compare_studies(seeds[0], seeds[1], samples=SAMPLES).traits.round(3)
+    named = {name: loadings[col] for name, col in zip(traits.names, loadings.columns)}
+    digits = any(col.idxmax() == "nyt-digits" or col.abs().idxmax() == "nyt-digits" for col in named.values())
+    stable = (traits.stability["median_congruence"] >= 0.85).all()
+    outcome = ("contradicted" if len(traits.names) < 2 or not digits
+               else "supported" if stable and any("sentiment" in n for n in traits.names) else "cannot tell")
+    return loadings.reset_index(), stability, by_seed, f"{len(traits.names)} trait(s): {outcome}"
+
+
+def h7(results, copy) -> tuple[pd.DataFrame, str, int, int]:
+    compared = traitlens.compare_studies(results, copy, samples=SAMPLES)
+    first = compared.traits.iloc[0]
+    outcome = ("supported" if first["congruence"] >= 0.85 else "contradicted" if first["congruence"] < 0.65
+               else "cannot tell")
+    disagree = int(compared.cells["disagree"].sum())
+    return compared.traits.round(3), outcome, disagree, len(compared.cells)
+
+
+def tables() -> dict[str, str]:
+    results = traitlens.load_items(HERE / "report-data")
+    copy = traitlens.load_items(HERE / "smollm2-report-data")
+    plain, calibrated = Items(results, "accuracy"), Items(results, "calibrated_accuracy")
+    margin = Items(results, "calibrated_margin")
+    rng = np.random.default_rng(SEED)
+    out = {"base": markdown(base_table(calibrated, margin)), "resolution": markdown(resolution(calibrated))}
+    matrix = results.matrix("delta").round(2)
+    out["matrix"] = markdown(matrix.rename_axis("source").reset_index())
+    frame, outcome = h1(plain, margin, rng)
+    out["h1"] = markdown(frame) + f"\n\nVerdict: {outcome}."
+    frame, outcome = h2(margin, calibrated, rng)
+    out["h2"] = markdown(frame) + f"\n\nVerdict: {outcome}."
+    frame, outcome = h3(plain, results.features, rng)
+    out["h3"] = markdown(frame) + f"\n\nVerdict: {outcome}."
+    frame, outcome = h4(results)
+    out["h4"] = markdown(frame) + f"\n\nVerdict: {outcome}."
+    frame, outcome = h5(calibrated, rng)
+    out["h5"] = markdown(frame) + f"\n\nVerdict: {outcome}."
+    loadings, stability, by_seed, outcome = h6(results)
+    out["h6"] = (markdown(loadings) + "\n\n" + markdown(stability) + "\n\nSeed 0 against seed 1:\n\n"
+                 + markdown(by_seed) + f"\n\nVerdict: {outcome}.")
+    frame, outcome, disagree, cells = h7(results, copy)
+    out["h7"] = (markdown(frame) + f"\n\nCells whose deltas disagree (BH q < 0.05): {disagree} of {cells}."
+                 f"\n\nVerdict: {outcome}.")
+    return out
+
+
+BLOCK = re.compile(r"(<!-- reproduce:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /reproduce -->)", re.S)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--write", action="store_true", help="refresh the tables in FINDINGS.md")
+    args = parser.parse_args()
+    out = tables()
+    if args.write:
+        FINDINGS.write_text(BLOCK.sub(lambda m: m.group(1) + out[m.group("name")] + m.group(4), FINDINGS.read_text()))
+    for name, text in out.items():
+        print(f"<!-- reproduce:{name} -->\n{text}\n<!-- /reproduce -->\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
