@@ -368,6 +368,25 @@ def test_two_studies_of_one_structure_match_and_a_different_structure_does_not()
         compare_studies(a, replace(a, cells=renamed.assign(model=renamed["source"].fillna("base"))))
 
 
+def test_a_target_no_adapter_moves_does_not_break_the_comparison():
+    """A target where every model answers alike (all wrong, say) is left out of the fits; it
+    used to turn the congruence into 0 and every refit into an error."""
+    from traitlens.analysis.compare import compare_studies
+
+    two = np.array([[1.0, 0], [1.0, 0], [0.9, 0.1], [0, 1.0], [0.1, 0.9], [0, 1.0]])
+    rng = np.random.default_rng(1)
+    a = _planted(rng, two, rng.normal(size=(12, 2)))
+    records = label_items(rng, 0.0, rng.choice(["negative", "positive"], 150))
+    flat = a.cells[a.cells["target"] == "t0"].assign(target="flat", key=lambda c: c["model"] + "-flat",
+                                                    metrics=[cell_metrics(records, ["negative", "positive"])] * 13)
+    a = replace(a, cells=pd.concat([a.cells, flat], ignore_index=True),
+                outputs={**a.outputs, "flat": {model: records for model in a.outputs["t0"]}},
+                labels={**a.labels, "flat": ["negative", "positive"]}, abilities={**a.abilities, "flat": []}).scored("margin")
+    same = compare_studies(a, a, samples=20)
+    assert "flat" in same.targets and same.traits["congruence"].to_numpy() == pytest.approx([1, 1])
+    assert (same.traits["refits"] == 20).all() and (same.traits["low"] > 0.9).all()
+
+
 def test_promax_refuses_a_trait_with_no_loadings():
     loadings = np.array([[0.9, 0.0], [0.8, 0.0], [0.7, 0.0], [0.6, 0.0]])
     with pytest.raises(ValueError, match="lower analysis.n_traits or use rotation: varimax"):

@@ -9,7 +9,9 @@ FINDINGS.md holds each table between `<!-- reproduce:NAME -->` and `<!-- /reprod
 tests/test_studies.py checks that the committed tables equal what this script prints.
 
 Intervals: 95% percentile intervals from resampling each target's items (the same items for
-every model, so contrasts are paired); targets are resampled independently. Contrasts that pool
+every model, so contrasts are paired); targets are resampled independently. 1,000 resamples
+for contrasts; 200 for the trait comparisons (H6's seed split, H7), which refit both studies'
+traits on every resample. Contrasts that pool
 adapters average their per-item scores first. Calibrated scores keep the label prior computed
 on all items (it is not re-estimated per resample).
 """
@@ -31,6 +33,7 @@ import traitlens
 HERE = Path(__file__).resolve().parent
 FINDINGS = HERE / "FINDINGS.md"
 SAMPLES, SEED = 1000, 0
+REFITS = 200  # item resamples for the comparisons, each of which refits both studies' traits
 SENTIMENT = ["movie", "amazon", "nyt-words", "nyt-digits"]
 POSITIVE = {"movie": "positive", "amazon": "positive", "nyt-words": "positive", "nyt-digits": "2"}
 CHANCE = {"movie": 1 / 2, "amazon": 1 / 2, "nyt-words": 1 / 3, "nyt-digits": 1 / 3, "piqa": 1 / 2}
@@ -99,9 +102,8 @@ def row(name: str, estimate: tuple[float, float, float], digits: int = 3) -> dic
 
 
 def markdown(frame: pd.DataFrame) -> str:
-    frame = frame.astype(str)
-    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(values) + " |" for values in frame.itertuples(index=False)]
+    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(map(str, values)) + " |" for values in frame.itertuples(index=False)]
     return "\n".join(lines)
 
 
@@ -224,21 +226,21 @@ def h6(results) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str]:
     traits = results.traits()
     loadings = traits.loadings_.round(2)
     loadings.columns = [f"{c} ({n})" for c, n in zip(loadings.columns, traits.names)]
-    stability = traits.stability.round(2).reset_index()
+    stability = traits.stability.round(2).rename_axis("trait").reset_index()
     stability.insert(1, "explained", traits.explained_variance_ratio_.round(3).to_numpy())
     is_base = results.cells["source"].isna()
     seeds = [replace(results, cells=results.cells[is_base | (results.cells["seed"] == s)]) for s in (0, 1)]
-    by_seed = traitlens.compare_studies(seeds[0], seeds[1], samples=SAMPLES).traits.round(3)
+    by_seed = traitlens.compare_studies(seeds[0], seeds[1], samples=REFITS).traits.round(3)
     named = {name: loadings[col] for name, col in zip(traits.names, loadings.columns)}
     digits = any(col.idxmax() == "nyt-digits" or col.abs().idxmax() == "nyt-digits" for col in named.values())
     stable = (traits.stability["median_congruence"] >= 0.85).all()
     outcome = ("contradicted" if len(traits.names) < 2 or not digits
                else "supported" if stable and any("sentiment" in n for n in traits.names) else "cannot tell")
-    return loadings.reset_index(), stability, by_seed, f"{len(traits.names)} trait(s): {outcome}"
+    return loadings.rename_axis("target").reset_index(), stability, by_seed, f"{len(traits.names)} trait(s): {outcome}"
 
 
 def h7(results, copy) -> tuple[pd.DataFrame, str, int, int]:
-    compared = traitlens.compare_studies(results, copy, samples=SAMPLES)
+    compared = traitlens.compare_studies(results, copy, samples=REFITS)
     first = compared.traits.iloc[0]
     outcome = ("supported" if first["congruence"] >= 0.85 else "contradicted" if first["congruence"] < 0.65
                else "cannot tell")

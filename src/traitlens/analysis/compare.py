@@ -63,13 +63,14 @@ def compare_studies(a: Results, b: Results, samples: int | None = None, seed: in
         raise TraitlensError(f"study B has no traits on the shared sources and targets: {fitted['b'].no_traits}")
     samples = a.settings.bootstrap_samples if samples is None else samples
     rng = np.random.default_rng(a.settings.seed if seed is None else seed)
-    ref_a, ref_b = fitted["a"].loadings_.reindex(targets), fitted["b"].loadings_.reindex(targets).fillna(0.0)
+    # A target no adapter moves is left out of a fit (see _Traits.fit): it loads on nothing.
+    ref_a, ref_b = (fitted[k].loadings_.reindex(targets).fillna(0.0) for k in ("a", "b"))
     columns, signs, phi = assignment(ref_a.to_numpy(), ref_b.to_numpy())
     aligned = ref_b.to_numpy()[:, columns] * signs
     matched = pd.DataFrame(aligned, index=targets, columns=ref_a.columns)
     delta_a, delta_b = _delta(a), _delta(b)
 
-    refit_a, refit_b = _refitter(a, fitted["a"]), _refitter(b, fitted["b"])
+    refit_a, refit_b = _refitter(a, fitted["a"], targets), _refitter(b, fitted["b"], targets)
     congruences, differences, cell_draws = [], [], []
     for _ in range(samples):
         cells_a, cells_b = resampled_cells(a.cells, a.scores, rng), resampled_cells(b.cells, b.scores, rng)
@@ -141,12 +142,11 @@ def _delta(results: Results) -> pd.DataFrame:
     return view(raw_matrix(results.cells), "delta", results.diagonal, s.mask_diagonal)
 
 
-def _refitter(results: Results, fitted: TraitAnalysis):
-    """Loadings of a refit on resampled cells, at the full-data trait count, in the full
-    data's target order."""
+def _refitter(results: Results, fitted: TraitAnalysis, targets: list[str]):
+    """Loadings of a refit on resampled cells, at the full-data trait count, in the order of
+    `targets` (0 for a target the refit leaves out because no adapter moves it)."""
     s = results.settings
     estimator = ESTIMATORS[s.method]
-    targets = fitted.loadings_.index
 
     def refit(cells: pd.DataFrame) -> np.ndarray:
         matrix = view(raw_matrix(cells), s.view, results.diagonal, s.mask_diagonal)
