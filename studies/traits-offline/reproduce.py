@@ -236,7 +236,11 @@ def h6(results) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str]:
     stable = (traits.stability["median_congruence"] >= 0.85).all()
     outcome = ("contradicted" if len(traits.names) < 2 or not digits
                else "supported" if stable and any("sentiment" in n for n in traits.names) else "cannot tell")
-    return loadings.rename_axis("target").reset_index(), stability, by_seed, f"{len(traits.names)} trait(s): {outcome}"
+    first = by_seed["congruence"].iloc[0]
+    seeds_met = "met" if first >= 0.9 else "not met"
+    return (loadings.rename_axis("target").reset_index(), stability, by_seed,
+            f"{len(traits.names)} trait(s): {outcome}; seed 0 against seed 1, first trait {first:.2f} "
+            f"(predicted at least 0.9: {seeds_met})")
 
 
 def h7(results, copy) -> tuple[pd.DataFrame, str, int, int]:
