@@ -218,8 +218,11 @@ def h5(calibrated: Items, rng) -> tuple[pd.DataFrame, str]:
         rows.append({"pair": f"{a} <-> {b}", "A sources on B targets": f"{sum(np.mean(u) for u in one.values()):+.3f}",
                      "B sources on A targets": f"{sum(np.mean(u) for u in other.values()):+.3f}",
                      **row("difference", estimate)})
-        outcomes.append(estimate[1] > 0 or estimate[2] < 0)
-    return pd.DataFrame(rows).drop(columns="contrast"), "supported" if any(outcomes) else "cannot tell"
+        outcomes.append(verdict(estimate[1], estimate[2], +1 if estimate[0] >= 0 else -1, BAND["calibrated_accuracy"]))
+    # Asymmetric in either direction supports it; every pair inside the negligible band contradicts it.
+    outcome = ("supported" if "supported" in outcomes else
+               "contradicted" if all(o == "contradicted" for o in outcomes) else "cannot tell")
+    return pd.DataFrame(rows).drop(columns="contrast"), outcome
 
 
 def h6(results) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str]:
@@ -231,8 +234,8 @@ def h6(results) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str]:
     is_base = results.cells["source"].isna()
     seeds = [replace(results, cells=results.cells[is_base | (results.cells["seed"] == s)]) for s in (0, 1)]
     by_seed = traitlens.compare_studies(seeds[0], seeds[1], samples=REFITS).traits.round(3)
-    named = {name: loadings[col] for name, col in zip(traits.names, loadings.columns)}
-    digits = any(col.idxmax() == "nyt-digits" or col.abs().idxmax() == "nyt-digits" for col in named.values())
+    # "Loads mainly on nyt-digits": its largest absolute loading, on the unrounded loadings.
+    digits = any(traits.loadings_[col].abs().idxmax() == "nyt-digits" for col in traits.loadings_.columns)
     stable = (traits.stability["median_congruence"] >= 0.85).all()
     outcome = ("contradicted" if len(traits.names) < 2 or not digits
                else "supported" if stable and any("sentiment" in n for n in traits.names) else "cannot tell")
@@ -280,7 +283,7 @@ def tables() -> dict[str, str]:
     return out
 
 
-BLOCK = re.compile(r"(<!-- reproduce:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /reproduce -->)", re.S)
+BLOCK = re.compile(r"(<!-- reproduce:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n?<!-- /reproduce -->)", re.S)
 
 
 def main() -> int:
