@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 import traitlens
+from traitlens import Study
 from conftest import MORE_SOURCES, TINY_TRAIN
 from traitlens.analysis.features import FEATURES, Features
 from traitlens.config import load_study
@@ -23,7 +24,6 @@ from traitlens.forecast.cost import TRAIN_PASSES, study_cost
 from traitlens.forecast.profiles import feature_forecast
 from traitlens.forecast.quality import forecast_quality
 from traitlens.forecast.short import probe_study
-from traitlens.models.load import load_tokenizer
 from traitlens.models.scorer import FakeScorer
 from traitlens.store import Store
 
@@ -175,7 +175,8 @@ def test_feature_forecast_never_sees_the_row_it_forecasts():
 def test_short_training_probe_keeps_to_its_budget_and_never_touches_measured_cells(tmp_path, tiny_model):
     path = tmp_path / "study.yaml"
     path.write_text(TINY_TRAIN.format(base=tiny_model).replace("targets:\n", MORE_SOURCES)
-                    .replace("evaluation: {limit: 8, dtype: float32}", "evaluation: {limit: 40, dtype: float32}"))
+                    .replace("evaluation: {limit: 8, dtype: float32}", "evaluation: {limit: 40, dtype: float32}")
+                    .replace("max_steps: 6", "max_steps: 12"))  # enough for two probe lengths at half the cost
     study = traitlens.load(path)
     fake = lambda s: FakeScorer()
     assert not study.run(analyze=False, make_scorer=fake).failed
@@ -186,11 +187,27 @@ def test_short_training_probe_keeps_to_its_budget_and_never_touches_measured_cel
     assert probe.tokens <= 0.5 * probe.full_tokens and probe.spent == pytest.approx(probe.tokens / probe.full_tokens)
     assert probe.full_tokens == study.cost().total
     config = probe.study.config
-    assert config.training.max_steps < study.config.training.max_steps
+    assert 2 <= config.training.max_steps < study.config.training.max_steps
     assert all(16 <= t.limit < 40 for t in config.targets) and config.name == "tiny-train-probe-50"
+    # The budget covers both lengths, the base scored once: recount it from the two probe studies.
+    half = config.model_copy(update={"name": config.name + "-half", "training": config.training.model_copy(
+        update={"max_steps": config.training.max_steps // 2, "warmup_steps": config.training.warmup_steps // 2})})
+    counts = [study._cost_counter()(c) for c in (config, half)]
+    base = counts[1].evaluation.query("model == 'base'")["cost"].sum()
+    assert probe.tokens == counts[0].total + counts[1].total - base
     assert probe.delta.shape == (2, 2) and probe.delta.notna().sum().sum() == 3  # movie on movie is masked
-    assert not full_keys & set(probe.study.plan()["key"])  # its own jobs, under their own keys
+    probe_keys = set(probe.study.plan()["key"]) | set(Study(half).plan()["key"])
+    assert not full_keys & probe_keys  # its own jobs, under their own keys
     assert study.results().cells.set_index(["model", "target"])["metrics"].to_dict() == measured
+    # Stored in a table of its own, with the measured deltas beside it (the study is finished);
+    # no finished study calibrated it, so no interval.
+    stored = study.forecasts()
+    assert len(stored) == 3 and set(stored["probe"]) == {"short"} and (stored["budget"] == 0.5).all()
+    assert stored.set_index(["source", "target"])["delta"].to_dict() == pytest.approx(
+        probe.delta.stack().dropna().to_dict())
+    assert stored.set_index(["source", "target"])["measured"].to_dict() == pytest.approx(
+        study.results().matrix("delta").stack().dropna().to_dict())
+    assert stored["low"].isna().all() and probe.low.isna().all().all()
     with pytest.raises(traitlens.TraitlensError, match="less than the smallest probe"):
         study.forecast(budget=0.001, make_scorer=fake)
     # The command finds the probe's cells done (same keys), prints the spend and the forecast,
@@ -258,16 +275,42 @@ targets:
     assert not study.run(analyze=False, make_scorer=scorer).failed
     measured = study.results().matrix("delta")
 
-    # The probe trains adapters under keys of its own: tell the scorer whose they are.
-    config, _ = probe_study(study.config, 0.4, study.cost(), lambda c: _cost(study, c))
-    adapters.update({job.key: job.source for job in plan_study(config).train_jobs})
+    # The probes train adapters under keys of their own: tell the scorer whose they are.
+    planned = probe_study(study.config, 0.4, study.cost(), study._cost_counter())
+    for config in (planned.long, planned.short):
+        adapters.update({job.key: job.source for job in plan_study(config).train_jobs})
     probe = study.forecast(budget=0.4, make_scorer=scorer)
-    assert probe.study.config == config
+    assert probe.study.config == planned.long
     assert probe.results.cells["n"].max() < 48  # it scored fewer items than the study
-    quality = forecast_quality(probe.delta, measured, n_traits=1)
-    assert quality.spearman > 0.8 and quality.regret < 0.05, quality
+    for forecast in (probe.delta, probe.last):  # extrapolated, and the longer probe's own
+        quality = forecast_quality(forecast, measured, n_traits=1)
+        assert quality.spearman > 0.8 and quality.regret < 0.05, quality
 
 
-def _cost(study, config):
-    sources, targets = prepare_study(study.config)
-    return study_cost(config, sources, targets, load_tokenizer(study.config.base))
+def test_extrapolation_follows_a_log_learning_curve_and_shrinks_noisy_slopes():
+    from traitlens.forecast.short import extrapolate
+
+    sources, targets = [f"s{i}" for i in range(6)], ["a", "b"]
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=6)
+    # Target a: every source learns at log-linear pace towards 2x its 2-step delta, noise-free.
+    curve = lambda steps: pd.Series(truth * np.log2(steps), index=sources)
+    short = pd.DataFrame({"a": curve(2), "b": rng.normal(size=6)}, index=sources)
+    long = pd.DataFrame({"a": curve(4), "b": rng.normal(size=6)}, index=sources)
+    out = extrapolate(short, long, 2, 4, 16)
+    assert out["a"].to_numpy() == pytest.approx(curve(16).to_numpy())
+    # Target b: the two probes are unrelated noise, so every source gets the same (mean) slope
+    # and the ranking is the longer probe's.
+    slope = (long["b"] - short["b"]).mean()
+    assert out["b"].to_numpy() == pytest.approx((long["b"] + 2 * slope).to_numpy())
+
+
+def test_conformal_width_covers_at_its_level_and_refuses_too_few_errors():
+    from traitlens.forecast.calibrate import MIN_ERRORS, conformal_width
+
+    rng = np.random.default_rng(1)
+    width = conformal_width(rng.normal(size=200))
+    fresh = np.abs(rng.normal(size=20000))
+    assert 0.93 < (fresh <= width).mean() < 0.98
+    assert conformal_width(rng.normal(size=MIN_ERRORS - 1)) is None
+    assert conformal_width([np.nan] * 30 + list(range(30))) == 29  # NaNs are not errors

@@ -11,6 +11,7 @@ import pytest
 
 from traitlens.errors import StoreLockedError, TraitlensError
 from traitlens.store import Store, content_key
+from traitlens.store.db import SCHEMA_VERSION
 from traitlens.store.keys import canonical_json
 
 ITEMS = [
@@ -120,7 +121,7 @@ def test_a_schema_1_store_is_upgraded_and_its_unchecksummed_adapters_still_read(
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     upgraded = Store(tmp_path)
     with sqlite3.connect(tmp_path / "results.sqlite") as conn:
-        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
         assert conn.execute("SELECT files_json FROM adapters").fetchall() == [(None,)]
     assert upgraded.adapter_problems("a1") == []  # nothing recorded to check against
     assert upgraded.verified_adapter("a1") == store.adapter_path("a1")

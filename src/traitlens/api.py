@@ -30,6 +30,7 @@ from traitlens.config.schema import Source, Target
 from traitlens.config.schema import Study as StudyConfig
 from traitlens.errors import TraitlensError
 from traitlens.progress import working
+from traitlens.store.db import FORECAST_FIELDS
 
 if TYPE_CHECKING:
     from traitlens.analysis.analyze import TraitAnalysis
@@ -132,9 +133,11 @@ class Recommendation:
 
 @dataclass
 class ProbeForecast:
-    """`Study.forecast`: the probe study that ran (`study`), the share of the full study's
-    compute it spent (`spent`; `tokens` of `full_tokens`), its delta matrix (`delta`, sources x
-    targets: the forecast) and its results (`results`, for traits and intervals).
+    """`Study.forecast`: the longer probe study that ran (`study`), the share of the full
+    study's compute both probes spent (`spent`; `tokens` of `full_tokens`), the forecast
+    (`delta`, sources x targets, extrapolated to the full step count) with its interval bounds
+    (`low`, `high`: NaN until finished studies in the store calibrate them), the longer probe's
+    own deltas (`last`) and results (`results`, for its traits and items).
 
     Example:
         >>> probe = study.forecast(budget=0.2)
@@ -146,6 +149,9 @@ class ProbeForecast:
     tokens: int
     full_tokens: int
     delta: pd.DataFrame
+    low: pd.DataFrame
+    high: pd.DataFrame
+    last: pd.DataFrame
     results: Results
 
 
@@ -237,41 +243,84 @@ class Study:
         Example:
             >>> study.cost().training.groupby("source")["cost"].sum()
         """
+        return self._cost_counter()(self.config)
+
+    def _cost_counter(self):
+        """`study_cost` of any variant of this study (a probe), over this study's datasets."""
         from traitlens.data.load import prepare_study
         from traitlens.forecast.cost import study_cost
         from traitlens.models.load import load_tokenizer
 
         sources, targets = prepare_study(self.config)
-        return study_cost(self.config, sources, targets, load_tokenizer(self.config.base))
+        tokenizer = load_tokenizer(self.config.base)
+        return lambda config: study_cost(config, sources, targets, tokenizer)
 
     def forecast(self, budget: float = 0.2, make_scorer=None) -> ProbeForecast:
         """The transfer matrix forecast by the short-training probe (`forecast.short`): every
-        adapter trained for a fraction of its steps and every target scored on a fraction of its
-        items, spending at most `budget` of the full study's compute (`cost()`). The probe is
-        run like any study (resumable), into this study's store under its own keys, so it never
-        replaces a measured cell. `make_scorer`: as in `run`.
+        adapter trained for a fraction of its steps (and for half of that), every target scored
+        on a fraction of its items, each cell extrapolated along its learning curve to the full
+        step count; spending at most `budget` of the full study's compute (`cost()`). The probe
+        studies run like any study (resumable), into this study's store under their own keys,
+        so they never replace a measured cell. The forecast is stored beside the cells (kind
+        `short`), with intervals when finished studies in the store calibrate them
+        (`forecast.calibrate`). `make_scorer`: as in `run`.
 
         Example:
             >>> probe = study.forecast(budget=0.1)
             >>> probe.spent, probe.delta.round(2)
         """
-        from traitlens.data.load import prepare_study
-        from traitlens.forecast.cost import study_cost
-        from traitlens.forecast.short import probe_study
-        from traitlens.models.load import load_tokenizer
+        from traitlens.forecast.calibrate import stored_width
+        from traitlens.forecast.short import extrapolate, probe_study
 
-        sources, targets = prepare_study(self.config)
-        tokenizer = load_tokenizer(self.config.base)
-        cost_of = lambda config: study_cost(config, sources, targets, tokenizer)
+        cost_of = self._cost_counter()
         full = cost_of(self.config)
-        config, cost = probe_study(self.config, budget, full, cost_of)
-        probe = Study(config, self.path, self.console)
-        summary = probe.run(analyze=False, make_scorer=make_scorer)
-        if summary.failed:
-            raise TraitlensError(f"the probe's {len(summary.failed)} failed job(s) leave the forecast incomplete; "
-                                 f"`traitlens status` on the probe names them. Rerun the same command to retry.")
-        results = probe.results()
-        return ProbeForecast(probe, cost.total / full.total, cost.total, full.total, results.matrix("delta"), results)
+        probe = probe_study(self.config, budget, full, cost_of)
+        deltas = {}
+        for config in filter(None, (probe.short, probe.long)):
+            part = Study(config, self.path, self.console)
+            summary = part.run(analyze=False, make_scorer=make_scorer)
+            if summary.failed:
+                raise TraitlensError(f"the probe's {len(summary.failed)} failed job(s) leave the forecast incomplete; "
+                                     f"`traitlens status` on the probe names them. Rerun the same command to retry.")
+            deltas[config.name] = (part, part.results())
+        long, results = deltas[probe.long.name]
+        last = results.matrix("delta")
+        delta = last
+        if probe.short:
+            delta = extrapolate(deltas[probe.short.name][1].matrix("delta"), last, probe.short.training.max_steps,
+                                probe.long.training.max_steps, int(full.training["steps"].min()))
+        store = self._finished_store()
+        width = stored_width(store.forecasts(), "short", budget, self.name)
+        cells = (delta.rename_axis(index="source", columns="target").stack(future_stack=True).rename("delta")
+                 .reset_index().dropna(subset=["delta"]))
+        cells = cells.assign(low=cells["delta"] - width if width is not None else float("nan"),
+                             high=cells["delta"] + width if width is not None else float("nan"),
+                             measured=float("nan"))
+        spent = probe.tokens / full.total
+        with store.locked(f"traitlens forecast {self._file}"):
+            store.put_forecast(self.name, "short", budget, spent, cells)
+            self._record_measured(store)
+        grid = lambda column: cells.pivot(index="source", columns="target", values=column).reindex_like(delta)
+        return ProbeForecast(long, spent, probe.tokens, full.total, delta, grid("low"), grid("high"), last, results)
+
+    def _measured(self) -> pd.DataFrame | None:
+        """The full study's delta matrix once every job is done, else None."""
+        if not (self.plan()["state"] == "done").all():
+            return None
+        return self.results().matrix("delta")
+
+    def forecasts(self) -> pd.DataFrame:
+        """This study's stored forecast cells, one row per probe kind, budget and cell: source,
+        target, delta, its interval (low, high; NaN where no finished study calibrated one), the
+        share of the compute spent, and the measured delta where the full study has it.
+
+        Example:
+            >>> study.forecasts().query("probe == 'short'").pivot(index="source", columns="target", values="delta")
+        """
+        store = self._store()
+        if store is None:
+            return pd.DataFrame(columns=FORECAST_FIELDS)
+        return store.forecasts(self.name)
 
     def status(self) -> pd.DataFrame:
         """Jobs by kind (train, eval) and state (done, running, failed, new).
@@ -365,7 +414,20 @@ class Study:
         store = self._finished_store()
         with store.locked(f"traitlens run {self._file}"), \
                 working(self.console, "analysis: traits, profiles, explanation"):
-            return ensure_analyses(self.planned(), store)
+            results = ensure_analyses(self.planned(), store)
+            self._record_measured(store)
+            return results
+
+    def _record_measured(self, store: Store) -> None:
+        """Write the measured deltas beside this study's stored forecasts, once it has them all:
+        those rows calibrate later forecasts' intervals (`forecast.calibrate`)."""
+        stored = store.forecasts(self.name)
+        if stored.empty or not stored["measured"].isna().any() or (measured := self._measured()) is None:
+            return
+        for (probe, budget, spent), cells in stored.groupby(["probe", "budget", "spent"]):
+            cells = cells.assign(measured=[measured.at[s, t] if s in measured.index and t in measured.columns
+                                           else float("nan") for s, t in zip(cells["source"], cells["target"])])
+            store.put_forecast(self.name, probe, budget, spent, cells)
 
     def stored(self, name: str) -> dict[str, Any] | None:
         """The stored JSON of an analysis (`traits`, `explain` or `features`), as the report

@@ -414,26 +414,35 @@ def compare(study_a: Path, study_b: Path, samples: int | None) -> None:
 def forecast(study_file: Path, budget: float) -> None:
     """Forecast the transfer matrix for a fraction of the study's compute (short-training probe).
 
-    Trains every adapter for a fraction of its steps and scores every target on a fraction of
-    its items, as an ordinary resumable run into the study's store under its own keys: a
-    forecast never replaces a measured cell. Prints the compute spent and the forecast; when
-    the full study is finished, also how well the forecast matches it.
+    Trains every adapter for a fraction of its steps (and for half of that), scores every
+    target on a fraction of its items, and extrapolates each cell along its learning curve to
+    the full step count. The probes are ordinary resumable runs into the study's store under
+    their own keys, and the forecast is stored in a table of its own: a forecast never replaces
+    a measured cell. Prints the compute spent and the forecast; when the full study is
+    finished, also how well the forecast matches it.
     """
     from traitlens.forecast.quality import forecast_quality
 
     study = _load(study_file)
     result = study.forecast(budget)
-    training = result.study.config.training
-    console.print(f"probe {result.study.name}: {training.max_steps} step(s) per adapter, "
-                  + ", ".join(f"{t.name} {t.limit}" for t in result.study.config.targets) + " items; spent "
+    long = result.study.config
+    steps = f"{long.training.max_steps}" + (f" and {long.training.max_steps // 2}" if long.training.max_steps > 1 else "")
+    console.print(f"probe {result.study.name}: {steps} step(s) per adapter, "
+                  + ", ".join(f"{t.name} {t.limit}" for t in long.targets) + " items; spent "
                   f"{result.tokens:,} of {result.full_tokens:,} forward tokens ({result.spent:.1%}).")
-    _print_frame("forecast: delta vs base", result.delta)
-    jobs = study.plan()
-    if not (jobs["state"] == "done").all():
+    _print_frame("forecast: delta vs base, extrapolated to the full step count", result.delta)
+    if result.low.isna().all().all():
+        console.print("No intervals yet: they are calibrated on the forecasts of finished studies in this store "
+                      "(`traitlens forecast` on a study, then `traitlens run` to finish it).")
+    else:
+        width = float((result.high - result.delta).stack().median())
+        console.print(f"95% intervals: forecast +- {width:.3f}, calibrated on finished studies' forecasts.")
+    measured = study._measured()
+    if measured is None:
         console.print("The full study is not finished: run it to see how well the forecast matches.")
         return
-    measured = study.results()
-    quality = forecast_quality(result.delta, measured.matrix("delta"), len(measured.traits().names),
+    results = study.results()
+    quality = forecast_quality(result.delta, measured, len(results.traits().names), result.low, result.high,
                                rotation=study.config.analysis.rotation, standardize=study.config.analysis.standardize)
     console.print(f"against the measured matrix: Spearman {quality.spearman:.2f} over all cells, "
                   f"{_num(quality.per_target['spearman'].median())} median per target (of 3 or more sources); top-1 regret "

@@ -3,8 +3,8 @@
 
 Each source's row is forecast as if it were new: a ridge fitted on the other sources' measured
 cells, from the target (its mean delta) plus one feature group's pair features. The interval
-around a forecast is split-conformal. Its half-width is the 95% quantile of the other sources'
-absolute held-out errors, so its coverage can be checked on a finished study.
+around a forecast is split-conformal (`forecast.calibrate`) on the other sources' held-out
+errors, so its coverage can be checked on a finished study.
 
 The explanation's own held-out ranking (`analysis.explain`) answers a narrower question: which
 source is best for a new target. This one forecasts every cell.
@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from traitlens.analysis.features import FEATURES, Features
+from traitlens.forecast.calibrate import conformal_width
 
 GROUPS = ("profile", "similarity", "hidden", "quality")
 
@@ -53,9 +54,9 @@ def feature_forecast(features: Features, measured: pd.DataFrame, groups: tuple[s
         model = Ridge(alpha=alpha).fit(scale(features_in), pairs.loc[train, "delta"].to_numpy())
         forecast[held] = model.predict(scale(x[held]))
     frame = pairs.assign(forecast=forecast.to_numpy(), error=(forecast - pairs["delta"]).abs().to_numpy())
-    width = {source: np.nanquantile(frame.loc[frame["source"] != source, "error"], level)
+    width = {source: conformal_width(frame.loc[frame["source"] != source, "error"], level)
              for source in measured.index}
-    frame["width"] = frame["source"].map(width)
+    frame["width"] = frame["source"].map(width).astype(float)
     grid = lambda column: frame.pivot(index="source", columns="target", values=column).reindex_like(measured)
     delta = grid("forecast")
     return Forecast(delta, delta - grid("width"), delta + grid("width"))

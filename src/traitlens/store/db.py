@@ -18,13 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from traitlens import __version__
 from traitlens.errors import TraitlensError
 from traitlens.faults import crash_point
 from traitlens.store.keys import canonical_json, content_key, file_digest
 from traitlens.store.lock import holder, write_lock
 
-SCHEMA_VERSION = 2  # 2: adapters.files_json, every adapter file's SHA-256
+SCHEMA_VERSION = 3  # 2: adapters.files_json, every adapter file's SHA-256; 3: forecasts
 # Written by training next to the PEFT files: settings, base identity, data fingerprint, curve.
 ADAPTER_META_FILE = "traitlens.json"
 
@@ -88,8 +90,26 @@ CREATE TABLE IF NOT EXISTS analyses (
   created_at REAL NOT NULL,
   PRIMARY KEY (study, name)
 );
+-- Forecast cells (#23): a table of their own, so that a forecast can never replace a measured
+-- cell. `measured` is the cell's measured delta, filled in once the full study has it; those
+-- rows calibrate later forecasts' intervals.
+CREATE TABLE IF NOT EXISTS forecasts (
+  study TEXT NOT NULL,
+  probe TEXT NOT NULL,
+  budget REAL NOT NULL,
+  source TEXT NOT NULL,
+  target TEXT NOT NULL,
+  delta REAL NOT NULL,
+  low REAL,
+  high REAL,
+  spent REAL NOT NULL,
+  measured REAL,
+  created_at REAL NOT NULL,
+  PRIMARY KEY (study, probe, budget, source, target)
+);
 """
 
+FORECAST_FIELDS = ["study", "probe", "budget", "source", "target", "delta", "low", "high", "spent", "measured"]
 ITEM_FIELDS = ("gold", "prediction", "score", "choice_logprobs", "generated", "generated_tokens")
 
 
@@ -347,6 +367,22 @@ class Store:
                                (study, name)).fetchone()
         return (row[0], json.loads(row[1])) if row else None
 
+    def put_forecast(self, study: str, probe: str, budget: float, spent: float, cells: pd.DataFrame) -> None:
+        """Keep the latest forecast of `study` by `probe` at `budget`: `cells` has source, target,
+        delta, low, high (NaN where none) and measured (NaN until the full study has the cell)."""
+        rows = [(study, probe, budget, row.source, row.target, float(row.delta), _real(row.low), _real(row.high),
+                 spent, _real(row.measured), time.time()) for row in cells.itertuples()]
+        with self._connect() as conn:
+            conn.executemany("INSERT OR REPLACE INTO forecasts VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def forecasts(self, study: str | None = None) -> pd.DataFrame:
+        """Stored forecast cells, of one study or of all (one row per study, probe, budget, cell)."""
+        where, args = ("WHERE study = ?", (study,)) if study else ("", ())
+        with self._connect() as conn:
+            rows = conn.execute(f"SELECT study, probe, budget, source, target, delta, low, high, spent, measured "
+                                f"FROM forecasts {where} ORDER BY study, probe, budget, source, target", args).fetchall()
+        return pd.DataFrame(rows, columns=FORECAST_FIELDS)
+
     def items(self, cell_key: str) -> list[dict[str, Any]]:
         with self._connect() as conn:
             rows = conn.execute(
@@ -359,3 +395,7 @@ class Store:
                 item["choice_logprobs"] = json.loads(item["choice_logprobs"])
             out.append(item)
         return out
+
+
+def _real(value: Any) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
