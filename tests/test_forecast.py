@@ -290,7 +290,7 @@ targets:
 def test_extrapolation_follows_a_log_learning_curve_and_shrinks_noisy_slopes():
     from traitlens.forecast.short import extrapolate
 
-    sources, targets = [f"s{i}" for i in range(6)], ["a", "b"]
+    sources = [f"s{i}" for i in range(6)]
     rng = np.random.default_rng(0)
     truth = rng.normal(size=6)
     # Target a: every source learns at log-linear pace towards 2x its 2-step delta, noise-free.
