@@ -32,6 +32,8 @@ from traitlens.errors import TraitlensError
 from traitlens.progress import working
 from traitlens.store.db import FORECAST_FIELDS
 
+PROBES = ("short", "gradient")  # `Study.forecast`'s probe kinds
+
 if TYPE_CHECKING:
     from traitlens.analysis.analyze import TraitAnalysis
     from traitlens.analysis.compare import StudyComparison
@@ -133,26 +135,28 @@ class Recommendation:
 
 @dataclass
 class ProbeForecast:
-    """`Study.forecast`: the longer probe study that ran (`study`), the share of the full
-    study's compute both probes spent (`spent`; `tokens` of `full_tokens`), the forecast
-    (`delta`, sources x targets, extrapolated to the full step count) with its interval bounds
-    (`low`, `high`: NaN until finished studies in the store calibrate them), the longer probe's
-    own deltas (`last`) and results (`results`, for its traits and items).
+    """`Study.forecast`: the probe kind (`probe`), the share of the full study's compute it
+    spent (`spent`; `tokens` of `full_tokens`), the forecast (`delta`, sources x targets) with
+    its interval bounds (`low`, `high`: NaN until finished studies in the store calibrate
+    them). The short probe's `delta` is extrapolated to the full step count; `study`, `last`
+    and `results` are its longer probe study, that study's own deltas and its results. The
+    gradient probe's `delta` is an affinity score (a cosine), which ranks sources per target.
 
     Example:
         >>> probe = study.forecast(budget=0.2)
         >>> probe.results.traits().loadings_.round(2)
     """
 
-    study: Study
+    probe: str
     spent: float
     tokens: int
     full_tokens: int
     delta: pd.DataFrame
     low: pd.DataFrame
     high: pd.DataFrame
-    last: pd.DataFrame
-    results: Results
+    study: Study | None = None
+    last: pd.DataFrame | None = None
+    results: Results | None = None
 
 
 class Study:
@@ -255,53 +259,82 @@ class Study:
         tokenizer = load_tokenizer(self.config.base)
         return lambda config: study_cost(config, sources, targets, tokenizer)
 
-    def forecast(self, budget: float = 0.2, make_scorer=None) -> ProbeForecast:
-        """The transfer matrix forecast by the short-training probe (`forecast.short`): every
-        adapter trained for a fraction of its steps (and for half of that), every target scored
-        on a fraction of its items, each cell extrapolated along its learning curve to the full
-        step count; spending at most `budget` of the full study's compute (`cost()`). The probe
-        studies run like any study (resumable), into this study's store under their own keys,
-        so they never replace a measured cell. The forecast is stored beside the cells (kind
-        `short`), with intervals when finished studies in the store calibrate them
-        (`forecast.calibrate`). `make_scorer`: as in `run`.
+    def forecast(self, budget: float = 0.2, probe: str = "short", make_scorer=None) -> ProbeForecast:
+        """The transfer matrix forecast by a cheap probe, spending at most `budget` of the full
+        study's compute (`cost()`), stored beside the cells (`forecasts()`) with intervals when
+        finished studies in the store calibrate them (`forecast.calibrate`).
+
+        - `probe="short"` (`forecast.short`): every adapter trained for a fraction of its steps
+          (and for half of that), every target scored on a fraction of its items, each cell
+          extrapolated along its learning curve to the full step count. The probe studies run
+          like any study (resumable), into this store under their own keys, so they never
+          replace a measured cell. `make_scorer`: as in `run`.
+        - `probe="gradient"` (`forecast.gradient`): the cosine of each source's and each
+          target's LoRA gradient on a fresh adapter; no training. An affinity score, not a delta.
 
         Example:
             >>> probe = study.forecast(budget=0.1)
             >>> probe.spent, probe.delta.round(2)
         """
         from traitlens.forecast.calibrate import stored_width
-        from traitlens.forecast.short import extrapolate, probe_study
 
+        if probe not in PROBES:
+            raise TraitlensError(f"probe {probe!r} is not one of {', '.join(PROBES)}.")
         cost_of = self._cost_counter()
         full = cost_of(self.config)
-        probe = probe_study(self.config, budget, full, cost_of)
-        deltas = {}
-        for config in filter(None, (probe.short, probe.long)):
+        if probe == "short":
+            result = self._short_forecast(budget, full, cost_of, make_scorer)
+        else:
+            result = self._gradient_forecast(budget, full)
+        store = self._store(create=True)
+        width = stored_width(store.forecasts(), probe, budget, self.name)
+        if width is not None:
+            result.low, result.high = result.delta - width, result.delta + width
+        cells = pd.concat({column: frame.rename_axis(index="source", columns="target").stack(future_stack=True)
+                           for column, frame in (("delta", result.delta), ("low", result.low), ("high", result.high))},
+                          axis=1).reset_index().dropna(subset=["delta"]).assign(measured=float("nan"))
+        with store.locked(f"traitlens forecast {self._file}"):
+            store.put_forecast(self.name, probe, budget, result.spent, cells)
+            self._record_measured(store)
+        return result
+
+    def _short_forecast(self, budget: float, full: StudyCost, cost_of, make_scorer) -> ProbeForecast:
+        from traitlens.forecast.short import extrapolate, probe_study
+
+        planned = probe_study(self.config, budget, full, cost_of)
+        runs = {}
+        for config in filter(None, (planned.short, planned.long)):
             part = Study(config, self.path, self.console)
             summary = part.run(analyze=False, make_scorer=make_scorer)
             if summary.failed:
                 raise TraitlensError(f"the probe's {len(summary.failed)} failed job(s) leave the forecast incomplete; "
                                      f"`traitlens status` on the probe names them. Rerun the same command to retry.")
-            deltas[config.name] = (part, part.results())
-        long, results = deltas[probe.long.name]
+            runs[config.name] = (part, part.results())
+        long, results = runs[planned.long.name]
         last = results.matrix("delta")
         delta = last
-        if probe.short:
-            delta = extrapolate(deltas[probe.short.name][1].matrix("delta"), last, probe.short.training.max_steps,
-                                probe.long.training.max_steps, int(full.training["steps"].min()))
-        store = self._finished_store()
-        width = stored_width(store.forecasts(), "short", budget, self.name)
-        cells = (delta.rename_axis(index="source", columns="target").stack(future_stack=True).rename("delta")
-                 .reset_index().dropna(subset=["delta"]))
-        cells = cells.assign(low=cells["delta"] - width if width is not None else float("nan"),
-                             high=cells["delta"] + width if width is not None else float("nan"),
-                             measured=float("nan"))
-        spent = probe.tokens / full.total
-        with store.locked(f"traitlens forecast {self._file}"):
-            store.put_forecast(self.name, "short", budget, spent, cells)
-            self._record_measured(store)
-        grid = lambda column: cells.pivot(index="source", columns="target", values=column).reindex_like(delta)
-        return ProbeForecast(long, spent, probe.tokens, full.total, delta, grid("low"), grid("high"), last, results)
+        if planned.short:
+            delta = extrapolate(runs[planned.short.name][1].matrix("delta"), last, planned.short.training.max_steps,
+                                planned.long.training.max_steps, int(full.training["steps"].min()))
+        none = pd.DataFrame(float("nan"), index=delta.index, columns=delta.columns)
+        return ProbeForecast("short", planned.tokens / full.total, planned.tokens, full.total, delta, none, none.copy(),
+                             long, last, results)
+
+    def _gradient_forecast(self, budget: float, full: StudyCost) -> ProbeForecast:
+        from traitlens.analysis.results import study_diagonal
+        from traitlens.data.load import prepare_study
+        from traitlens.forecast.gradient import gradient_affinity, gradient_encodings, probe_size
+        from traitlens.models.load import load_tokenizer
+
+        sources, targets = prepare_study(self.config)
+        encoded = gradient_encodings(self.config, sources, targets, load_tokenizer(self.config.base))
+        examples, tokens = probe_size({**encoded[0], **{f"target {k}": v for k, v in encoded[1].items()}},
+                                      budget * full.total)
+        diagonal = study_diagonal(self.config) if self.config.analysis.mask_diagonal else set()
+        with working(self.console, f"gradient probe: {examples} examples per dataset"):
+            affinity = gradient_affinity(self.config, *encoded, examples, diagonal)
+        none = pd.DataFrame(float("nan"), index=affinity.index, columns=affinity.columns)
+        return ProbeForecast("gradient", tokens / full.total, tokens, full.total, affinity, none, none.copy())
 
     def _measured(self) -> pd.DataFrame | None:
         """The full study's delta matrix once every job is done, else None."""

@@ -411,26 +411,34 @@ def compare(study_a: Path, study_b: Path, samples: int | None) -> None:
 @STUDY_ARG
 @click.option("--budget", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
               help="Most of the full study's compute to spend, as a fraction of `traitlens plan --cost`'s count.")
-def forecast(study_file: Path, budget: float) -> None:
-    """Forecast the transfer matrix for a fraction of the study's compute (short-training probe).
+@click.option("--probe", type=click.Choice(["short", "gradient"]), default="short", show_default=True,
+              help="short: train briefly and extrapolate; gradient: gradient cosines on a fresh adapter, no training.")
+def forecast(study_file: Path, budget: float, probe: str) -> None:
+    """Forecast the transfer matrix for a fraction of the study's compute.
 
-    Trains every adapter for a fraction of its steps (and for half of that), scores every
-    target on a fraction of its items, and extrapolates each cell along its learning curve to
-    the full step count. The probes are ordinary resumable runs into the study's store under
-    their own keys, and the forecast is stored in a table of its own: a forecast never replaces
-    a measured cell. Prints the compute spent and the forecast; when the full study is
-    finished, also how well the forecast matches it.
+    The short probe trains every adapter for a fraction of its steps (and for half of that),
+    scores every target on a fraction of its items, and extrapolates each cell along its
+    learning curve to the full step count; its runs are ordinary resumable runs into the
+    study's store under their own keys. The gradient probe trains nothing: it scores each
+    (source, target) pair by the cosine of their LoRA gradients, which ranks sources per target.
+    The forecast is stored in a table of its own: it never replaces a measured cell. Prints the
+    compute spent and the forecast; when the full study is finished, also how well the
+    forecast matches it.
     """
     from traitlens.forecast.quality import forecast_quality
 
     study = _load(study_file)
-    result = study.forecast(budget)
-    long = result.study.config
-    steps = f"{long.training.max_steps}" + (f" and {long.training.max_steps // 2}" if long.training.max_steps > 1 else "")
-    console.print(f"probe {result.study.name}: {steps} step(s) per adapter, "
-                  + ", ".join(f"{t.name} {t.limit}" for t in long.targets) + " items; spent "
-                  f"{result.tokens:,} of {result.full_tokens:,} forward tokens ({result.spent:.1%}).")
-    _print_frame("forecast: delta vs base, extrapolated to the full step count", result.delta)
+    result = study.forecast(budget, probe)
+    spent = f"spent {result.tokens:,} of {result.full_tokens:,} forward tokens ({result.spent:.1%})."
+    if probe == "short":
+        long = result.study.config
+        steps = f"{long.training.max_steps}" + (f" and {long.training.max_steps // 2}" if long.training.max_steps > 1 else "")
+        console.print(f"probe {result.study.name}: {steps} step(s) per adapter, "
+                      + ", ".join(f"{t.name} {t.limit}" for t in long.targets) + " items; " + spent)
+        _print_frame("forecast: delta vs base, extrapolated to the full step count", result.delta)
+    else:
+        console.print(f"gradient probe: {spent}")
+        _print_frame("forecast: gradient affinity (cosine; ranks the sources for each target)", result.delta)
     if result.low.isna().all().all():
         console.print("No intervals yet: they are calibrated on the forecasts of finished studies in this store "
                       "(`traitlens forecast` on a study, then `traitlens run` to finish it).")
