@@ -1,9 +1,12 @@
 """The short-training probe: the same study with every adapter trained for a fraction of its steps
 and every target scored on a fraction of its items, within a budget counted by `forecast.cost`.
 
-It trains two lengths, `long` (the most steps the budget allows) and `short` (half of them), and
-scores both on the same items. The forecast extrapolates each cell along a learning curve
-through the two, linear in log(steps), to the full study's step count (`extrapolate`).
+It trains one seed (the study's first: the forecast is of the seed mean, and a second seed
+would double the evaluation) at two lengths, `long` (the most steps the budget allows) and
+`short` (half of them), and scores both on the same items. The forecast extrapolates each cell
+along a learning curve through the two, linear in log(steps), to the full study's step count
+(`extrapolate`). Where the budget cannot pay for both lengths with MIN_ITEMS items per target,
+only `long` runs and the forecast is its deltas.
 
 Each length is an ordinary study, run by the ordinary pipeline: resumable, on Ray if the study
 uses it, into the same store. Its step count and item limits enter its jobs' keys, so its
@@ -48,18 +51,20 @@ def probe_study(study: Study, budget: float, full: StudyCost, cost_of: Callable[
         raise TraitlensError(f"--budget must be a fraction of the full study's cost between 0 and 1; got {budget}")
     steps = int(full.training["steps"].min())
     items = full.evaluation.drop_duplicates("target").set_index("target")["items"]
-    fraction = budget
-    while True:
-        long = _scaled(study, budget, fraction, steps, items)
-        short = _half(long) if long.training.max_steps >= 2 else None
-        tokens = cost_of(long).total + (_without_base(cost_of(short)) if short else 0)
-        if tokens <= budget * full.total:
-            return Probe(long, short, tokens)
-        if long.training.max_steps == 1 and all(t.limit <= MIN_ITEMS for t in long.targets):
-            raise TraitlensError(
-                f"a budget of {budget} is {budget * full.total:,.0f} tokens, less than the smallest probe "
-                f"(1 step per adapter, {MIN_ITEMS} items per target: {tokens:,} tokens); raise --budget.")
-        fraction *= 0.9
+    for curve in (True, False):
+        fraction = budget
+        while True:
+            long = _scaled(study, budget, fraction, steps, items)
+            short = _half(long) if curve and long.training.max_steps >= 2 else None
+            tokens = cost_of(long).total + (_without_base(cost_of(short)) if short else 0)
+            if tokens <= budget * full.total and (short or not curve):
+                return Probe(long, short, tokens)
+            if long.training.max_steps <= (2 if curve else 1) and all(t.limit <= MIN_ITEMS for t in long.targets):
+                break  # the smallest probe of this kind is over budget
+            fraction *= 0.9
+    raise TraitlensError(
+        f"a budget of {budget} is {budget * full.total:,.0f} tokens, less than the smallest probe "
+        f"(1 step per adapter, {MIN_ITEMS} items per target: {tokens:,} tokens); raise --budget.")
 
 
 def extrapolate(short: pd.DataFrame, long: pd.DataFrame, short_steps: int, long_steps: int,
@@ -94,7 +99,7 @@ def _without_base(cost: StudyCost) -> int:
 
 def _scaled(study: Study, budget: float, fraction: float, steps: int, items) -> Study:
     training = study.training.model_copy(update={
-        "max_steps": max(1, math.floor(fraction * steps)),
+        "max_steps": max(1, math.floor(fraction * steps)), "seeds": study.training.seeds[:1],
         "warmup_steps": math.floor(fraction * study.training.warmup_steps)})
     targets = [t.model_copy(update={"limit": min(int(items[t.name]), max(MIN_ITEMS, math.floor(fraction * items[t.name])))})
                for t in study.targets]
