@@ -208,6 +208,11 @@ def test_short_training_probe_keeps_to_its_budget_and_never_touches_measured_cel
     assert stored.set_index(["source", "target"])["measured"].to_dict() == pytest.approx(
         study.results().matrix("delta").stack().dropna().to_dict())
     assert stored["low"].isna().all() and probe.low.isna().all().all()
+    # The report shows it beside the measured cells and exports its cells.
+    page = study.report(tmp_path / "page.html")
+    section = page.read_text().split('<section id="forecasts">')[1].split("</section>")[0]
+    assert "<td>short</td>" in section and "No forecast" not in section
+    assert len(pd.read_csv(tmp_path / "page-data" / "forecasts.csv")) == 3
     with pytest.raises(traitlens.TraitlensError, match="less than the smallest probe"):
         study.forecast(budget=0.001, make_scorer=fake)
     # The command finds the probe's cells done (same keys), prints the spend and the forecast,

@@ -23,6 +23,7 @@ from traitlens.errors import TraitlensError
 from traitlens.evaluate.metrics import cell_metrics
 
 ITEMS_FILE, META_FILE, FEATURES_FILE = "items.parquet", "items.json", "features.json"
+FORECASTS_FILE = "forecasts.csv"  # the study's stored forecast cells, where it has any (`Study.forecasts`)
 COLUMNS = ["model", "source", "seed", "target", "item", "gold", "prediction", "score", "choice_logprobs",
            "generated", "generated_tokens"]
 

@@ -162,4 +162,4 @@ def report_inputs(plan: Plan, store: Store, results: Results | None = None) -> R
         if job.target not in examples and (cell := store.cell(job.key)) is not None:
             examples[job.target] = cell["meta"]["example"]
     return ReportInputs(study, results, stored[1], stored[0], explained[1] if current else None, adapters,
-                        examples, plan.jobs[0].spec["base"], store.root)
+                        examples, plan.jobs[0].spec["base"], store.root, store.forecasts(study.name))

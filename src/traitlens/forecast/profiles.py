@@ -1,8 +1,11 @@
-"""The cheapest forecast: transfer predicted from the datasets' features alone, with no training
-(#23's profile-only and similarity-only baselines).
+"""Forecasts fitted on measured cells: transfer predicted from the datasets' features (#23's
+profile-only and similarity-only baselines, no training) and, given probe matrices, the
+combination of probes and features.
 
 Each source's row is forecast as if it were new: a ridge fitted on the other sources' measured
-cells, from the target (its mean delta) plus one feature group's pair features. The interval
+cells, from the target (its mean delta) plus the chosen feature groups' pair features and any
+probe matrices (`extra`: a probe's forecast or affinity per cell, which the ridge puts in delta
+units). The interval
 around a forecast is split-conformal (`forecast.calibrate`) on the other sources' held-out
 errors, so its coverage can be checked on a finished study.
 
@@ -33,14 +36,20 @@ class Forecast:
 
 
 def feature_forecast(features: Features, measured: pd.DataFrame, groups: tuple[str, ...],
-                     alpha: float = 1.0, level: float = 0.95) -> Forecast:
-    """Every source's row forecast from the other sources' cells and the `groups`' features
-    (see the module docstring). `measured`: sources x targets deltas (NaN where masked)."""
+                     alpha: float = 1.0, level: float = 0.95, extra: dict[str, pd.DataFrame] | None = None
+                     ) -> Forecast:
+    """Every source's row forecast from the other sources' cells, the `groups`' features and
+    the `extra` probe matrices (see the module docstring). `measured`: sources x targets deltas
+    (NaN where masked)."""
     from sklearn.linear_model import Ridge
 
     pairs = features.pairs(measured)
     columns = [c for c in pairs.columns if ":" in c and c.split(":", 1)[1] in
                {name for group in groups for name in FEATURES[group]}]
+    for name, matrix in (extra or {}).items():
+        cells = matrix.rename_axis(index="source", columns="target").stack(future_stack=True).rename(name)
+        pairs = pairs.join(cells, on=["source", "target"])
+        columns.append(name)
     targets = pd.get_dummies(pairs["target"], dtype=float)
     x = np.hstack([targets.to_numpy(), pairs[columns].to_numpy(float)])
     forecast = pd.Series(np.nan, index=pairs.index)

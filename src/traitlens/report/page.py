@@ -16,7 +16,7 @@ import plotly.io
 from plotly.offline import get_plotlyjs
 
 from traitlens import __version__
-from traitlens.analysis.export import FEATURES_FILE, export_items
+from traitlens.analysis.export import FEATURES_FILE, FORECASTS_FILE, export_items
 from traitlens.analysis.features import Features
 from traitlens.analysis.metrics import DESCRIPTIONS
 from traitlens.analysis.results import Results
@@ -27,7 +27,7 @@ from traitlens.report import figures
 
 SECTIONS = [("checks", "Read first"), ("glance", "Study"), ("matrix", "Transfer matrix"), ("traits", "Traits"),
             ("effects", "Side effects"), ("profiles", "Profiles"), ("explanation", "Why"),
-            ("recommendations", "Recommendations"), ("lengths", "Lengths"), ("confusion", "Confusion"),
+            ("recommendations", "Recommendations"), ("forecasts", "Forecasts"), ("lengths", "Lengths"), ("confusion", "Confusion"),
             ("provenance", "Provenance")]
 PROFILE_COLUMNS = ("size", "n_classes", "class_entropy_norm", "majority_share", "answer_tokens_mean",
                    "input_tokens_mean", "mtld", "readability", "digit_density", "question_rate",
@@ -48,6 +48,7 @@ class ReportInputs:
     examples: dict[str, str]  # target -> one rendered prompt
     base_identity: dict[str, Any]
     store: Path
+    forecasts: pd.DataFrame | None = None  # the study's stored forecast cells (`Store.forecasts`)
 
 
 NOT_COMPUTED = ("Not computed for this store yet: <code>traitlens explain STUDY.yaml</code> profiles the datasets and "
@@ -136,6 +137,7 @@ def build_report(inputs: ReportInputs, out: Path) -> Path:
         "asymmetry": [{**a, **{k: _num(a[k], True) for k in ("a_to_b", "b_to_a", "difference")},
                        "interval": f"[{_num(a['low'], True)}, {_num(a['high'], True)}]", "p": _p(a["p"])}
                       for a in analysis["asymmetry"]],
+        "forecasts": _forecasts(inputs.forecasts, delta),
         "length_figures": length_ids, "confusion_figures": confusion_ids,
         "figures": [(name, _script_json(figure)) for name, figure in figs.items()],
         "plotly_js": get_plotlyjs(),
@@ -148,8 +150,32 @@ def build_report(inputs: ReportInputs, out: Path) -> Path:
     intervals = score_intervals(results, study.analysis.bootstrap_samples, alpha, study.analysis.seed)
     folder = out.with_name(f"{out.stem}-data")
     _export(folder, raw, delta, uncertainty, intervals, loadings, scores, analysis, explained, features)
+    if inputs.forecasts is not None and not inputs.forecasts.empty:
+        inputs.forecasts.to_csv(folder / FORECASTS_FILE, index=False)
     export_items(results, folder)
     return out
+
+
+def _forecasts(stored: pd.DataFrame | None, delta: pd.DataFrame) -> list[dict[str, Any]]:
+    """One row per stored forecast (probe kind, budget) with its agreement with the measured
+    cells shown in this report (`forecast.quality`; no trait congruence here: the traits
+    section has the measured traits, and `benchmarks/forecast.py` compares them)."""
+    from traitlens.forecast.quality import forecast_quality
+
+    rows = []
+    for (probe, budget), cells in ([] if stored is None else stored.groupby(["probe", "budget"])):
+        grid = lambda column: cells.pivot(index="source", columns="target", values=column)
+        forecast, measured = grid("delta"), delta.reindex(index=grid("delta").index)
+        quality = forecast_quality(forecast, measured, 0, grid("low"), grid("high")) \
+            if measured.notna().sum().sum() > 2 else None
+        width = (cells["high"] - cells["delta"]).median()
+        rows.append({"probe": probe, "budget": f"{budget:g}", "spent": f"{cells['spent'].iloc[0]:.1%}",
+                     "cells": len(cells), "interval": "-" if pd.isna(width) else f"± {width:.3f}",
+                     "spearman": _num(quality.spearman) if quality else "-",
+                     "per_target": _num(quality.per_target["spearman"].median()) if quality else "-",
+                     "regret": _num(quality.regret) if quality else "-",
+                     "coverage": "-" if quality is None or quality.coverage is None else f"{quality.coverage:.0%}"})
+    return rows
 
 
 def _profiles(features: Features, sources: list[str], targets: list[str]) -> dict[str, Any]:

@@ -381,7 +381,8 @@ class Store:
         with self._connect() as conn:
             rows = conn.execute(f"SELECT study, probe, budget, source, target, delta, low, high, spent, measured "
                                 f"FROM forecasts {where} ORDER BY study, probe, budget, source, target", args).fetchall()
-        return pd.DataFrame(rows, columns=FORECAST_FIELDS)
+        numbers = {name: float for name in ("budget", "delta", "low", "high", "spent", "measured")}
+        return pd.DataFrame(rows, columns=FORECAST_FIELDS).astype(numbers)  # NULL reads as NaN
 
     def items(self, cell_key: str) -> list[dict[str, Any]]:
         with self._connect() as conn:
