@@ -18,6 +18,7 @@ from traitlens import Study
 from conftest import MORE_SOURCES, TINY_TRAIN
 from traitlens.analysis.features import FEATURES, Features
 from traitlens.config import load_study
+from traitlens.config.schema import Target
 from traitlens.data.load import prepare_study
 from traitlens.execution.plan import plan_study
 from traitlens.forecast.cost import TRAIN_PASSES, study_cost
@@ -349,3 +350,27 @@ targets:
     assert study.plan()["state"].eq("new").all()  # it trained and scored nothing of the study
     with pytest.raises(traitlens.TraitlensError, match="raise --budget"):
         study.forecast(budget=0.0001, probe="gradient")
+
+
+def test_recommend_fits_on_a_stored_forecast_before_the_study_is_run(tmp_path, tiny_model):
+    path = tmp_path / "study.yaml"
+    path.write_text(TINY_TRAIN.format(base=tiny_model).replace("targets:\n", MORE_SOURCES.replace("targets:\n", """\
+  - name: math
+    dataset: catalog:arithmetic
+    transforms: [{subsample: 16}]
+targets:
+""")))
+    study = traitlens.load(path)
+    new = Target(name="new", dataset="catalog:sentiment-tweets", kind="classification",
+                 labels=["negative", "positive"], abilities=["sentiment"])
+    with pytest.raises(traitlens.TraitlensError, match="no adapter cells and no forecast"):
+        study.recommend(target=new)
+    # A forecast as `Study.forecast` stores it (its values planted: tweets helps most).
+    cells = pd.DataFrame([{"source": s, "target": t, "delta": d, "low": np.nan, "high": np.nan, "measured": np.nan}
+                          for s, d in (("movie", 0.1), ("tweets", 0.5), ("math", -0.2)) for t in ("movie", "amazon")
+                          if (s, t) != ("movie", "movie")])
+    Store(study.config.store).put_forecast(study.name, "short", 0.2, 0.19, cells)
+    recommendation = study.recommend(target=new)
+    assert recommendation.forecast_cells == 5
+    assert set(recommendation.ranking["source"]) == {"movie", "tweets", "math"}
+    assert study.plan()["state"].eq("new").all()  # nothing was trained or scored

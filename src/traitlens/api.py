@@ -131,6 +131,7 @@ class Recommendation:
     by: str  # "target" or "source": which side the new dataset is on
     ranking: pd.DataFrame
     quality: pd.DataFrame
+    forecast_cells: int = 0  # cells of the fitted matrix that came from a stored forecast, not a measurement
 
 
 @dataclass
@@ -533,7 +534,9 @@ class Study:
         """Predicted transfer for a dataset that is not in the study, before training anything:
         give `target` (a YAML file with one target spec, or a `Target`) to rank the study's
         sources for it, or `source` to rank the targets it would help. Loads the base model
-        and an embedding model to profile every dataset.
+        and an embedding model to profile every dataset. The ranking is fitted on the measured
+        cells and, where a cell is not measured yet, on the stored short-probe forecast with the
+        largest budget (`forecast()`): a forecast study can recommend before it is run.
 
         Example:
             >>> rec = study.recommend(target="new-target.yaml")
@@ -548,9 +551,7 @@ class Study:
             raise TraitlensError("give exactly one of target (a target spec) or source (a source spec).")
         by, given, kind = ("target", target, Target) if target is not None else ("source", source, Source)
         spec = given if isinstance(given, kind) else load_spec(given, kind)
-        results = self.results()
-        if results.cells["source"].isna().all():
-            raise TraitlensError(f"no adapter cells yet: run `traitlens run {self._file}` first.")
+        matrix, forecast_cells = self._transfer_for_recommending()
         plan = self.planned()
         sources, targets = prepare_study(self.config)
         side = targets if by == "target" else sources
@@ -558,8 +559,28 @@ class Study:
             raise TraitlensError(f"{by} {spec.name!r} is already in the study; give the new one another name.")
         side[spec.name] = prepare(spec, f"{by} {spec.name}")
         features = study_features(plan.study, sources, targets, base_scorer(plan.study), extra=[spec])
-        ranking, quality = rank(features.pairs(results.matrix("delta")), spec.name, by)
-        return Recommendation(spec.name, by, ranking, quality)
+        ranking, quality = rank(features.pairs(matrix), spec.name, by)
+        return Recommendation(spec.name, by, ranking, quality, forecast_cells)
+
+    def _transfer_for_recommending(self) -> tuple[pd.DataFrame, int]:
+        """The measured delta matrix with its missing cells filled from the stored short-probe
+        forecast of the largest budget, and how many cells that filled."""
+        results = self.results() if self._store() is not None else None
+        measured = results.matrix("delta") if results is not None and results.cells["source"].notna().any() else None
+        stored = self.forecasts()
+        stored = stored[stored["probe"] == "short"]
+        if stored.empty:
+            if measured is None:
+                raise TraitlensError(f"no adapter cells and no forecast yet: run `traitlens run {self._file}` or "
+                                     f"`traitlens forecast {self._file}` first.")
+            return measured, 0
+        latest = stored[stored["budget"] == stored["budget"].max()]
+        forecast = latest.pivot(index="source", columns="target", values="delta").rename_axis(index=None, columns=None)
+        if measured is None:
+            return forecast, int(forecast.notna().sum().sum())
+        filled = measured.combine_first(forecast)
+        return filled, int((filled.notna() & measured.reindex_like(filled).isna()).sum().sum())
+
 
     def compare(self, a: str, b: str, target: str, metric: str | None = None) -> dict[str, Any]:
         """Whether B scores differently from A on `target` (B minus A), item by item: sources

@@ -341,6 +341,9 @@ def recommend(study_file: Path, target_file: Path | None, source_file: Path | No
     recommendation = _load(study_file).recommend(target=target_file, source=source_file)
     by, ranking, quality, name = recommendation.by, recommendation.ranking, recommendation.quality, recommendation.name
     other = "sources" if by == "target" else "targets"
+    if recommendation.forecast_cells:
+        console.print(f"{recommendation.forecast_cells} of the cells it was fitted on are forecasts "
+                      "(`traitlens forecast`), not measurements.")
     _print_frame(f"{other} ranked by predicted transfer {'to' if by == 'target' else 'from'} {name}",
                  ranking.set_index("source" if by == "target" else "target"))
     if quality.empty:
