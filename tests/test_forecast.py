@@ -40,7 +40,8 @@ class WordTokenizer:
         return {"input_ids": [1] * len(text.split())}
 
 
-def test_cost_counts_every_trained_and_scored_token(tmp_path):
+def _word_study(tmp_path):
+    """A two-seed study over 8 hand-countable rows: (config, its prepared sources and targets)."""
     rows = [{"input": f"w{i} w w", "answer": "pos"} for i in range(8)]
     for split, part in (("train", rows[:5]), ("test", rows[5:])):
         (tmp_path / "data").mkdir(exist_ok=True)
@@ -58,7 +59,11 @@ def test_cost_counts_every_trained_and_scored_token(tmp_path):
         training: {max_steps: 4, batch_size: 2, gradient_accumulation: 1, seeds: [0, 1]}
         """))
     study = load_study(tmp_path / "study.yaml")
-    sources, targets = prepare_study(study)
+    return (study, *prepare_study(study))
+
+
+def test_cost_counts_every_trained_and_scored_token(tmp_path):
+    study, sources, targets = _word_study(tmp_path)
     cost = study_cost(study, sources, targets, WordTokenizer())
     # An example is "Say / wN w w / Label:" (5 words) + "pos" + the end token: 7 tokens. Five
     # examples in steps of 2 make epochs of 2 + 2 + 1, so 4 steps see 2 + 2 + 1 + 2 = 7 examples.
@@ -70,6 +75,24 @@ def test_cost_counts_every_trained_and_scored_token(tmp_path):
     assert by_target["cost"].sum().to_dict() == {"label": 3 * 3 * 7, "say": 3 * 2 * 15}
     assert sorted(cost.evaluation["model"].unique()) == ["base", "words@0", "words@1"]
     assert cost.total == 2 * 3 * 49 + 63 + 90
+
+
+def test_probe_drops_the_learning_curve_only_when_the_budget_cannot_pay_for_it(tmp_path):
+    study, sources, targets = _word_study(tmp_path)
+    cost_of = lambda config: study_cost(config, sources, targets, WordTokenizer())
+    full = cost_of(study)
+    roomy = probe_study(study, 0.9, full, cost_of)
+    assert roomy.short is not None and roomy.long.training.seeds == [0]  # one seed: the forecast is of the mean
+    assert roomy.short.training.max_steps == roomy.long.training.max_steps // 2
+    assert roomy.tokens <= 0.9 * full.total
+    # Between the smallest single-length probe (1 step) and the smallest curve (2 and 1 steps).
+    single = probe_study(study, 0.9, full, cost_of).long.model_copy(update={
+        "training": study.training.model_copy(update={"max_steps": 1, "seeds": [0]})})
+    budget = (cost_of(single).total + 1) / full.total
+    tight = probe_study(study, budget, full, cost_of)
+    assert tight.short is None and tight.long.training.max_steps == 1 and tight.tokens <= budget * full.total
+    with pytest.raises(traitlens.TraitlensError, match="smallest probe"):
+        probe_study(study, (cost_of(single).total - 1) / full.total, full, cost_of)
 
 
 def test_cost_matches_what_training_actually_saw(report):
