@@ -24,6 +24,18 @@ The forecasts:
 - `combination`: short + gradient + hidden statistics in one leave-one-source-out ridge, at
   their summed spend.
 
+Where the study has two seeds, a reference row scores one seed's full matrix against the
+other's: the agreement that item and seed noise leave to any forecast of a single seed (the
+short probe trains one).
+
+Given two or more exports of studies with the same targets (a study and its copy on another
+base model), each study's forecasts are also checked against the other's, as a store holding
+both finished studies would use them:
+- `calibrated on <other>`: the probe's intervals, the conformal half-width of the other study's
+  errors (`forecast.calibrate.stored_width` does this from the store);
+- `combination fitted on <other>`: the combination's ridge fitted on all of the other study's
+  cells, no cell of this study seen.
+
 This benchmark measures accuracy, not speed: the figures are the same on any CPU; the machine
 is printed for the record.
 
@@ -35,47 +47,62 @@ from __future__ import annotations
 
 import argparse
 import platform
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 import traitlens
 from traitlens.analysis.export import FORECASTS_FILE
+from traitlens.analysis.features import FEATURES
 from traitlens.forecast.calibrate import conformal_width
 from traitlens.forecast.profiles import GROUPS, feature_forecast
 from traitlens.forecast.quality import forecast_quality
 from traitlens.models.device import bf16_native, cpu_name
 
 
-def score(export: Path) -> pd.DataFrame:
+def load(export: Path) -> dict:
+    """The export's results, measured delta matrix and stored probe matrices by (kind, budget)."""
     results = traitlens.load_items(export)
     if results.features is None:
         raise SystemExit(f"{export}: no features.json; rebuild the report after `traitlens explain`.")
     measured = results.matrix("delta").dropna(how="all")
-    n_traits = len(results.traits().names)
-    settings = results.settings
-    rows = []
+    stored = pd.read_csv(export / FORECASTS_FILE) if (export / FORECASTS_FILE).exists() else pd.DataFrame(
+        columns=["probe", "budget", "source", "target", "delta", "spent"])
+    probes = {(probe, budget): (cells.pivot(index="source", columns="target", values="delta").reindex_like(measured),
+                                float(cells["spent"].iloc[0]))
+              for (probe, budget), cells in stored.groupby(["probe", "budget"])}
+    return {"results": results, "measured": measured, "probes": probes, "n_traits": len(results.traits().names)}
 
-    def add(name: str, budget: float, spent: float, delta, low, high) -> None:
-        quality = forecast_quality(delta, measured, n_traits, low, high, settings.rotation, settings.standardize)
-        rows.append({"study": results.study, "forecast": name, "budget": budget, "spent": round(spent, 3),
-                     "spearman (all cells)": round(quality.spearman, 3),
-                     "spearman (median over targets)": round(float(quality.per_target["spearman"].median()), 3),
-                     "top-1 regret": round(quality.regret, 3),
-                     "trait congruence": " / ".join(f"{c:.2f}" for c in quality.congruence) or "-",
-                     "95% coverage": "-" if quality.coverage is None else round(quality.coverage, 3)})
+
+def _quality_row(study: dict, name: str, budget: float, spent: float, delta, low, high, measured=None) -> dict:
+    results, measured = study["results"], study["measured"] if measured is None else measured
+    settings = results.settings
+    quality = forecast_quality(delta, measured, study["n_traits"], low, high, settings.rotation, settings.standardize)
+    return {"study": results.study, "forecast": name, "budget": budget, "spent": round(spent, 3),
+            "spearman (all cells)": round(quality.spearman, 3),
+            "spearman (median over targets)": round(float(quality.per_target["spearman"].median()), 3),
+            "top-1 regret": round(quality.regret, 3),
+            "trait congruence": " / ".join(f"{c:.2f}" for c in quality.congruence) or "-",
+            "95% coverage": "-" if quality.coverage is None else round(quality.coverage, 3)}
+
+
+def score(study: dict) -> pd.DataFrame:
+    results, measured, probes = study["results"], study["measured"], study["probes"]
+    rows = []
+    add = lambda *row: rows.append(_quality_row(study, *row))
 
     for name, groups in [(group, (group,)) for group in GROUPS] + [("all features", GROUPS)]:
         forecast = feature_forecast(results.features, measured, groups)
         add(name, 0.0, 0.0, forecast.delta, forecast.low, forecast.high)
 
-    stored = pd.read_csv(export / FORECASTS_FILE) if (export / FORECASTS_FILE).exists() else pd.DataFrame(
-        columns=["probe", "budget", "source", "target", "delta", "spent"])
-    probes = {}
-    for (probe, budget), cells in stored.groupby(["probe", "budget"]):
-        matrix = cells.pivot(index="source", columns="target", values="delta").reindex_like(measured)
-        spent = float(cells["spent"].iloc[0])
-        probes[(probe, budget)] = (matrix, spent)
+    seeds = sorted(results.cells["seed"].dropna().unique())
+    if len(seeds) >= 2:  # the reference: how well one fully trained seed predicts another
+        base = results.cells["source"].isna()
+        one = lambda seed: replace(results, cells=results.cells[base | (results.cells["seed"] == seed)]).matrix("delta")
+        rows.append(_quality_row(study, f"seed {seeds[1]:g} vs seed {seeds[0]:g} (reference)", 1.0, 1.0, one(seeds[1]),
+                                 None, None, measured=one(seeds[0])))
+    for (probe, budget), (matrix, spent) in probes.items():
         low, high = _loso_intervals(matrix, measured)
         add(probe, budget, spent, matrix, low, high)
         fitted = feature_forecast(results.features, measured, (), extra={probe: matrix})
@@ -87,6 +114,55 @@ def score(export: Path) -> pd.DataFrame:
                                         extra={"short": short, "gradient": gradient})
             add("combination", budget, a + b, combined.delta, combined.low, combined.high)
     return pd.DataFrame(rows)
+
+
+def across(study: dict, other: dict) -> pd.DataFrame:
+    """`study`'s probe forecasts with intervals calibrated on `other`'s errors, and the
+    combination fitted on `other`'s cells alone (see the module docstring)."""
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rows, name = [], other["results"].study
+    for (probe, budget), (matrix, spent) in study["probes"].items():
+        if (probe, budget) not in other["probes"]:
+            continue
+        errors = (other["probes"][(probe, budget)][0] - other["measured"]).abs().to_numpy().ravel()
+        width = conformal_width(errors)
+        if width is not None:
+            rows.append(_quality_row(study, f"{probe} calibrated on {name}", budget, spent, matrix, matrix - width,
+                                     matrix + width))
+    for budget in sorted({b for _, b in study["probes"]}):
+        kinds = [("short", budget), ("gradient", budget)]
+        if not all(k in study["probes"] and k in other["probes"] for k in kinds):
+            continue
+        tables = [_pairs(s, kinds) for s in (other, study)]
+        columns = [c for c in tables[0].columns if c not in ("source", "target", "delta")]
+        train = tables[0].dropna(subset=["delta"])
+        model = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(train[columns].fillna(0), train["delta"])
+        test = tables[1]
+        fitted = test.assign(forecast=model.predict(test[columns].fillna(0)))
+        forecast = fitted.pivot(index="source", columns="target", values="forecast").reindex_like(study["measured"])
+        # Held-out errors on the other study (each of its sources left out) calibrate the interval.
+        held = cross_val_predict(model, train[columns].fillna(0), train["delta"], groups=train["source"],
+                                 cv=LeaveOneGroupOut())
+        width = conformal_width(held - train["delta"])
+        low, high = (forecast - width, forecast + width) if width is not None else (None, None)
+        rows.append(_quality_row(study, f"combination fitted on {name}", budget,
+                                 sum(study["probes"][k][1] for k in kinds), forecast, low, high))
+    return pd.DataFrame(rows)
+
+
+def _pairs(study: dict, kinds) -> pd.DataFrame:
+    """One row per measured-or-forecast cell: target indicators, the probes, hidden statistics."""
+    pairs = study["results"].features.pairs(study["measured"])
+    hidden = [c for c in pairs.columns if ":" in c and c.split(":", 1)[1] in FEATURES["hidden"]]
+    table = pairs[["source", "target", "delta", *hidden]]
+    for probe, budget in kinds:
+        cells = study["probes"][(probe, budget)][0].rename_axis(index="source", columns="target")
+        table = table.join(cells.stack(future_stack=True).rename(probe), on=["source", "target"])
+    return pd.concat([table, pd.get_dummies(table["target"], prefix="target", dtype=float)], axis=1)
 
 
 def _loso_intervals(forecast: pd.DataFrame, measured: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -103,7 +179,10 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {cpu_name()}, bfloat16 native: {bf16_native('cpu')}; Python {platform.python_version()} "
           "(accuracy figures: the same on any CPU)")
-    table = pd.concat([score(export) for export in args.exports], ignore_index=True)
+    studies = [load(export) for export in args.exports]
+    tables = [score(study) for study in studies]
+    tables += [across(study, other) for study in studies for other in studies if other is not study]
+    table = pd.concat(tables, ignore_index=True)
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(table.to_string(index=False))
 
