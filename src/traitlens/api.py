@@ -158,6 +158,7 @@ class ProbeForecast:
     study: Study | None = None
     last: pd.DataFrame | None = None
     results: Results | None = None
+    short: Study | None = None  # the short probe's half-length study; None where the budget paid for one length
 
 
 class Study:
@@ -319,7 +320,7 @@ class Study:
                                 planned.long.training.max_steps, int(full.training["steps"].min()))
         none = pd.DataFrame(float("nan"), index=delta.index, columns=delta.columns)
         return ProbeForecast("short", planned.tokens / full.total, planned.tokens, full.total, delta, none, none.copy(),
-                             long, last, results)
+                             long, last, results, runs[planned.short.name][0] if planned.short else None)
 
     def _gradient_forecast(self, budget: float, full: StudyCost) -> ProbeForecast:
         from traitlens.analysis.results import study_diagonal

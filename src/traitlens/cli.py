@@ -435,10 +435,12 @@ def forecast(study_file: Path, budget: float, probe: str) -> None:
     spent = f"spent {result.tokens:,} of {result.full_tokens:,} forward tokens ({result.spent:.1%})."
     if probe == "short":
         long = result.study.config
-        steps = f"{long.training.max_steps}" + (f" and {long.training.max_steps // 2}" if long.training.max_steps > 1 else "")
+        steps = f"{long.training.max_steps}" + (f" and {result.short.config.training.max_steps}" if result.short else "")
         console.print(f"probe {result.study.name}: {steps} step(s) per adapter, "
                       + ", ".join(f"{t.name} {t.limit}" for t in long.targets) + " items; " + spent)
-        _print_frame("forecast: delta vs base, extrapolated to the full step count", result.delta)
+        _print_frame("forecast: delta vs base, extrapolated to the full step count" if result.short else
+                     "forecast: delta vs base after the probe's steps (the budget paid for one length, no curve)",
+                     result.delta)
     else:
         console.print(f"gradient probe: {spent}")
         _print_frame("forecast: gradient affinity (cosine; ranks the sources for each target)", result.delta)

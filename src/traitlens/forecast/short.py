@@ -3,7 +3,8 @@ and every target scored on a fraction of its items, within a budget counted by `
 
 It trains one seed (the study's first: the forecast is of the seed mean, and a second seed
 would double the evaluation) at two lengths, `long` (the most steps the budget allows) and
-`short` (half of them), and scores both on the same items. The forecast extrapolates each cell
+`short` (half of them), and scores both on the same items; what the budget leaves after that
+buys more items. The forecast extrapolates each cell
 along a learning curve through the two, linear in log(steps), to the full study's step count
 (`extrapolate`). Where the budget cannot pay for both lengths with MIN_ITEMS items per target,
 only `long` runs and the forecast is its deltas.
@@ -58,13 +59,29 @@ def probe_study(study: Study, budget: float, full: StudyCost, cost_of: Callable[
             short = _half(long) if curve and long.training.max_steps >= 2 else None
             tokens = cost_of(long).total + (_without_base(cost_of(short)) if short else 0)
             if tokens <= budget * full.total and (short or not curve):
-                return Probe(long, short, tokens)
+                return _more_items(Probe(long, short, tokens), items, budget * full.total, cost_of)
             if long.training.max_steps <= (2 if curve else 1) and all(t.limit <= MIN_ITEMS for t in long.targets):
                 break  # the smallest probe of this kind is over budget
             fraction *= 0.9
     raise TraitlensError(
         f"a budget of {budget} is {budget * full.total:,.0f} tokens, less than the smallest probe "
         f"(1 step per adapter, {MIN_ITEMS} items per target: {tokens:,} tokens); raise --budget.")
+
+
+def _more_items(probe: Probe, items, limit: float, cost_of: Callable[[Study], StudyCost]) -> Probe:
+    """Spend what the budget has left on items, a tenth more per target at a time: a probe's
+    deltas are mostly item noise, and its steps are already as many as the budget's share."""
+    while True:
+        targets = [t.model_copy(update={"limit": min(int(items[t.name]), math.ceil(1.1 * t.limit))})
+                   for t in probe.long.targets]
+        if [t.limit for t in targets] == [t.limit for t in probe.long.targets]:
+            return probe  # every target at the full study's items
+        long = probe.long.model_copy(update={"targets": targets})
+        short = probe.short.model_copy(update={"targets": targets}) if probe.short else None
+        tokens = cost_of(long).total + (_without_base(cost_of(short)) if short else 0)
+        if tokens > limit:
+            return probe
+        probe = Probe(long, short, tokens)
 
 
 def extrapolate(short: pd.DataFrame, long: pd.DataFrame, short_steps: int, long_steps: int,
