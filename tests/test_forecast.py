@@ -219,6 +219,12 @@ def test_short_training_probe_keeps_to_its_budget_and_never_touches_measured_cel
     counts = [study._cost_counter()(c) for c in (config, half)]
     base = counts[1].evaluation.query("model == 'base'")["cost"].sum()
     assert probe.tokens == counts[0].total + counts[1].total - base
+    # What the budget left bought items: a tenth more per target would not have fitted.
+    grow = lambda c: c.model_copy(update={"targets": [t.model_copy(update={"limit": min(40, -(-11 * t.limit // 10))})
+                                                      for t in c.targets]})
+    more = [study._cost_counter()(grow(c)) for c in (config, half)]
+    assert more[0].total + more[1].total - more[1].evaluation.query("model == 'base'")["cost"].sum() \
+        > 0.5 * probe.full_tokens
     assert probe.delta.shape == (2, 2) and probe.delta.notna().sum().sum() == 3  # movie on movie is masked
     probe_keys = set(probe.study.plan()["key"]) | set(Study(half).plan()["key"])
     assert not full_keys & probe_keys  # its own jobs, under their own keys
