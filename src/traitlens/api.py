@@ -266,9 +266,10 @@ class Study:
         study's compute (`cost()`), stored beside the cells (`forecasts()`) with intervals when
         finished studies in the store calibrate them (`forecast.calibrate`).
 
-        - `probe="short"` (`forecast.short`): every adapter trained for a fraction of its steps
-          (and for half of that), every target scored on a fraction of its items, each cell
-          extrapolated along its learning curve to the full step count. The probe studies run
+        - `probe="short"` (`forecast.short`): one seed of every adapter trained for a fraction
+          of its steps (and, where the budget pays for it, for half of that), every target
+          scored on a fraction of its items, each cell extrapolated along its learning curve to
+          the full step count. The probe studies run
           like any study (resumable), into this store under their own keys, so they never
           replace a measured cell. `make_scorer`: as in `run`.
         - `probe="gradient"` (`forecast.gradient`): the cosine of each source's and each
