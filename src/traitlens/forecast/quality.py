@@ -26,7 +26,7 @@ class ForecastQuality:
     spearman: float  # over every cell both matrices have
     per_target: pd.DataFrame  # target, spearman, regret
     congruence: pd.Series  # per measured trait: Tucker congruence of its matched forecast trait
-    coverage: float | None  # share of measured cells inside [low, high]; None without intervals
+    coverage: float | None  # share of measured cells inside [low, high] where it has them; None without any
 
     @property
     def regret(self) -> float:
@@ -62,5 +62,6 @@ def forecast_quality(forecast: pd.DataFrame, measured: pd.DataFrame, n_traits: i
     if low is not None and high is not None:
         low, high = low.reindex_like(measured), high.reindex_like(measured)
         inside = ((low <= measured) & (measured <= high)).to_numpy()
-        coverage = float(inside[cells].mean())
+        bounded = cells & (low.notna() & high.notna()).to_numpy()  # too few errors calibrate no interval
+        coverage = float(inside[bounded].mean()) if bounded.any() else None
     return ForecastQuality(float(spearman), pd.DataFrame(rows), congruence, coverage)
