@@ -33,7 +33,7 @@ MIN_ITEMS = 16  # below this a target's delta is mostly item noise
 
 @dataclass(frozen=True)
 class Probe:
-    """The two probe studies (`short` is None when `long` trains one step: no curve) and their
+    """The two probe studies (`short` is None when the budget pays for one length: no curve) and their
     cost in forward tokens, the base model's evaluation counted once: both score the same items,
     so the base cells have the same keys and are run once."""
 
