@@ -269,9 +269,8 @@ class Study:
         - `probe="short"` (`forecast.short`): one seed of every adapter trained for a fraction
           of its steps (and, where the budget pays for it, for half of that), every target
           scored on a fraction of its items, each cell extrapolated along its learning curve to
-          the full step count. The probe studies run
-          like any study (resumable), into this store under their own keys, so they never
-          replace a measured cell. `make_scorer`: as in `run`.
+          the full step count. The probe studies run like any study (resumable), into this
+          store under their own keys, so they never replace a measured cell. `make_scorer`: as in `run`.
         - `probe="gradient"` (`forecast.gradient`): the cosine of each source's and each
           target's LoRA gradient on a fresh adapter; no training. An affinity score, not a delta.
 

@@ -11,8 +11,8 @@ A fresh adapter's B matrices are zero, so only B receives gradient: the full wei
 seen through the random A, which keeps cosines approximately (a random projection).
 
 The affinity is a score, not a delta: within a target it ranks the sources, and the traits
-(which standardise each target) are fitted from it; deltas come from a combination fitted on
-measured cells (`forecast.combine`).
+(which standardise each target) are fitted from it; deltas come from a ridge fitted on
+measured cells (`forecast.profiles.feature_forecast(extra=...)`).
 
 Cost, in `forecast.cost`'s units: every token of every example used, forward and backward
 (TRAIN_PASSES per token). The samples grow together, up to MAX_EXAMPLES per dataset, until the
@@ -20,8 +20,6 @@ next one would pass the budget.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -37,16 +35,6 @@ from traitlens.train.encode import Encoded, encode_example, encode_table
 MAX_EXAMPLES = 64  # per dataset: past this the cosine moves little and the cost keeps growing
 MIN_EXAMPLES = 2
 MICRO_BATCH = 8
-
-
-@dataclass(frozen=True)
-class GradientProbe:
-    """`affinity`: sources x targets gradient cosines (NaN on a masked diagonal); `examples`
-    per dataset; `tokens`: its cost in forward-token units."""
-
-    affinity: pd.DataFrame
-    examples: int
-    tokens: int
 
 
 def gradient_encodings(study: Study, sources: dict[str, pd.DataFrame], targets: dict[str, pd.DataFrame],
@@ -84,6 +72,7 @@ def gradient_affinity(study: Study, encoded_sources: dict[str, list[Encoded]],
     from peft import LoraConfig, get_peft_model
 
     from traitlens.models.load import load_base
+    from traitlens.train.loop import _loss_logits
 
     torch.manual_seed(study.training.seeds[0])
     model, tokenizer = load_base(study.base, "float32")
@@ -95,8 +84,6 @@ def gradient_affinity(study: Study, encoded_sources: dict[str, list[Encoded]],
     lm = peft_model.get_base_model()
 
     def gradient(batch: list[Encoded]) -> np.ndarray:
-        from traitlens.train.loop import _loss_logits
-
         peft_model.zero_grad(set_to_none=True)
         loss_tokens = max(1, sum(e.loss_tokens for e in batch))
         for start in range(0, len(batch), MICRO_BATCH):
