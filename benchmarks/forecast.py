@@ -28,13 +28,12 @@ Where the study has two seeds, a reference row scores one seed's full matrix aga
 other's: the agreement that item and seed noise leave to any forecast of a single seed (the
 short probe trains one).
 
-Given two or more exports of studies with the same targets (a study and its copy on another
-base model), each study's forecasts are also checked against the other's, as a store holding
-both finished studies would use them:
+Given two or more exports, each study's forecasts are also checked against the others', as a
+store holding those finished studies would use them:
 - `calibrated on <other>`: the probe's intervals, the conformal half-width of the other study's
   errors (`forecast.calibrate.stored_width` does this from the store);
-- `combination fitted on <other>`: the combination's ridge fitted on all of the other study's
-  cells, no cell of this study seen.
+- `combination (...) learned on <others>`: `traitlens forecast --probe combined`, the ridge of
+  `forecast.combine` fitted on the other studies' cells alone, no cell of this study seen.
 
 This benchmark measures accuracy, not speed: the figures are the same on any CPU; the machine
 is printed for the record.
@@ -54,8 +53,8 @@ import pandas as pd
 
 import traitlens
 from traitlens.analysis.export import FORECASTS_FILE
-from traitlens.analysis.features import FEATURES
 from traitlens.forecast.calibrate import conformal_width
+from traitlens.forecast.combine import COMPONENTS, cell_table, combine
 from traitlens.forecast.profiles import GROUPS, feature_forecast
 from traitlens.forecast.quality import forecast_quality
 from traitlens.models.device import bf16_native, cpu_name
@@ -117,13 +116,7 @@ def score(study: dict) -> pd.DataFrame:
 
 
 def across(study: dict, other: dict) -> pd.DataFrame:
-    """`study`'s probe forecasts with intervals calibrated on `other`'s errors, and the
-    combination fitted on `other`'s cells alone (see the module docstring)."""
-    from sklearn.linear_model import Ridge
-    from sklearn.model_selection import LeaveOneGroupOut, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
+    """`study`'s probe forecasts with intervals calibrated on `other`'s errors."""
     rows, name = [], other["results"].study
     for (probe, budget), (matrix, spent) in study["probes"].items():
         if (probe, budget) not in other["probes"]:
@@ -133,36 +126,29 @@ def across(study: dict, other: dict) -> pd.DataFrame:
         if width is not None:
             rows.append(_quality_row(study, f"{probe} calibrated on {name}", budget, spent, matrix, matrix - width,
                                      matrix + width))
-    for budget in sorted({b for _, b in study["probes"]}):
-        kinds = [("short", budget), ("gradient", budget)]
-        if not all(k in study["probes"] and k in other["probes"] for k in kinds):
-            continue
-        tables = [_pairs(s, kinds) for s in (other, study)]
-        columns = [c for c in tables[0].columns if c not in ("source", "target", "delta")]
-        train = tables[0].dropna(subset=["delta"])
-        model = make_pipeline(StandardScaler(), Ridge(alpha=1.0)).fit(train[columns].fillna(0), train["delta"])
-        test = tables[1]
-        fitted = test.assign(forecast=model.predict(test[columns].fillna(0)))
-        forecast = fitted.pivot(index="source", columns="target", values="forecast").reindex_like(study["measured"])
-        # Held-out errors on the other study (each of its sources left out) calibrate the interval.
-        held = cross_val_predict(model, train[columns].fillna(0), train["delta"], groups=train["source"],
-                                 cv=LeaveOneGroupOut())
-        width = conformal_width(held - train["delta"])
-        low, high = (forecast - width, forecast + width) if width is not None else (None, None)
-        rows.append(_quality_row(study, f"combination fitted on {name}", budget,
-                                 sum(study["probes"][k][1] for k in kinds), forecast, low, high))
     return pd.DataFrame(rows)
 
 
-def _pairs(study: dict, kinds) -> pd.DataFrame:
-    """One row per measured-or-forecast cell: target indicators, the probes, hidden statistics."""
-    pairs = study["results"].features.pairs(study["measured"])
-    hidden = [c for c in pairs.columns if ":" in c and c.split(":", 1)[1] in FEATURES["hidden"]]
-    table = pairs[["source", "target", "delta", *hidden]]
-    for probe, budget in kinds:
-        cells = study["probes"][(probe, budget)][0].rename_axis(index="source", columns="target")
-        table = table.join(cells.stack(future_stack=True).rename(probe), on=["source", "target"])
-    return pd.concat([table, pd.get_dummies(table["target"], prefix="target", dtype=float)], axis=1)
+def learned(study: dict, others: list[dict]) -> pd.DataFrame:
+    """The combination as `traitlens forecast --probe combined` makes it (`forecast.combine`):
+    per budget, `study`'s probes at that budget that other studies share, with the hidden
+    statistics, by a ridge fitted on those studies' cells alone."""
+    rows = []
+    for budget in sorted({b for _, b in study["probes"]}):
+        kinds = [(probe, budget) for probe in COMPONENTS
+                 if (probe, budget) in study["probes"] and any((probe, budget) in o["probes"] for o in others)]
+        teachers = [o for o in others if kinds and all(k in o["probes"] for k in kinds)]
+        if not teachers:
+            continue
+        table = lambda s, measured: cell_table({p: s["probes"][(p, b)][0] for p, b in kinds}, s["results"].features,
+                                               measured)
+        forecast = combine({o["results"].study: table(o, o["measured"]) for o in teachers}, table(study, None))
+        grid = lambda frame: frame.reindex_like(study["measured"])
+        rows.append(_quality_row(
+            study, f"combination ({' + '.join(p for p, _ in kinds)} + hidden) learned on "
+                   + ", ".join(o["results"].study for o in teachers), budget,
+            sum(study["probes"][k][1] for k in kinds), grid(forecast.delta), grid(forecast.low), grid(forecast.high)))
+    return pd.DataFrame(rows)
 
 
 def _loso_intervals(forecast: pd.DataFrame, measured: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -182,6 +168,7 @@ def main() -> None:
     studies = [load(export) for export in args.exports]
     tables = [score(study) for study in studies]
     tables += [across(study, other) for study in studies for other in studies if other is not study]
+    tables += [learned(study, [other for other in studies if other is not study]) for study in studies]
     table = pd.concat(tables, ignore_index=True)
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(table.to_string(index=False))

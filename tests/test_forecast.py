@@ -403,3 +403,95 @@ targets:
     assert recommendation.forecast_cells == 5
     assert set(recommendation.ranking["source"]) == {"movie", "tweets", "math"}
     assert study.plan()["state"].eq("new").all()  # nothing was trained or scored
+
+
+def _planted_cells(seed: int, targets: list[str], n_sources: int = 10):
+    """A study whose delta is its target's level plus 0.1 x the gradient probe's deviation
+    from its target's mean plus 0.05 x label overlap (small noise); the short probe is the
+    delta plus large noise. Returns the probes, the features (hidden statistics) and the delta."""
+    rng = np.random.default_rng(seed)
+    sources = [f"s{seed}-{i}" for i in range(n_sources)]
+    index = pd.MultiIndex.from_product([sources, targets], names=["source", "target"])
+    gradient = pd.Series(rng.normal(size=len(index)), index=index)
+    hidden = pd.DataFrame(rng.normal(size=(len(index), len(FEATURES["hidden"]))), index=index,
+                          columns=FEATURES["hidden"])
+    level = pd.Series(rng.normal(size=len(targets)), index=targets)
+    centred = gradient - gradient.groupby(level="target").transform("mean")
+    delta = (level.reindex(index.get_level_values("target")).to_numpy() + 0.1 * centred
+             + 0.05 * hidden["label_overlap"] + 0.01 * rng.normal(size=len(index)))
+    short = delta + 0.3 * rng.normal(size=len(index))
+    features = Features(pd.DataFrame(index=sources), pd.DataFrame(index=targets), {"hidden": hidden}, {})
+    grid = lambda series: series.unstack("target")
+    return {"gradient": grid(gradient), "short": grid(short)}, features, grid(delta)
+
+
+def test_combination_learned_on_finished_studies_recovers_a_planted_transfer_on_new_targets():
+    from traitlens.forecast.combine import cell_table, combine
+
+    finished = {}
+    for seed in range(3):  # finished studies: their own sources and targets, measured
+        probes, features, delta = _planted_cells(seed, [f"t{seed}-{j}" for j in range(4)])
+        finished[f"study{seed}"] = cell_table(probes, features, delta)
+    probes, features, delta = _planted_cells(9, ["new-a", "new-b", "new-c"])
+    new = cell_table(probes, features)  # the new study: probes only
+    assert new["delta"].isna().all()
+    forecast = combine(finished, new)
+    quality = forecast_quality(forecast.delta, delta, 1, forecast.low, forecast.high)
+    # Targets it never saw: within each, the sources in the planted order. Across targets the
+    # level is the short probe's, which is noisy, so intervals are wide but honest.
+    assert quality.per_target["spearman"].min() > 0.8, quality
+    assert quality.coverage >= 0.85
+    alone = forecast_quality(probes["short"], delta, 1)
+    assert quality.per_target["spearman"].median() > alone.per_target["spearman"].median() + 0.2
+
+
+def test_combination_picks_stored_probes_within_budget_that_finished_studies_share():
+    from traitlens.forecast.combine import components
+
+    row = lambda study, probe, budget, spent, measured: {
+        "study": study, "probe": probe, "budget": budget, "source": "s", "target": "t", "delta": 0.1,
+        "low": np.nan, "high": np.nan, "spent": spent, "measured": measured}
+    stored = pd.DataFrame([
+        row("done", "gradient", 0.05, 0.05, 0.2), row("done", "gradient", 0.2, 0.2, 0.2),
+        row("done", "short", 0.2, 0.19, 0.2), row("done", "short", 0.1, 0.1, 0.2),
+        row("unfinished", "short", 0.3, 0.3, np.nan),  # not measured: teaches nothing
+        row("new", "gradient", 0.05, 0.049, np.nan), row("new", "gradient", 0.2, 0.199, np.nan),
+        row("new", "short", 0.2, 0.193, np.nan), row("new", "short", 0.1, 0.098, np.nan),
+        row("new", "short", 0.3, 0.29, np.nan)])
+    # Both kinds, then the most spend; short 0.3 is no finished study's, so it is never read.
+    assert components(stored, "new", 0.3) == [("gradient", 0.2, 0.199), ("short", 0.1, 0.098)]
+    assert components(stored, "new", 0.25) == [("gradient", 0.05, 0.049), ("short", 0.2, 0.193)]
+    assert components(stored, "new", 0.15) == [("gradient", 0.05, 0.049), ("short", 0.1, 0.098)]
+    assert components(stored, "new", 0.195) == [("gradient", 0.05, 0.049), ("short", 0.1, 0.098)]
+    assert components(stored, "new", 0.06) == [("gradient", 0.05, 0.049)]
+    with pytest.raises(traitlens.TraitlensError, match="within --budget 0.01"):
+        components(stored, "new", 0.01)
+    with pytest.raises(traitlens.TraitlensError, match="this study's: none"):
+        components(stored, "other", 0.5)
+
+
+def test_forecast_combined_reads_stored_probes_and_a_finished_study_in_the_same_store(tmp_path, tiny_model):
+    path = tmp_path / "study.yaml"
+    path.write_text(TINY_TRAIN.format(base=tiny_model).replace("targets:\n", MORE_SOURCES))
+    study = traitlens.load(path)
+    store = Store(study.config.store)
+    # A finished study in the same store, forecast by the gradient probe at 0.1, its cells
+    # measured since: delta = 0.5 x affinity, so the ridge learns that slope.
+    rng = np.random.default_rng(0)
+    done = pd.DataFrame([{"source": f"d{i}", "target": t, "delta": a, "low": np.nan, "high": np.nan,
+                          "measured": 0.5 * a} for i in range(8) for t, a in (("x", rng.normal()), ("y", rng.normal()))])
+    store.put_forecast("done", "gradient", 0.1, 0.1, done)
+    mine = pd.DataFrame([{"source": s, "target": t, "delta": a, "low": np.nan, "high": np.nan, "measured": np.nan}
+                         for s, t, a in (("movie", "amazon", 0.4), ("tweets", "movie", -0.2), ("tweets", "amazon", 0.2))])
+    store.put_forecast(study.name, "gradient", 0.1, 0.099, mine)
+    result = study.forecast(budget=0.2, probe="combined")
+    assert result.components == (("gradient", 0.1, 0.099),) and result.learned_on == ("done",)
+    assert result.spent == pytest.approx(0.099) and result.tokens == round(0.099 * result.full_tokens)
+    # Deviations from each target's mean carry the slope: tweets beats movie on amazon by 0.1.
+    gap = result.delta.at["movie", "amazon"] - result.delta.at["tweets", "amazon"]
+    assert gap == pytest.approx(0.5 * 0.2, abs=0.03)
+    stored = study.forecasts()
+    assert set(stored["probe"]) == {"gradient", "combined"}  # the parts stay, the combination beside them
+    matrix, filled = study._transfer_for_recommending()  # recommend reads the combination, in delta units
+    assert filled == 3 and matrix.at["movie", "amazon"] == pytest.approx(result.delta.at["movie", "amazon"])
+    assert study.plan()["state"].eq("new").all()  # nothing was trained or scored

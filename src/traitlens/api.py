@@ -32,7 +32,8 @@ from traitlens.errors import TraitlensError
 from traitlens.progress import working
 from traitlens.store.db import FORECAST_FIELDS
 
-PROBES = ("short", "gradient")  # `Study.forecast`'s probe kinds
+PROBES = ("short", "gradient", "combined")  # `Study.forecast`'s probe kinds
+DELTA_PROBES = ("short", "combined")  # those whose forecast is in delta units (gradient's is a cosine)
 
 if TYPE_CHECKING:
     from traitlens.analysis.analyze import TraitAnalysis
@@ -142,6 +143,8 @@ class ProbeForecast:
     them). The short probe's `delta` is extrapolated to the full step count; `study`, `last`
     and `results` are its longer probe study, that study's own deltas and its results. The
     gradient probe's `delta` is an affinity score (a cosine), which ranks sources per target.
+    The combination's `delta` is in delta units, read from its `components` by a ridge fitted
+    on the finished studies it was `learned_on`, which also set its intervals.
 
     Example:
         >>> probe = study.forecast(budget=0.2)
@@ -159,6 +162,8 @@ class ProbeForecast:
     last: pd.DataFrame | None = None
     results: Results | None = None
     short: Study | None = None  # the short probe's half-length study; None where the budget paid for one length
+    components: tuple[tuple[str, float, float], ...] = ()  # the combination's stored probes: (probe, budget, spent)
+    learned_on: tuple[str, ...] = ()  # the finished studies the combination was fitted on
 
 
 class Study:
@@ -273,6 +278,10 @@ class Study:
           store under their own keys, so they never replace a measured cell. `make_scorer`: as in `run`.
         - `probe="gradient"` (`forecast.gradient`): the cosine of each source's and each
           target's LoRA gradient on a fresh adapter; no training. An affinity score, not a delta.
+        - `probe="combined"` (`forecast.combine`): this study's stored short and gradient
+          forecasts (as many kinds as `budget` holds; run them first) and its pairs' hidden
+          statistics, in delta units by a ridge learned on the finished studies in the store that
+          were forecast by the same probes. It spends nothing more: `spent` is its parts'.
 
         Example:
             >>> probe = study.forecast(budget=0.1)
@@ -284,14 +293,15 @@ class Study:
             raise TraitlensError(f"probe {probe!r} is not one of {', '.join(PROBES)}.")
         cost_of = self._cost_counter()
         full = cost_of(self.config)
-        if probe == "short":
-            result = self._short_forecast(budget, full, cost_of, make_scorer)
+        if probe == "combined":
+            result = self._combined_forecast(budget, full)  # with its own intervals
         else:
-            result = self._gradient_forecast(budget, full)
+            result = (self._short_forecast(budget, full, cost_of, make_scorer) if probe == "short"
+                      else self._gradient_forecast(budget, full))
+            width = stored_width(self._store(create=True).forecasts(), probe, budget, self.name)
+            if width is not None:
+                result.low, result.high = result.delta - width, result.delta + width
         store = self._store(create=True)
-        width = stored_width(store.forecasts(), probe, budget, self.name)
-        if width is not None:
-            result.low, result.high = result.delta - width, result.delta + width
         cells = pd.concat({column: frame.rename_axis(index="source", columns="target").stack(future_stack=True)
                            for column, frame in (("delta", result.delta), ("low", result.low), ("high", result.high))},
                           axis=1).reset_index().dropna(subset=["delta"]).assign(measured=float("nan"))
@@ -337,6 +347,24 @@ class Study:
             affinity = gradient_affinity(self.config, *encoded, examples, diagonal)
         none = pd.DataFrame(float("nan"), index=affinity.index, columns=affinity.columns)
         return ProbeForecast("gradient", tokens / full.total, tokens, full.total, affinity, none, none.copy())
+
+    def _combined_forecast(self, budget: float, full: StudyCost) -> ProbeForecast:
+        from traitlens.analysis.features import Features
+        from traitlens.forecast.combine import combine, components, stored_table
+
+        store = self._store()
+        stored = store.forecasts() if store is not None else pd.DataFrame(columns=FORECAST_FIELDS)
+        chosen = components(stored, self.name, budget)
+        finished = {}
+        for name in stored.loc[stored["measured"].notna() & (stored["study"] != self.name), "study"].unique():
+            features = store.analysis(name, "features")
+            table = stored_table(stored, name, chosen, Features.from_json(features[1]) if features else None)
+            if table is not None and table["delta"].notna().any():
+                finished[name] = table
+        forecast = combine(finished, stored_table(stored, self.name, chosen, self.features()))
+        spent = sum(s for *_, s in chosen)
+        return ProbeForecast("combined", spent, round(spent * full.total), full.total, forecast.delta, forecast.low,
+                             forecast.high, components=tuple(chosen), learned_on=tuple(finished))
 
     def _measured(self) -> pd.DataFrame | None:
         """The full study's delta matrix once every job is done, else None."""
@@ -536,8 +564,9 @@ class Study:
         give `target` (a YAML file with one target spec, or a `Target`) to rank the study's
         sources for it, or `source` to rank the targets it would help. Loads the base model
         and an embedding model to profile every dataset. The ranking is fitted on the measured
-        cells and, where a cell is not measured yet, on the stored short-probe forecast with the
-        largest budget (`forecast()`): a forecast study can recommend before it is run.
+        cells and, where a cell is not measured yet, on the stored forecast in delta units (short
+        or combined) with the largest budget (`forecast()`): a forecast study can recommend
+        before it is run.
 
         Example:
             >>> rec = study.recommend(target="new-target.yaml")
@@ -564,18 +593,20 @@ class Study:
         return Recommendation(spec.name, by, ranking, quality, forecast_cells)
 
     def _transfer_for_recommending(self) -> tuple[pd.DataFrame, int]:
-        """The measured delta matrix with its missing cells filled from the stored short-probe
-        forecast of the largest budget, and how many cells that filled."""
+        """The measured delta matrix with its missing cells filled from the stored forecast in
+        delta units (short or combined) of the largest budget, and how many cells that filled."""
         results = self.results() if self._store() is not None else None
         measured = results.matrix("delta") if results is not None and results.cells["source"].notna().any() else None
         stored = self.forecasts()
-        stored = stored[stored["probe"] == "short"]
+        stored = stored[stored["probe"].isin(DELTA_PROBES)]
         if stored.empty:
             if measured is None:
                 raise TraitlensError(f"no adapter cells and no forecast yet: run `traitlens run {self._file}` or "
                                      f"`traitlens forecast {self._file}` first.")
             return measured, 0
-        latest = stored[stored["budget"] == stored["budget"].max()]
+        # The largest budget; at equal budgets the combination, fitted on measured cells.
+        probe, budget = max(zip(stored["probe"], stored["budget"]), key=lambda pair: (pair[1], pair[0] == "combined"))
+        latest = stored[(stored["probe"] == probe) & (stored["budget"] == budget)]
         forecast = latest.pivot(index="source", columns="target", values="delta").rename_axis(index=None, columns=None)
         if measured is None:
             return forecast, int(forecast.notna().sum().sum())

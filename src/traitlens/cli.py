@@ -414,8 +414,10 @@ def compare(study_a: Path, study_b: Path, samples: int | None) -> None:
 @STUDY_ARG
 @click.option("--budget", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.2, show_default=True,
               help="Most of the full study's compute to spend, as a fraction of `traitlens plan --cost`'s count.")
-@click.option("--probe", type=click.Choice(["short", "gradient"]), default="short", show_default=True,
-              help="short: train briefly and extrapolate; gradient: gradient cosines on a fresh adapter, no training.")
+@click.option("--probe", type=click.Choice(["short", "gradient", "combined"]), default="short", show_default=True,
+              help="short: train briefly and extrapolate; gradient: gradient cosines on a fresh adapter, no training; "
+                   "combined: this study's stored short and gradient forecasts, read by a ridge learned on finished "
+                   "studies in the store.")
 def forecast(study_file: Path, budget: float, probe: str) -> None:
     """Forecast the transfer matrix for a fraction of the study's compute.
 
@@ -424,6 +426,9 @@ def forecast(study_file: Path, budget: float, probe: str) -> None:
     learning curve to the full step count; its runs are ordinary resumable runs into the
     study's store under their own keys. The gradient probe trains nothing: it scores each
     (source, target) pair by the cosine of their LoRA gradients, which ranks sources per target.
+    The combination spends nothing more: it reads this study's stored short and gradient
+    forecasts (those whose spend fits --budget) and the pairs' hidden statistics, through a
+    ridge learned on the finished studies in the store that were forecast the same way.
     The forecast is stored in a table of its own: it never replaces a measured cell. Prints the
     compute spent and the forecast; when the full study is finished, also how well the
     forecast matches it.
@@ -441,9 +446,13 @@ def forecast(study_file: Path, budget: float, probe: str) -> None:
         _print_frame("forecast: delta vs base, extrapolated to the full step count" if result.short else
                      "forecast: delta vs base after the probe's steps (the budget paid for one length, no curve)",
                      result.delta)
-    else:
+    elif probe == "gradient":
         console.print(f"gradient probe: {spent}")
         _print_frame("forecast: gradient affinity (cosine; ranks the sources for each target)", result.delta)
+    else:
+        console.print("combination of " + ", ".join(f"{p} {b:g}" for p, b, _ in result.components)
+                      + f" (their {spent[0].lower()}{spent[1:]}), learned on " + ", ".join(result.learned_on))
+        _print_frame("forecast: delta vs base", result.delta)
     if result.low.isna().all().all():
         console.print("No intervals yet: they are calibrated on the forecasts of finished studies in this store "
                       "(`traitlens forecast` on a study, then `traitlens run` to finish it).")
