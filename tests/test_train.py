@@ -275,7 +275,7 @@ def test_packed_and_padded_batches_give_the_same_loss_and_gradients(tokenizer, t
     grads = []
     for width in (pack_width, None):
         model.zero_grad()
-        logits, targets = loop._loss_logits(lm.get_decoder(), lm, batch, tokenizer.pad_token_id, width)
+        logits, targets = loop.loss_logits(lm.get_decoder(), lm, batch, tokenizer.pad_token_id, width)
         loss = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
         loss.backward()
         grads.append((loss.item(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
@@ -326,7 +326,7 @@ def test_bfloat16_training_keeps_a_bfloat16_base_and_float32_lora(tokenizer, tin
             loop._frozen_to_bfloat16(model)
         model.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            logits, targets = loop._loss_logits(lm.get_decoder(), lm, batch, tokenizer.pad_token_id, loop.ONE_ROW)
+            logits, targets = loop.loss_logits(lm.get_decoder(), lm, batch, tokenizer.pad_token_id, loop.ONE_ROW)
         loss = torch.nn.functional.cross_entropy(logits.float(), targets)
         loss.backward()
         losses.append(loss.item())
@@ -368,7 +368,7 @@ def _lora_step(tiny_model, tokenizer, bf16: bool, fused: bool, dropout: float) -
     model.train()
     torch.manual_seed(1)  # the same dropout masks
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        logits, targets = loop._loss_logits(lm.get_decoder(), lm, _batch(tokenizer, [20, 3, 9, 11]),
+        logits, targets = loop.loss_logits(lm.get_decoder(), lm, _batch(tokenizer, [20, 3, 9, 11]),
                                             tokenizer.pad_token_id, loop.ONE_ROW)
     loss = torch.nn.functional.cross_entropy(logits.float(), targets)
     loss.backward()

@@ -256,15 +256,20 @@ class Study:
         """
         return self._cost_counter()(self.config)
 
-    def _cost_counter(self):
-        """`study_cost` of any variant of this study (a probe), over this study's datasets."""
-        from traitlens.data.load import prepare_study
+    def _cost_counter(self, prepared=None):
+        """`study_cost` of any variant of this study (a probe), over this study's datasets
+        (`prepared`, when the caller has read them)."""
         from traitlens.forecast.cost import study_cost
+
+        sources, targets, tokenizer = prepared or self._prepared()
+        return lambda config: study_cost(config, sources, targets, tokenizer)
+
+    def _prepared(self):
+        """This study's sources and targets, read and prepared, and the base's tokenizer."""
+        from traitlens.data.load import prepare_study
         from traitlens.models.load import load_tokenizer
 
-        sources, targets = prepare_study(self.config)
-        tokenizer = load_tokenizer(self.config.base)
-        return lambda config: study_cost(config, sources, targets, tokenizer)
+        return (*prepare_study(self.config), load_tokenizer(self.config.base))
 
     def forecast(self, budget: float = 0.2, probe: str = "short", make_scorer=None) -> ProbeForecast:
         """The transfer matrix forecast by a cheap probe, spending at most `budget` of the full
@@ -291,13 +296,14 @@ class Study:
 
         if probe not in PROBES:
             raise TraitlensError(f"probe {probe!r} is not one of {', '.join(PROBES)}.")
-        cost_of = self._cost_counter()
+        prepared = self._prepared()
+        cost_of = self._cost_counter(prepared)
         full = cost_of(self.config)
         if probe == "combined":
             result = self._combined_forecast(budget, full)  # with its own intervals
         else:
             result = (self._short_forecast(budget, full, cost_of, make_scorer) if probe == "short"
-                      else self._gradient_forecast(budget, full))
+                      else self._gradient_forecast(budget, full, prepared))
             width = stored_width(self._store(create=True).forecasts(), probe, budget, self.name)
             if width is not None:
                 result.low, result.high = result.delta - width, result.delta + width
@@ -332,14 +338,11 @@ class Study:
         return ProbeForecast("short", planned.tokens / full.total, planned.tokens, full.total, delta, none, none.copy(),
                              long, last, results, runs[planned.short.name][0] if planned.short else None)
 
-    def _gradient_forecast(self, budget: float, full: StudyCost) -> ProbeForecast:
+    def _gradient_forecast(self, budget: float, full: StudyCost, prepared) -> ProbeForecast:
         from traitlens.analysis.results import study_diagonal
-        from traitlens.data.load import prepare_study
         from traitlens.forecast.gradient import gradient_affinity, gradient_encodings, probe_size
-        from traitlens.models.load import load_tokenizer
 
-        sources, targets = prepare_study(self.config)
-        encoded = gradient_encodings(self.config, sources, targets, load_tokenizer(self.config.base))
+        encoded = gradient_encodings(self.config, *prepared)
         examples, tokens = probe_size({**encoded[0], **{f"target {k}": v for k, v in encoded[1].items()}},
                                       budget * full.total)
         diagonal = study_diagonal(self.config) if self.config.analysis.mask_diagonal else set()

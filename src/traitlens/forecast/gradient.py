@@ -72,7 +72,7 @@ def gradient_affinity(study: Study, encoded_sources: dict[str, list[Encoded]],
     from peft import LoraConfig, get_peft_model
 
     from traitlens.models.load import load_base
-    from traitlens.train.loop import _loss_logits
+    from traitlens.train.loop import loss_logits
 
     torch.manual_seed(study.training.seeds[0])
     model, tokenizer = load_base(study.base, "float32")
@@ -87,7 +87,7 @@ def gradient_affinity(study: Study, encoded_sources: dict[str, list[Encoded]],
         peft_model.zero_grad(set_to_none=True)
         loss_tokens = max(1, sum(e.loss_tokens for e in batch))
         for start in range(0, len(batch), MICRO_BATCH):
-            logits, labels = _loss_logits(lm.get_decoder(), lm, batch[start:start + MICRO_BATCH],
+            logits, labels = loss_logits(lm.get_decoder(), lm, batch[start:start + MICRO_BATCH],
                                           tokenizer.pad_token_id, None)
             (torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum") / loss_tokens).backward()
         flat = torch.cat([p.grad.flatten() for p in params if p.grad is not None])

@@ -154,7 +154,7 @@ def train_files(job: Job, table: pd.DataFrame, files: Path, checkpoints: Path,
         step_loss = 0.0
         for batch in batches:
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits, targets = _loss_logits(decoder, lm, batch, pad, pack_width)
+                logits, targets = loss_logits(decoder, lm, batch, pad, pack_width)
             loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
             (loss / max(loss_tokens, 1)).backward()
             step_loss += loss.item()
@@ -314,7 +314,7 @@ def _pack(batch: list[Encoded], pad: int, width: int):
     return ids, positions, labels
 
 
-def _loss_logits(decoder, lm, batch: list[Encoded], pad: int, pack_width: int | None):
+def loss_logits(decoder, lm, batch: list[Encoded], pad: int, pack_width: int | None):
     """(logits, targets) at the positions that carry loss: the output layer runs only there.
     Examples share rows of up to `pack_width` tokens, or have a padded row each (None)."""
     from traitlens.models.hf import head_logits
@@ -352,7 +352,7 @@ def _packing_is_exact(model, decoder, lm, batch: list[Encoded], pad: int, pack_w
 
     model.eval()
     with torch.no_grad():
-        losses = [torch.nn.functional.cross_entropy(*_loss_logits(decoder, lm, batch, pad, width), reduction="sum")
+        losses = [torch.nn.functional.cross_entropy(*loss_logits(decoder, lm, batch, pad, width), reduction="sum")
                   for width in (pack_width, None)]
     return bool(torch.isclose(*losses, rtol=1e-4))
 
