@@ -211,7 +211,7 @@ def test_ray_runs_each_job_on_the_gpus_it_assigned(write_study, tiny_model):
 
     from traitlens.execution.distributed import run_plan_ray
 
-    text = TINY_TRAIN.format(base=tiny_model).replace("targets:\n", MORE_SOURCES, 1)
+    text = TINY_TRAIN.format(base=tiny_model)  # one train job and two eval jobs
     study = load_study(write_study(text + "execution: {executor: ray, cpus_per_job: 1, gpus_per_train_job: 1, "
                                           "gpus_per_eval_job: 1}\n"))
     plan = plan_study(study)

@@ -20,7 +20,7 @@ sources:
     dataset: catalog:sentiment-movie
     labels: [negative, positive]
     template: {{instruction: "Is the sentiment of this movie review negative or positive?", trigger: Sentiment}}
-    transforms: [{{subsample: 96}}]
+    transforms: [{{subsample: 48}}]
 targets:
   - name: movie
     dataset: catalog:sentiment-movie
@@ -28,7 +28,7 @@ targets:
     labels: [negative, positive]
     abilities: [sentiment]
 lora: {{r: 8, alpha: 16}}
-training: {{learning_rate: 0.0005, warmup_steps: 2, max_steps: 24, batch_size: 4,
+training: {{learning_rate: 0.0005, warmup_steps: 2, max_steps: 12, batch_size: 4,
            gradient_accumulation: 1, max_length: 96, loss_mode: completion}}
 """
 
@@ -41,8 +41,11 @@ def held_out_loss(model, examples) -> float:
         for example in examples:
             ids = torch.tensor([example.input_ids])
             labels = torch.tensor([example.labels])
-            logits = model(input_ids=ids).logits[0, :-1].float()
-            targets = labels[0, 1:]
+            # The output layer only where a label is predicted (the answer at the end): Gemma's
+            # 262k-word head over every prompt position cost more than the training.
+            first = int((labels[0] != IGNORE).nonzero()[0])
+            logits = model(input_ids=ids, logits_to_keep=ids.shape[1] - first + 1).logits[0, :-1].float()
+            targets = labels[0, first:]
             keep = targets != IGNORE
             total += torch.nn.functional.cross_entropy(logits[keep], targets[keep], reduction="sum").item()
             count += int(keep.sum())
