@@ -88,7 +88,7 @@ def gradient_affinity(study: Study, encoded_sources: dict[str, list[Encoded]],
         loss_tokens = max(1, sum(e.loss_tokens for e in batch))
         for start in range(0, len(batch), MICRO_BATCH):
             logits, labels = loss_logits(lm.get_decoder(), lm, batch[start:start + MICRO_BATCH],
-                                          tokenizer.pad_token_id, None)
+                                         tokenizer.pad_token_id, None)
             (torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum") / loss_tokens).backward()
         flat = torch.cat([p.grad.flatten() for p in params if p.grad is not None])
         return (flat / flat.norm().clamp_min(1e-12)).numpy()
