@@ -468,6 +468,8 @@ def test_combination_picks_stored_probes_within_budget_that_finished_studies_sha
         components(stored, "new", 0.01)
     with pytest.raises(traitlens.TraitlensError, match="this study's: none"):
         components(stored, "other", 0.5)
+    with pytest.raises(traitlens.TraitlensError, match="no other study in this store has finished"):
+        components(stored[stored["study"] != "done"], "new", 0.5)
 
 
 def test_forecast_combined_reads_stored_probes_and_a_finished_study_in_the_same_store(tmp_path, tiny_model):

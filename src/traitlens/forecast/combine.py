@@ -86,7 +86,8 @@ def components(stored: pd.DataFrame, study: str, budget: float) -> list[tuple[st
     known = set(zip(measured["probe"], measured["budget"].round(6)))
     mine = stored[(stored["study"] == study) & stored["probe"].isin(COMPONENTS)].drop_duplicates(
         ["probe", "budget"])
-    options = {kind: [None] + [(kind, b, s) for b, s in zip(rows["budget"], rows["spent"]) if (kind, round(b, 6)) in known]
+    options = {kind: [None] + [(kind, b, s) for b, s in zip(rows["budget"], rows["spent"])
+                               if (kind, round(b, 6)) in known]
                for kind, rows in mine.groupby("probe")}
     spend = lambda chosen: sum(spent for *_, spent in chosen)
     fits = [chosen for chosen in (tuple(filter(None, choice)) for choice in product(*options.values()))
@@ -94,8 +95,10 @@ def components(stored: pd.DataFrame, study: str, budget: float) -> list[tuple[st
     if not fits:
         have = ", ".join(f"{p} {b:g} (spent {s:.3f})" for p, b, s in
                          mine[["probe", "budget", "spent"]].itertuples(index=False)) or "none"
+        alone = "" if known else ("no other study in this store has finished after a forecast, and the "
+                                  "combination learns from those (studies share a store through `store:`). ")
         raise TraitlensError(
-            f"the combination reads this study's stored probe forecasts that finished studies in the store also "
+            f"{alone}The combination reads this study's stored probe forecasts that finished studies in the store also "
             f"have (same probe and budget), within --budget {budget:g}; this study's: {have}. Forecast with "
             f"--probe gradient and --probe short at a budget a finished study was forecast at, then combine.")
     return list(max(fits, key=lambda chosen: (len(chosen), spend(chosen))))
