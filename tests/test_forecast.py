@@ -494,6 +494,10 @@ def test_forecast_combined_reads_stored_probes_and_a_finished_study_in_the_same_
     assert gap == pytest.approx(0.5 * 0.2, abs=0.03)
     stored = study.forecasts()
     assert set(stored["probe"]) == {"gradient", "combined"}  # the parts stay, the combination beside them
-    matrix, filled = study._transfer_for_recommending()  # recommend reads the combination, in delta units
+    # recommend reads the combination (in delta units), even beside a short forecast of the same budget
+    store.put_forecast(study.name, "short", 0.2, 0.19, mine.assign(delta=9.0))
+    matrix, filled = study._transfer_for_recommending()
     assert filled == 3 and matrix.at["movie", "amazon"] == pytest.approx(result.delta.at["movie", "amazon"])
+    store.put_forecast(study.name, "short", 0.3, 0.29, mine.assign(delta=9.0))  # a larger budget wins
+    assert study._transfer_for_recommending()[0].at["movie", "amazon"] == 9.0
     assert study.plan()["state"].eq("new").all()  # nothing was trained or scored
