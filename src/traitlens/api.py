@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from traitlens.analysis.compare import StudyComparison
     from traitlens.analysis.explain import Explanation
     from traitlens.analysis.features import Features
+    from traitlens.analysis.reliability import Reliability
     from traitlens.execution.local import RunSummary
     from traitlens.execution.plan import Plan
     from traitlens.forecast.cost import StudyCost
@@ -519,6 +520,21 @@ class Study:
         from traitlens.execution.analyses import collect
 
         return collect(self.planned(), self._finished_store(), metric)
+
+    def reliability(self, goal: float = 0.8, priced: bool = True) -> Reliability:
+        """How reliable the finished matrix is, and what design would reach `goal`: variance
+        components per target, ranking reliabilities, projections over seeds and items, and the
+        cheapest design, priced by `forecast.cost` as a share of this study's compute (`priced`:
+        reads the datasets and tokenizer; without it designs are priced as seeds x items).
+
+        Example:
+            >>> rel = study.reliability()
+            >>> rel.unreproduced, rel.designs_
+        """
+        from traitlens.forecast.cost import design_cost
+
+        cost = design_cost(self.cost(), len(self.config.training.seeds)) if priced else None
+        return self.results().reliability(goal, cost)
 
     def traits(self) -> TraitAnalysis:
         """The trait analysis under the study's settings, stored for the report (what

@@ -20,6 +20,7 @@ from traitlens.analysis.metrics import DESCRIPTIONS, METRICS
 from traitlens.config.schema import Analysis, DatasetSpec
 from traitlens.data.catalog import CATALOG
 from traitlens.errors import TraitlensError, TraitlensWarning
+from traitlens.report.page import reliability_summary, trait_count_text
 
 console = Console(highlight=False)
 if not console.is_terminal and "COLUMNS" not in os.environ:
@@ -131,9 +132,12 @@ def _summarize(study, study_file: Path) -> None:
     if traits.get("no_traits"):
         console.print(f"[yellow]no traits[/]: {traits['no_traits']}")
     for trait in traits["traits"]:
+        across = (f", across seeds {trait['seed_congruence']:.2f}: {trait['across_seeds']}"
+                  if trait.get("across_seeds") else "")
         console.print(f"{trait['trait']}: [bold]{trait['name']}[/], {trait['explained']:.0%} of variance, "
                       f"stability {trait['median_congruence']:.2f} over items, {trait['source_median']:.2f} over "
-                      f"sources (`traitlens traits {study_file}` for details)")
+                      f"sources (chance reaches {trait['null_95']:.2f}){across} "
+                      f"(`traitlens traits {study_file}` for details)")
     console.print(f"why: {explained['verdict']} (`traitlens explain {study_file}`)")
     if explained.get("recommendation_verdict"):
         console.print(f"recommendations: {explained['recommendation_verdict']}")
@@ -155,6 +159,9 @@ def _print_checks(analysis: dict) -> None:
         for flag in own["flags"]:
             console.print(f"[yellow]check[/] {own['source']} on its own task {own['target']}: {flag} "
                           f"({own['delta']:+.3f} [{own['low']:+.3f}, {own['high']:+.3f}])")
+    reliability = reliability_summary(analysis.get("reliability", []))
+    if reliability["one_seed"] or reliability["unreproduced"]:
+        console.print(f"[yellow]check[/] {reliability['verdict']}")
 
 
 def _finish(summary) -> None:
@@ -264,17 +271,18 @@ def _print_trait_tables(result, settings) -> None:
                   f"the {settings.view} matrix of {len(result.matrix)} sources x {result.matrix.shape[1]} targets"
                   + (" (diagonal masked)" if settings.mask_diagonal else "")
                   + ("" if settings.standardize else ", targets not standardised") + ".")
-    count = result.trait_count
-    if count.get("method") == "split_half":
-        console.print(f"count: {count['n_traits']} by split-half prediction over {count['splits']} halvings of the "
-                      f"items (error by rank: {', '.join(f'{e:.1f}' for e in count['errors'])})")
+    if result.trait_count.get("method") != "fixed":
+        console.print(f"count: {trait_count_text(result.trait_count)}")
     for trait, name in zip(result.loadings_.columns, result.names):
         stable = result.stability.loc[trait]
+        across = (f"; across seeds {stable['seed_congruence']:.2f} (chance 95%: {stable['seed_null_95']:.2f}): "
+                  f"{stable['across_seeds']}" if "across_seeds" in stable else "; across seeds: one seed, not measured")
         console.print(f"  {trait}: [bold]{name}[/] - {result.explained_variance_ratio_[trait]:.0%} of variance; median congruence "
-                      f"{stable['median_congruence']:.2f} over items ({stable['share_at_least_0.85']:.0%} of "
-                      f"{int(stable['refits'])} refits >= 0.85), {stable['source_median']:.2f} over sources "
-                      f"({stable['source_share_at_least_0.85']:.0%} >= 0.85), leaving one source out lowest "
-                      f"{stable['loso_min']:.2f}")
+                      f"{stable['median_congruence']:.2f} over items, {stable['source_median']:.2f} over sources, "
+                      f"leaving one source out lowest {stable['loso_min']:.2f}; chance for this shape "
+                      f"{stable['null_median']:.2f} (95%: {stable['null_95']:.2f}), refits above it "
+                      f"{stable['share_above_null']:.0%} over items, {stable['source_share_above_null']:.0%} over "
+                      f"sources{across}")
     for title, frame in (("loadings (targets x traits)", result.loadings_),
                          ("scores (sources x traits)", result.scores_)):
         console.print(title)  # not a table title: rich wraps those to a narrow table's width
@@ -285,6 +293,43 @@ def _print_trait_tables(result, settings) -> None:
         for row, values in frame.iterrows():
             table.add_row(str(row), *(f"{v:+.2f}" for v in values))
         console.print(table)
+
+
+@cli.command()
+@STUDY_ARG
+@click.option("--goal", default=0.8, show_default=True, type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="The ranking reliability a design should reach.")
+@click.option("--unpriced", is_flag=True, help="Price designs as seeds x items instead of counting their compute "
+                                               "(which reads the datasets and the tokenizer).")
+def reliability(study_file: Path, goal: float, unpriced: bool) -> None:
+    """How reliable the transfer matrix is, and the seeds and items a study would need.
+
+    From the stored items of a finished study: per target, the variance of the cells split into
+    source, seed (training noise), item, source x item and residual, with intervals; the
+    reliability of each target's ranking of sources, for a study with new adapters and items
+    and for one with new adapters on the same items; with two or more seeds, the observed
+    agreement of seeds. Then the projection to other designs (seeds x items per target) and the
+    least costly design reaching GOAL, its compute as a share of this study's.
+    """
+    study = _load(study_file)
+    result = study.reliability(goal, priced=not unpriced)
+    summary = reliability_summary(result.components_.to_dict("records"))
+    console.print(summary["verdict"])
+    _print_text_table("variance components and reliability per target", pd.DataFrame(summary["rows"]).fillna(""))
+    if len(result.designs_):
+        shown = result.designs_.rename(columns={"cost": "cost (share of this study)" if not unpriced else "seeds x items"})
+        _print_text_table(f"least costly design reaching {goal} (reliability: new adapters and new items)",
+                          shown.round(3).astype(str))
+
+
+def _print_text_table(title: str, frame: pd.DataFrame) -> None:
+    console.print(title)
+    table = Table()
+    for column in frame.columns:
+        table.add_column(str(column))
+    for row in frame.itertuples(index=False):
+        table.add_row(*map(str, row))
+    console.print(table)
 
 
 @cli.command()

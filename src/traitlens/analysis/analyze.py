@@ -11,8 +11,9 @@ import pandas as pd
 from traitlens.analysis.results import Results
 from traitlens.analysis.diagnostics import own_task, target_diagnostics
 from traitlens.analysis.effects import asymmetry, side_effects
-from traitlens.analysis.stability import cells_on_items, trait_stability
-from traitlens.analysis.traits import ESTIMATORS, name_trait, split_half_count
+from traitlens.analysis.reliability import variance_components
+from traitlens.analysis.stability import cells_on_items, seed_stability, trait_stability
+from traitlens.analysis.traits import ESTIMATORS, name_trait, seed_split_count, split_half_count, unique_names
 from traitlens.analysis.uncertainty import cell_uncertainty, source_uncertainty
 from traitlens.analysis.views import raw_matrix, seed_spread, view
 from traitlens.config.schema import Analysis
@@ -48,7 +49,8 @@ class TraitAnalysis:
     side_effects: pd.DataFrame
     asymmetry: pd.DataFrame
     dropped: list[str]  # sources left out for missing cells, targets no adapter moves
-    trait_count: dict[str, Any]  # how the count was chosen, and the split-half errors per rank
+    trait_count: dict[str, Any]  # how the count was chosen, its evidence, whether it is saturated
+    reliability: pd.DataFrame  # per target: variance components, ranking reliability (analysis.reliability)
     no_traits: str | None = None  # why there are no traits, when the matrix is too small or flat
 
     def to_json(self) -> dict[str, Any]:
@@ -67,7 +69,7 @@ class TraitAnalysis:
                         "loadings": self.loadings_[trait].to_dict(), "scores": self.scores_[trait].to_dict(),
                         **self.stability.loc[trait].to_dict()}
                        for trait, name in zip(self.loadings_.columns, self.names)],
-            "trait_count": self.trait_count,
+            "trait_count": self.trait_count, "reliability": self.reliability.to_dict("records"),
             "side_effects": self.side_effects.to_dict("records"),
             "asymmetry": self.asymmetry.to_dict("records"), "dropped": self.dropped,
             "no_traits": self.no_traits,
@@ -114,7 +116,8 @@ def analyze(results: Results, settings: Analysis) -> TraitAnalysis:
                "uncertainty": uncertainty, "source_uncertainty": by_source, "spread": seed_spread(cells),
                "targets": target_diagnostics(kept), "own_task": own_task(kept, by_source),
                "side_effects": side_effects(by_source),
-               "asymmetry": asymmetry(delta, results.diagonal, kept, samples, alpha, seed)}
+               "asymmetry": asymmetry(delta, results.diagonal, kept, samples, alpha, seed),
+               "reliability": variance_components(kept, seed=seed)}
     try:
         if len(sources) < 3:
             raise ValueError(f"traits need at least three adapters scored on every target; "
@@ -130,25 +133,65 @@ def analyze(results: Results, settings: Analysis) -> TraitAnalysis:
     refit = lambda matrix_: model(traits.n_traits_).fit(matrix_).loadings_
     stability = trait_stability(traits.loadings_, lambda cells_: refit(matrix_of(cells_)), refit, cells,
                                 matrix, kept.scores, samples, seed)
+    by_seed = _seed_matrices(kept, matrix_of, matrix)
+    if by_seed is not None:
+        stability = stability.join(seed_stability(traits.loadings_, refit, by_seed, seed=seed))
+    limit = min(len(traits.loadings_), len(matrix) - 1)
+    saturated = traits.n_traits_ >= limit
     return TraitAnalysis(
         **effects, loadings_=traits.loadings_, scores_=traits.scores_,
         explained_variance_ratio_=traits.explained_variance_ratio_,
-        names=[name_trait(traits.loadings_[t], results.abilities) for t in traits.loadings_.columns],
+        names=unique_names([name_trait(traits.loadings_[t], results.abilities) for t in traits.loadings_.columns],
+                           traits.loadings_),
         stability=stability, dropped=dropped + traits.dropped_targets_,
-        trait_count=count | {"n_traits": traits.n_traits_})
+        trait_count=count | {"n_traits": traits.n_traits_, "largest_possible": limit, "saturated": saturated})
+
+
+def _seed_matrices(results: Results, matrix_of, matrix: pd.DataFrame) -> dict[int, pd.DataFrame] | None:
+    """Each seed's matrix (its adapters against the base, in the analysed view), where every
+    source has that seed and there are two or more such seeds; else None."""
+    adapters = results.cells[results.cells["source"].notna()]
+    if adapters.empty:
+        return None
+    shared = set.intersection(*(set(g["seed"].dropna().astype(int)) for _, g in adapters.groupby("source")))
+    if len(shared) < 2:
+        return None
+    base = results.cells["source"].isna()
+    return {s: matrix_of(results.cells[base | (results.cells["seed"] == s)]).reindex(
+        index=matrix.index, columns=matrix.columns) for s in sorted(shared)}
 
 
 SPLITS = 20  # random halvings of the items for the split-half trait count
 
 
 def _trait_count(settings: Analysis, results: Results, matrix_of, matrix: pd.DataFrame) -> dict[str, Any]:
-    """How many traits, and how that was decided: the configured number, or under `auto` the
-    split-half choice (the matrix rebuilt from two halves of every target's items, SPLITS
-    times) or parallel analysis."""
+    """How many traits, and how that was decided: the configured number, or under `auto` a
+    split of the study (by seeds where they allow it, else by items) or parallel analysis."""
     if settings.n_traits != "auto":
         return {"method": "fixed", "n_traits": int(settings.n_traits)}
     if settings.trait_count == "parallel_analysis":
         return {"method": "parallel_analysis", "n_traits": "auto"}
+    varying = matrix.std(ddof=1).to_numpy() > 1e-12
+    if settings.trait_count in ("split", "seed_split"):
+        by_seed = _seed_matrices(results, matrix_of, matrix)
+        if by_seed is not None:
+            stacked = np.stack([m.to_numpy(float)[:, varying] for m in by_seed.values()])
+            found, spectrum = seed_split_count(stacked, settings.standardize, seed=settings.seed)
+            return {"method": "seed_split", "n_traits": max(1, found), "reproducible": found,
+                    "seeds": list(by_seed), **spectrum}
+    count = _item_split(settings, results, matrix_of, matrix, varying)
+    if settings.trait_count in ("split", "seed_split"):
+        count["fallback"] = "items only: fewer than two seeds per source, so training noise is not measured"
+    return count
+
+
+SPLITS = 20  # random halvings of the items for the split-half trait count
+
+
+def _item_split(settings: Analysis, results: Results, matrix_of, matrix: pd.DataFrame,
+                varying: np.ndarray) -> dict[str, Any]:
+    """The split-half choice: the matrix rebuilt from two halves of every target's items,
+    SPLITS times."""
     rng = np.random.default_rng(settings.seed)
     def matrix_on(index: dict[str, np.ndarray]) -> np.ndarray:
         cells = cells_on_items(results.cells, results.scores, index)
@@ -159,7 +202,6 @@ def _trait_count(settings: Analysis, results: Results, matrix_of, matrix: pd.Dat
         orders = {target: rng.permutation(scores.n_items) for target, scores in results.scores.items()}
         halves.append((matrix_on({t: o[: len(o) // 2] for t, o in orders.items()}),
                        matrix_on({t: o[len(o) // 2:] for t, o in orders.items()})))
-    varying = matrix.std(ddof=1).to_numpy() > 1e-12
     halves = [(a[:, varying], b[:, varying]) for a, b in halves]
     count, errors = split_half_count(halves, settings.standardize)
     return {"method": "split_half", "n_traits": count, "splits": SPLITS,

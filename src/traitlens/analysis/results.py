@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from traitlens.analysis.analyze import TraitAnalysis
     from traitlens.analysis.explain import Explanation
     from traitlens.analysis.features import Features
+    from traitlens.analysis.reliability import Reliability
 
 
 @dataclass(frozen=True)
@@ -189,6 +190,21 @@ class Results:
         results = self.with_settings(**changes) if changes else self
         scores = traits.scores_ if traits is not None and not traits.scores_.empty else None
         return explain_results(results, self.features, scores)
+
+    def reliability(self, goal: float = 0.8, cost=None, metric: str | None = None) -> Reliability:
+        """How reliable this matrix is: variance components per target (source, seed, item,
+        source x item, residual) with intervals, the reliability of each target's source ranking,
+        and the seeds and items other designs would need to reach `goal` (priced by
+        `cost(seeds, items)`, default seeds x items). See `analysis.reliability`.
+
+        Example:
+            >>> rel = res.reliability()
+            >>> rel.components_[["target", "seed_reliability", "seed_f"]], rel.designs_
+        """
+        from traitlens.analysis.reliability import plan_reliability, variance_components
+
+        results = self.scored(metric) if metric and metric != self.metric else self
+        return plan_reliability(variance_components(results, seed=self.settings.seed), goal, cost)
 
     def compare(self, a: str, b: str, target: str, metric: str | None = None) -> dict[str, Any]:
         """A paired test of B against A on one target (B minus A): sources (seeds averaged),

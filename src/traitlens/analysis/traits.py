@@ -114,6 +114,70 @@ def split_half_count(halves: list[tuple[np.ndarray, np.ndarray]], standardize: b
     return max(1, int(np.argmin(errors))), errors
 
 
+def seed_split_count(seeds: np.ndarray, standardize: bool = True, samples: int = 200, quantile: float = 0.95,
+                     seed: int = 0) -> tuple[int, dict[str, list[float]]]:
+    """The trait count that survives retraining: (count, {"observed", "threshold"} eigenvalues).
+
+    `seeds` holds the matrix of each seed's adapters (seeds x sources x targets; masked cells
+    NaN). The seed-mean matrix carries the sources' effects plus training and item noise. How
+    much noise a mean of R seeds carries is measured by the seeds themselves: the covariance
+    (across targets) of each adapter's deviation from its source's mean, pooled over sources,
+    over R. Null matrices are normal draws with that covariance, so the null is estimated from
+    the study rather than assumed. Traits are
+    counted one at a time: the k-th eigenvalue of the mean matrix's covariance (targets scaled by
+    its spread when standardising) must beat the `quantile` of the k-th eigenvalue
+    of data made of the k-1 traits already found plus a draw of that noise (a parametric
+    bootstrap of "k-1 traits", so what the first traits leak into the next eigenvalue is in the
+    null too). The count can be 0: then no trait is reproducible."""
+    r_, s_, t_ = seeds.shape
+    filled = np.where(np.isnan(seeds), np.nanmean(seeds, axis=(0, 1), keepdims=True), seeds)
+    mean = filled.mean(axis=0)
+    centred = mean - mean.mean(axis=0)
+    scale = centred.std(axis=0, ddof=1) if standardize else np.ones(t_)
+    scale = np.where(scale > 1e-12, scale, np.inf)
+    x = centred / scale
+    u, singular, vt = np.linalg.svd(x, full_matrices=False)
+    observed = np.sort(np.linalg.eigvalsh(np.cov(x, rowvar=False)))[::-1]
+    # The noise of a seed mean: the pooled within-source covariance of the seeds, over R.
+    within = (filled - mean[None]).transpose(1, 0, 2).reshape(-1, t_) / scale
+    noise = within.T @ within / (s_ * (r_ - 1)) / r_
+    root = np.linalg.cholesky(noise + 1e-12 * np.trace(noise) * np.eye(t_) + 1e-300 * np.eye(t_))
+    rng = np.random.default_rng(seed)
+    nulls = [draw - draw.mean(axis=0) for draw in (rng.standard_normal((s_, t_)) @ root.T for _ in range(samples))]
+    limit = min(t_, s_ - 1)
+    count, thresholds = 0, []
+    for k in range(limit):
+        # The null of "k traits": the k-trait fit of the data plus a draw of the seeds' noise.
+        signal = (u[:, :k] * singular[:k]) @ vt[:k]
+        kth = [np.sort(np.linalg.eigvalsh(np.cov(signal + n, rowvar=False)))[::-1][k] for n in nulls]
+        thresholds.append(float(np.quantile(kth, quantile)))
+        if observed[k] <= thresholds[-1]:
+            break
+        count += 1
+    return count, {"observed": [float(e) for e in observed[:limit]], "threshold": thresholds}
+
+
+def congruence_null(fit, shape_matrices: list[np.ndarray], reference: np.ndarray | None = None,
+                    samples: int = 200, seed: int = 0) -> np.ndarray:
+    """Chance congruence for this shape (samples x traits): traits fitted by `fit(matrix) ->
+    loadings` on matrices whose columns are each permuted across sources (every target keeps
+    its values, what targets share is broken), matched to `reference` (the study's loadings)
+    or, without one, to a second such fit. A congruence reads as agreement only above this
+    null's 95th percentile; with few targets chance alone reaches high values."""
+    rng = np.random.default_rng(seed)
+    shuffle = lambda m: rng.permuted(m, axis=0)  # noqa: E731
+    values = []
+    for _ in range(samples):
+        try:
+            first = fit(shuffle(shape_matrices[0]))
+            other = reference if reference is not None else fit(shuffle(shape_matrices[-1]))
+        except ValueError:
+            continue
+        if first.shape[1] == other.shape[1]:
+            values.append(assignment(other, first)[2])
+    return np.array(values) if values else np.full((1, 1), np.nan)
+
+
 def congruence(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Tucker's congruence coefficient between the columns of a and b (a k x k matrix); 0 for a
     column of zeros (a bootstrap refit on a degenerate resample can give one), which shares no
@@ -230,3 +294,19 @@ def name_trait(loadings: pd.Series, abilities: dict[str, list[str]], share: floa
     positive = ", ".join(f"+{t}" for t, v in strong.items() if v > 0)
     negative = ", ".join(f"-{t}" for t, v in strong.items() if v < 0)
     return f"{label} ({'; '.join(part for part in (positive, negative) if part)})"
+
+
+def unique_names(names: list[str], loadings: pd.DataFrame) -> list[str]:
+    """`names` (from `name_trait`) with no ability label given twice: a repeated label gets its
+    trait's strongest target, "sentiment [amazon]", and the trait number if that repeats too."""
+    labels = [name.split(" (", 1)[0] for name in names]
+    out = []
+    for i, (name, label) in enumerate(zip(names, labels)):
+        if labels.count(label) > 1:
+            top = loadings.iloc[:, i].abs().idxmax()
+            tagged = f"{label} [{top}]"
+            clash = sum(1 for j, other in enumerate(labels)
+                        if other == label and loadings.iloc[:, j].abs().idxmax() == top) > 1
+            name = name.replace(label, f"{label} [{top}, trait {i + 1}]" if clash else tagged, 1)
+        out.append(name)
+    return out

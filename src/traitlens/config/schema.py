@@ -271,11 +271,14 @@ class Analysis(Strict):
         "with large effects. false: work on the covariance, where targets weigh by how much "
         "the adapters move them."))
     n_traits: Literal["auto"] | PositiveInt = "auto"
-    trait_count: Literal["split_half", "parallel_analysis"] = Field("split_half", description=(
-        "How `n_traits: auto` picks the count. split_half: fit each rank on the matrix from one "
-        "half of every target's items and keep the rank that best predicts the other half "
-        "(docs/trait-count.md compares it with parallel analysis on planted matrices). "
-        "parallel_analysis: Horn's parallel analysis of the matrix alone."))
+    trait_count: Literal["split", "seed_split", "split_half", "parallel_analysis"] = Field("split", description=(
+        "How `n_traits: auto` picks the count (docs/trait-count.md compares them on planted "
+        "matrices). split: seed_split where every source has two or more seeds, else split_half "
+        "(labelled as such: training noise is then not measured). seed_split: the traits that "
+        "stand above the training noise the seeds themselves show (a rank-by-rank test against "
+        "that noise). split_half: fit each rank on the matrix from one half of every target's "
+        "items and keep the rank that best predicts the other half. parallel_analysis: Horn's "
+        "parallel analysis of the matrix alone."))
     bootstrap_samples: PositiveInt = 1000
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
     seed: Annotated[int, Field(ge=0)] = 0

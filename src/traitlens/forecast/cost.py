@@ -98,3 +98,15 @@ def evaluation_tokens(target: Target, items: pd.DataFrame, tokenizer: Any) -> in
         else:
             total += target.generation.max_new_tokens
     return total
+
+
+def design_cost(cost: StudyCost, seeds_now: int):
+    """`cost(seeds, items)` of the same study with `seeds` adapters per source and `items` items
+    per target, as a share of this study's cost: training scales with the seeds, evaluation
+    with the models (base + sources x seeds) and the items."""
+    per_seed = cost.training["cost"].sum() / max(seeds_now, 1)
+    evaluation = cost.evaluation.groupby("target").agg(cost=("cost", "sum"), items=("items", "first"))
+    models = cost.evaluation["model"].nunique()
+    per_model_item = (evaluation["cost"] / evaluation["items"].clip(lower=1)).sum() / max(models, 1)
+    sources = cost.training["source"].nunique()
+    return lambda seeds, items: (seeds * per_seed + (1 + sources * seeds) * items * per_model_item) / max(cost.total, 1)

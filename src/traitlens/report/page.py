@@ -25,7 +25,8 @@ from traitlens.config.schema import BASE, Study
 from traitlens.faults import crash_point
 from traitlens.report import figures
 
-SECTIONS = [("checks", "Read first"), ("glance", "Study"), ("matrix", "Transfer matrix"), ("traits", "Traits"),
+SECTIONS = [("checks", "Read first"), ("glance", "Study"), ("matrix", "Transfer matrix"),
+            ("reliability", "Reliability"), ("traits", "Traits"),
             ("effects", "Side effects"), ("profiles", "Profiles"), ("explanation", "Why"),
             ("recommendations", "Recommendations"), ("forecasts", "Forecasts"), ("lengths", "Lengths"), ("confusion", "Confusion"),
             ("provenance", "Provenance")]
@@ -122,12 +123,16 @@ def build_report(inputs: ReportInputs, out: Path) -> Path:
                          f"{'standardised' if study.analysis.standardize else 'centred, not standardised'}."),
         "no_traits": analysis.get("no_traits"),
         "traits": [{"trait": t["trait"], "name": t["name"], "explained": f"{t['explained']:.0%}",
-                    "stability": _num(t["median_congruence"]), "share": f"{t['share_at_least_0.85']:.0%}",
+                    "stability": _num(t["median_congruence"]), "null": _null(t),
+                    "share": _share(t, "share_above_null", "share_at_least_0.85"),
                     "loso": f"{_num(t['loso_min'])} / {_num(t['loso_median'])}",
                     "source_stability": _num(t["source_median"]),
-                    "source_share": f"{t['source_share_at_least_0.85']:.0%}"}
+                    "source_share": _share(t, "source_share_above_null", "source_share_at_least_0.85"),
+                    "seeds": (f"{_num(t['seed_congruence'])} (null 95%: {_num(t['seed_null_95'])}): "
+                              f"{t['across_seeds']}" if t.get("across_seeds") else "one seed: not measured")}
                    for t in analysis["traits"]],
-        "trait_count": _trait_count_text(analysis.get("trait_count", {})),
+        "reliability": reliability_summary(analysis.get("reliability", [])),
+        "trait_count": trait_count_text(analysis.get("trait_count", {})),
         "metric": {"name": analysis["metric"], "description": DESCRIPTIONS[analysis["metric"]],
                    "fallbacks": ", ".join(f"{t}: {m}" for t, m in analysis["used"].items() if m != analysis["metric"])},
         "checks": _checks(analysis),
@@ -208,6 +213,9 @@ def _checks(analysis: dict[str, Any]) -> dict[str, Any]:
     diagnostics = analysis["diagnostics"]
     flags = [f"{t['target']}: the base {flag}" for t in diagnostics["targets"] for flag in t["flags"]]
     flags += [f"{o['source']} on {o['target']}: {flag}" for o in diagnostics["own_task"] for flag in o["flags"]]
+    reliability = reliability_summary(analysis.get("reliability", []))
+    if reliability["one_seed"] or reliability["unreproduced"]:
+        flags.append(reliability["verdict"])
     return {"flags": flags,
             "targets": [{"target": t["target"], "metric": t["metric"], "base_score": _num(t["base_score"]),
                          "base_accuracy": _num(t["base_accuracy"]), "chance": _num(t["chance"]),
@@ -221,12 +229,75 @@ def _checks(analysis: dict[str, Any]) -> dict[str, Any]:
                     for o in diagnostics["own_task"]]}
 
 
-def _trait_count_text(count: dict[str, Any]) -> str:
+def _null(trait: dict[str, Any]) -> str:
+    if trait.get("null_95") is None:
+        return "not computed (older analysis)"
+    return f"{_num(trait['null_median'])} / {_num(trait['null_95'])}"
+
+
+def _share(trait: dict[str, Any], key: str, old: str) -> str:
+    return f"{trait[key]:.0%}" if trait.get(key) is not None else f"{trait[old]:.0%} (≥ 0.85)"
+
+
+RELIABILITY_GOAL = 0.8
+
+
+def reliability_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The "How reliable is this matrix" section: a row per target and the plain sentences."""
+    interval = lambda r, k: f"{_num(r[k])} [{_num(r[k + '_low'])}, {_num(r[k + '_high'])}]"  # noqa: E731
+    table, unreproduced, one_seed = [], [], False
+    for r in rows:
+        if r.get("source") is None:
+            table.append({"target": r["target"], "note": r.get("note", "")})
+            continue
+        one_seed |= r["seeds"] < 2
+        if r.get("seed_reliability") is not None and r["seed_reliability"] < RELIABILITY_GOAL:
+            unreproduced.append(f"{r['target']} ({_num(r['seed_reliability'])})")
+        table.append({"target": r["target"], "metric": r["metric"],
+                      "design": f"{r['sources']} x {r['seeds']} x {r['items']}",
+                      **{c: interval(r, c) for c in ("source", "seed", "item", "source_item", "residual")},
+                      "reliability": interval(r, "reliability") if r.get("reliability") is not None else "-",
+                      "seed_reliability": (interval(r, "seed_reliability")
+                                           if r.get("seed_reliability") is not None else "-"),
+                      "split": (f"{_num(r['split_correlation'])} -> {_num(r['split_reliability'])}"
+                                if r.get("split_correlation") is not None else "-"),
+                      "seed_f": f"{_num(r['seed_f'])} (p {_p(r['seed_f_p'])})" if r.get("seed_f") is not None else "-",
+                      "note": r.get("note", "")})
+    if one_seed:
+        verdict = ("One seed per source: every interval counts item sampling only, and training noise (how much "
+                   "another adapter of the same source would differ) is not measured. Run two or more seeds "
+                   "(training.seeds) to know whether a retrained study would reproduce this matrix.")
+    elif unreproduced:
+        verdict = (f"A retrained study (new adapters, the same items) would not reproduce the source ranking of "
+                   f"{', '.join(unreproduced)}: seed reliability below {RELIABILITY_GOAL}. "
+                   "`traitlens reliability` projects the seeds and items that would.")
+    else:
+        verdict = f"Every target's source ranking has seed reliability of at least {RELIABILITY_GOAL}."
+    return {"rows": table, "verdict": verdict, "unreproduced": unreproduced, "one_seed": one_seed}
+
+
+def trait_count_text(count: dict[str, Any]) -> str:
+    saturated = (f" That is the most this matrix's shape allows ({count['largest_possible']}): a saturated fit "
+                 "explains everything by construction and is not a finding." if count.get("saturated") else "")
+    return _count_method_text(count) + saturated
+
+
+def _count_method_text(count: dict[str, Any]) -> str:
+    if count.get("method") == "seed_split":
+        found = count["reproducible"]
+        steps = ", ".join(f"{k + 1}: {o:.2f} vs {t:.2f}" for k, (o, t) in
+                          enumerate(zip(count["observed"], count["threshold"])))
+        head = (f"{count['n_traits']} trait(s) chosen by seed split: the traits whose eigenvalue stands above the "
+                f"training and item noise the {len(count['seeds'])} seeds themselves show (eigenvalue vs 95% "
+                f"null, {steps}).")
+        return head + (" No trait stands above that noise: the trait shown does not replicate across training "
+                       "runs." if found == 0 else "")
     if count.get("method") == "split_half":
         errors = ", ".join(f"{k}: {e:.1f}" for k, e in enumerate(count["errors"]))
         return (f"{count['n_traits']} trait(s) chosen by split-half prediction: the rank whose fit on one half of "
                 f"every target's items best predicts the other half, over {count['splits']} random halvings "
-                f"(squared error by rank, {errors}).")
+                f"(squared error by rank, {errors})."
+                + (f" Fallback, {count['fallback']}." if count.get("fallback") else ""))
     if count.get("method") == "parallel_analysis":
         return f"{count['n_traits']} trait(s) chosen by parallel analysis."
     return f"{count.get('n_traits', 0)} trait(s), as configured." if count else ""
@@ -240,6 +311,7 @@ def _export(folder: Path, raw, delta, uncertainty, intervals, loadings, scores, 
     delta.to_csv(folder / "matrix_delta.csv")
     uncertainty.to_csv(folder / "cells_uncertainty.csv", index=False)
     pd.DataFrame(analysis["source_uncertainty"]).to_csv(folder / "matrix_uncertainty.csv", index=False)
+    pd.DataFrame(analysis.get("reliability", [])).to_csv(folder / "reliability.csv", index=False)
     pd.DataFrame(analysis["diagnostics"]["targets"]).to_csv(folder / "diagnostics_targets.csv", index=False)
     pd.DataFrame(analysis["diagnostics"]["own_task"]).to_csv(folder / "diagnostics_own_task.csv", index=False)
     loadings.to_csv(folder / "trait_loadings.csv")
