@@ -194,7 +194,8 @@ def h3(plain: Items, features, rng) -> tuple[pd.DataFrame, str]:
 
 
 def h4(results) -> tuple[pd.DataFrame, str]:
-    groups = results.explain().groups.set_index("group")
+    # As pre-registered and run: 200 shuffles, no cell masked for a shared corpus.
+    groups = replace(results, shared_corpus=set()).explain(permutations=200).groups.set_index("group")
     frame = groups[["r2", "low", "high", "null_95", "p"]].astype(float).round(3).reset_index()
     hidden = groups.loc["hidden"]
     others = groups.loc[["similarity", "quality"], "r2"]
@@ -280,6 +281,115 @@ def tables() -> dict[str, str]:
     frame, outcome, disagree, cells = h7(results, copy)
     out["h7"] = (markdown(frame) + f"\n\nCells whose deltas disagree (BH q < 0.05): {disagree} of {cells}."
                  f"\n\nVerdict: {outcome}.")
+    out |= reanalysis(results, copy, plain, margin, calibrated)
+    return out
+
+
+# --- Re-analysis (2026-12-06): the trained adapter as the unit of replication -------------------
+
+
+def reliability_table(results) -> pd.DataFrame:
+    table = results.reliability().components_
+    rows = []
+    for r in table.itertuples():
+        rows.append({"target": r.target, "metric": r.metric, "sources x seeds x items": f"{r.sources} x {r.seeds} x {r.items}",
+                     **{c: f"{getattr(r, c):.3f} [{getattr(r, c + '_low'):.3f}, {getattr(r, c + '_high'):.3f}]"
+                        for c in ("source", "seed", "source_item", "residual")},
+                     "seed F (p)": f"{r.seed_f:.1f} ({r.seed_f_p:.2g})",
+                     "seed reliability": f"{r.seed_reliability:.2f} [{r.seed_reliability_low:.2f}, {r.seed_reliability_high:.2f}]",
+                     "seed 0 vs 1 (r -> stepped up)": f"{r.split_correlation:.2f} -> {r.split_reliability:.2f}"})
+    return pd.DataFrame(rows)
+
+
+def pair_units(items: Items, target: str, pairs: list[tuple[str, str]], of: str = "values") -> np.ndarray:
+    """Per matched pair of adapters (b, a): b's mean minus a's on the target."""
+    return np.array([items.mean(target, [b], of).mean() - items.mean(target, [a], of).mean() for b, a in pairs])
+
+
+def adapter_test(units: np.ndarray) -> tuple[float, float, float, float]:
+    """(mean, t interval low, high, exact sign-flip p) over independent adapter-level units."""
+    from traitlens.analysis.uncertainty import sign_flip_p
+
+    n, mean = len(units), float(np.mean(units))
+    half = stats.t.ppf(0.975, n - 1) * np.std(units, ddof=1) / np.sqrt(n)
+    return mean, mean - half, mean + half, sign_flip_p(units, np.random.default_rng(SEED))
+
+
+def matched(items: Items, change: tuple[str, str], position: int) -> list[tuple[str, str]]:
+    """Adapter pairs of the factorial differing only in one factor (`position` in the name,
+    `change` = (to, from)), with the same corpus, the other factor and seed."""
+    pairs = []
+    for source in FACTORIAL:
+        parts = source.split("-")
+        if parts[position] != change[1]:
+            continue
+        other = "-".join(parts[:position] + [change[0]] + parts[position + 1:])
+        for seed in (0, 1):
+            pairs.append((items.adapters([other], [seed])[0], items.adapters([source], [seed])[0]))
+    return pairs
+
+
+def adapter_contrasts(plain: Items, margin: Items) -> pd.DataFrame:
+    rows = []
+    skew = matched(plain, ("skew", "bal"), 1)
+    for target in SENTIMENT:
+        for what, items, of in (("positive share", plain, "share"), ("calibrated margin", margin, "values")):
+            rows.append(("H1", f"skew - bal, {what}, on {target}", adapter_test(pair_units(items, target, skew, of))))
+    digits = matched(margin, ("digits", "words"), 2)
+    interaction = (pair_units(margin, "nyt-digits", digits) - pair_units(margin, "nyt-words", digits))
+    rows.append(("H2", "digits - words, calibrated margin: nyt-digits minus nyt-words", adapter_test(interaction)))
+    worked = [(plain.adapters(["arith-worked"], [s])[0], plain.adapters(["arith-short"], [s])[0]) for s in (0, 1)]
+    rows.append(("H3", "arith-worked - arith-short, generated tokens on arithmetic",
+                 adapter_test(pair_units(plain, "arithmetic", worked, "lengths"))))
+    return pd.DataFrame([{"hypothesis": h, "contrast (matched adapter pairs)": name, "pairs": 8 if h != "H3" else 2,
+                          "estimate": f"{m:+.3f}", "interval (t, over pairs)": f"[{lo:+.3f}, {hi:+.3f}]",
+                          "p (exact sign-flip)": f"{p:.3g}"} for h, name, (m, lo, hi, p) in rows])
+
+
+def metric_reliability(results) -> pd.DataFrame:
+    """Each per-item metric's seed-level reliability on the four label targets."""
+    rows = []
+    for metric in ("accuracy", "calibrated_accuracy", "margin", "calibrated_margin"):
+        table = results.scored(metric).reliability().components_.set_index("target").loc[SENTIMENT + ["piqa"]]
+        rows.append({"metric": metric, **{t: f"{table.loc[t, 'seed_reliability']:.2f}" for t in table.index},
+                     "mean seed reliability": f"{table['seed_reliability'].mean():.2f}",
+                     "mean seed 0 vs 1 r": f"{table['split_correlation'].mean():.2f}"})
+    return pd.DataFrame(rows)
+
+
+def traits_across_seeds(results) -> tuple[pd.DataFrame, str]:
+    traits = results.traits(trait_count="split")
+    count = traits.trait_count
+    table = traits.stability[["median_congruence", "null_95", "seed_congruence", "seed_null_median", "seed_null_95",
+                              "across_seeds"]].round(2).rename_axis("trait").reset_index()
+    table.insert(1, "name", traits.names)
+    steps = ", ".join(f"{o:.2f} vs {t:.2f}" for o, t in zip(count["observed"], count["threshold"]))
+    return table, (f"Seed split counts {count['reproducible']} trait(s) above the seeds' own noise (eigenvalue vs "
+                   f"its 95% null, by rank: {steps}).")
+
+
+def explanation_revised(results) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str]:
+    why = results.explain()  # 1,000 shuffles; cells sharing a corpus masked
+    groups = why.groups[["group", "r2", "low", "high", "null_95", "p"]].round(3)
+    differences = why.differences.round(3)
+    influence = why.influence.pivot(index="left_out", columns="group", values="r2").round(3)
+    p = why.influence.pivot(index="left_out", columns="group", values="p").round(3).add_suffix(" p")
+    masked = ", ".join(f"{s} on {t}" for s, t in why.masked)
+    return groups, differences, influence.join(p).reset_index(), masked
+
+
+def reanalysis(results, copy, plain: Items, margin: Items, calibrated: Items) -> dict[str, str]:
+    out = {"re-reliability": markdown(reliability_table(results))}
+    out["re-contrasts"] = markdown(adapter_contrasts(plain, margin))
+    groups, differences, influence, masked = explanation_revised(results)
+    out["re-explain"] = (f"Masked for a shared corpus: {masked}.\n\n" + markdown(groups) + "\n\n"
+                         + markdown(differences) + "\n\nWithout each family (held-out R2, and p over 200 shuffles):\n\n"
+                         + markdown(influence))
+    table, text = traits_across_seeds(results)
+    out["re-traits"] = markdown(table) + "\n\n" + text
+    out["re-metrics"] = markdown(metric_reliability(results))
+    compared = {n: int(traitlens.compare_studies(results, copy, samples=n).cells["disagree"].sum()) for n in (200, 1000)}
+    out["re-h7"] = (f"Disagreeing cells at 200 resamples: {compared[200]} of 52; at 1,000: {compared[1000]} of 52.")
     return out
 
 

@@ -13,13 +13,23 @@ cells it has not seen:
   cannot give the answer away; the ridge penalty is chosen inside each training fold, by the
   same leave-one-family-out (nested cross-validation);
 - each group's held-out R2 has a bootstrap interval over families, and a permutation null
-  (sources' rows of the matrix shuffled, features kept): its 95th percentile is the R2 this
-  design could tell from chance, so "too small to tell" is a measured statement.
+  (sources' rows of the matrix shuffled, features kept; 1,000 shuffles, or every one where a
+  study has so few sources that all fit): its 95th percentile is the R2 this design could tell
+  from chance, so "too small to tell" is a measured statement;
+- hidden minus similarity (and minus quality) is a paired difference of held-out R2 on the same
+  cells, with its interval over the same family resamples;
+- the influence table refits without each family in turn: a verdict one family carries shows
+  there;
+- a cell whose source and target come from one corpus (a catalog corpus, or the same file) is
+  masked like the diagonal (`Results.shared_corpus`): a source trained on the target's own
+  texts predicts it for a reason no feature group is about.
 Behaviour (known only after training) is reported in the correlations, not used to predict.
 """
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -37,8 +47,11 @@ if TYPE_CHECKING:
 
 MIN_FAMILIES = 4  # below this, leave-one-family-out fits on too few families to trust
 ALPHAS = np.logspace(-2, 3, 6)  # ridge penalties the nested cross-validation chooses among
-PERMUTATIONS = 200
+PERMUTATIONS = 1000
+INFLUENCE_PERMUTATIONS = 200  # each family's refit: p floor 0.005, enough to see a verdict flip
 GROUP_COLUMNS = ["group", "features", "r2", "low", "high", "null_95", "p"]
+DIFFERENCE_COLUMNS = ["a", "b", "difference", "low", "high"]
+CONTRASTS = (("hidden", "similarity"), ("hidden", "quality"))
 
 
 @dataclass
@@ -60,6 +73,9 @@ class Explanation:
     recommendations: pd.DataFrame = field(default_factory=pd.DataFrame)
     recommendation_quality: pd.DataFrame = field(default_factory=pd.DataFrame)
     recommendation_verdict: str = ""
+    differences: pd.DataFrame = field(default_factory=pd.DataFrame)  # a, b, difference of held-out R2, low, high
+    influence: pd.DataFrame = field(default_factory=pd.DataFrame)  # family left out, group, r2, p
+    masked: list[tuple[str, str]] = field(default_factory=list)  # (source, target) pairs sharing a corpus
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON (NaN as null), as stored for the report.
@@ -73,24 +89,33 @@ class Explanation:
                            "groups": self.groups.to_dict("records"), "verdict": self.verdict,
                            "recommendations": self.recommendations.to_dict("records"),
                            "recommendation_quality": self.recommendation_quality.to_dict("records"),
-                           "recommendation_verdict": self.recommendation_verdict})
+                           "recommendation_verdict": self.recommendation_verdict,
+                           "differences": self.differences.to_dict("records"),
+                           "influence": self.influence.to_dict("records"), "masked": [list(p) for p in self.masked]})
 
 
-def explain_results(results: Results, features: Features, scores: pd.DataFrame | None = None) -> Explanation:
+def explain_results(results: Results, features: Features, scores: pd.DataFrame | None = None,
+                    permutations: int = PERMUTATIONS) -> Explanation:
     """The explanation of a study's cells (`explain`, with the adapters' behaviour added to the
     features) and the held-out recommendations scored against trivial rankings. `scores`: the
     sources' trait scores, correlated with the features too. Needs no model: `features` holds
     every dataset statistic (`execution.features` computes them)."""
     settings = results.settings
-    delta = view(raw_matrix(results.cells), "delta", results.diagonal, settings.mask_diagonal).dropna(how="all")
+    delta = view(raw_matrix(results.cells), "delta", results.diagonal, settings.mask_diagonal)
+    masked = sorted((s, t) for s, t in results.shared_corpus if s in delta.index and t in delta.columns)
+    for source, target in masked:
+        delta.loc[source, target] = np.nan
+    delta = delta.dropna(how="all")
     groups = dict(features.groups)
     if results.cells["source"].notna().any():
         groups["behaviour"] = behaviour(results.cells)
-    result = explain(delta, groups, scores, PREDICTIVE, settings.bootstrap_samples, settings.seed, results.families)
+    result = explain(delta, groups, scores, PREDICTIVE, settings.bootstrap_samples, settings.seed, results.families,
+                     permutations)
     pairs = features.pairs(delta)
     held_out = held_out_recommendations(pairs)
     quality, verdict = recommendation_quality(held_out, pairs)
-    return replace(result, recommendations=held_out, recommendation_quality=quality, recommendation_verdict=verdict)
+    return replace(result, recommendations=held_out, recommendation_quality=quality, recommendation_verdict=verdict,
+                   masked=masked)
 
 
 def behaviour(cells: pd.DataFrame) -> pd.DataFrame:
@@ -220,10 +245,11 @@ def _choose_alpha(x: np.ndarray, residual: np.ndarray, family: np.ndarray) -> fl
 
 
 def compare_groups(cells: pd.DataFrame, predictive: list[str], families: dict[str, str], samples: int,
-                   seed: int, permutations: int = PERMUTATIONS) -> pd.DataFrame:
+                   seed: int, permutations: int = PERMUTATIONS) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per feature group: held-out R2 over the target-mean baseline (leave-one-family-out,
     nested penalty choice), its interval over families, and a permutation null: its 95th
-    percentile (`null_95`, the R2 this design could tell from chance) and p."""
+    percentile (`null_95`, the R2 this design could tell from chance) and p. Second: the paired
+    differences of CONTRASTS, with intervals over the same family resamples."""
     y = _standardised(cells)
     target = pd.factorize(cells["target"])[0]
     family = cells["source"].map(lambda s: families.get(s, s)).to_numpy()
@@ -235,17 +261,20 @@ def compare_groups(cells: pd.DataFrame, predictive: list[str], families: dict[st
     unique = np.unique(family)
     boot_families = [rng.choice(unique, len(unique)) for _ in range(samples)]
     members = {f: np.flatnonzero(family == f) for f in unique}
-    shuffled = [dict(zip(np.unique(source), rng.permutation(np.unique(source)))) for _ in range(permutations)]
+    names = np.unique(source)
+    exact = math.factorial(len(names)) <= permutations  # every shuffle, the identity among them
+    orders = itertools.permutations(names) if exact else (rng.permutation(names) for _ in range(permutations))
+    shuffled = [dict(zip(names, order)) for order in orders]
     nulls = [_permuted(cells, y, shuffle) for shuffle in shuffled]  # each source takes another's outcomes
     null_baselines = [((_held_out(None, y_null, target, family) - y_null) ** 2).sum() for y_null in nulls]
-    rows = []
+    rows, errors_of = [], {}
     for group in predictive:
         if not columns[group]:
             rows.append({"group": group, "features": "", "r2": np.nan, "low": np.nan, "high": np.nan,
                          "null_95": np.nan, "p": np.nan})
             continue
         x = cells[columns[group]].to_numpy(float)
-        errors = (_held_out(x, y, target, family) - y) ** 2
+        errors = errors_of[group] = (_held_out(x, y, target, family) - y) ** 2
         r2 = 1 - errors.sum() / max(baseline.sum(), 1e-12)
         boot = []
         for draw in boot_families:
@@ -254,12 +283,36 @@ def compare_groups(cells: pd.DataFrame, predictive: list[str], families: dict[st
         null = np.array([1 - ((_held_out(x, y_null, target, family) - y_null) ** 2).sum() / max(b, 1e-12)
                          for y_null, b in zip(nulls, null_baselines)])
         low, high = np.quantile(boot, [0.025, 0.975])
+        beaten = (null >= r2 - 1e-12).sum()
         rows.append({"group": group, "features": ", ".join(c.split(":", 1)[1] for c in columns[group]),
                      "r2": float(r2), "low": float(low), "high": float(high),
                      "null_95": float(np.quantile(null, 0.95)) if len(null) else np.nan,
-                     "p": float((1 + (null >= r2).sum()) / (len(null) + 1))})
-    return pd.DataFrame(rows, columns=GROUP_COLUMNS).sort_values("r2", ascending=False, na_position="last") \
-        .reset_index(drop=True)
+                     "p": float(beaten / len(null) if exact else (1 + beaten) / (len(null) + 1))})
+    differences = []
+    for a, b in CONTRASTS:
+        if a in errors_of and b in errors_of:
+            gap = errors_of[b] - errors_of[a]  # R2(a) - R2(b) = (errors b - errors a) / baseline
+            draws = [gap[i].sum() / max(baseline[i].sum(), 1e-12)
+                     for i in (np.concatenate([members[f] for f in draw]) for draw in boot_families)]
+            low, high = np.quantile(draws, [0.025, 0.975])
+            differences.append({"a": a, "b": b, "difference": float(gap.sum() / max(baseline.sum(), 1e-12)),
+                                "low": float(low), "high": float(high)})
+    ranked = pd.DataFrame(rows, columns=GROUP_COLUMNS).sort_values("r2", ascending=False, na_position="last")
+    return ranked.reset_index(drop=True), pd.DataFrame(differences, columns=DIFFERENCE_COLUMNS)
+
+
+def influence(cells: pd.DataFrame, predictive: list[str], families: dict[str, str], seed: int,
+              permutations: int = INFLUENCE_PERMUTATIONS) -> pd.DataFrame:
+    """Each group's held-out R2 and p with one family's sources left out, for every family:
+    a verdict one family carries shows as a collapse in its row."""
+    rows = []
+    for left_out in sorted(set(families.values())):
+        kept = cells[cells["source"].map(families) != left_out]
+        if kept["source"].map(families).nunique() < 3:
+            continue
+        ranked, _ = compare_groups(kept, predictive, families, 1, seed, permutations)
+        rows += [{"left_out": left_out, "group": r.group, "r2": r.r2, "p": r.p} for r in ranked.itertuples()]
+    return pd.DataFrame(rows, columns=["left_out", "group", "r2", "p"])
 
 
 def _standardised(cells: pd.DataFrame) -> np.ndarray:
@@ -287,8 +340,9 @@ def explain(delta: pd.DataFrame, groups: dict[str, pd.DataFrame], scores: pd.Dat
     if n_families < 3:
         return Explanation(table, pd.DataFrame(columns=GROUP_COLUMNS),
                            f"too small to tell: {n_families} source families; holding one out needs at least 3.")
-    ranked = compare_groups(cells, predictive, families, samples, seed, permutations)
-    return Explanation(table, ranked, _verdict(ranked, n_families))
+    ranked, differences = compare_groups(cells, predictive, families, samples, seed, permutations)
+    return Explanation(table, ranked, _verdict(ranked, n_families), differences=differences,
+                       influence=influence(cells, predictive, families, seed))
 
 
 def _verdict(ranked: pd.DataFrame, n_families: int) -> str:

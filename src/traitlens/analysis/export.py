@@ -44,6 +44,7 @@ def export_items(results: Results, folder: Path) -> Path:
     (folder / META_FILE).write_text(json.dumps({
         "study": results.study, "kinds": results.kinds, "labels": results.labels, "abilities": results.abilities,
         "families": results.families, "diagonal": sorted(results.diagonal),
+        "shared_corpus": sorted(results.shared_corpus),
         "analysis": results.settings.model_dump(mode="json")}, indent=1))
     return folder / ITEMS_FILE
 
@@ -88,7 +89,8 @@ def load_items(path: str | Path) -> Results:
         raise TraitlensError(f"{folder / META_FILE}: its analysis settings are not valid: {exc}") from None
     results = Results(pd.DataFrame(cells, columns=CELL_COLUMNS), outputs, {tuple(pair) for pair in meta["diagonal"]},
                       meta["abilities"], meta["labels"], meta["families"], settings=settings,
-                      study=meta["study"], kinds=meta["kinds"], features=_features(folder))
+                      study=meta["study"], kinds=meta["kinds"], features=_features(folder),
+                      shared_corpus={tuple(pair) for pair in meta.get("shared_corpus", [])})
     return results.scored(settings.metric)
 
 

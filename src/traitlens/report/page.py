@@ -248,7 +248,9 @@ def reliability_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     table, unreproduced, one_seed = [], [], False
     for r in rows:
         if r.get("source") is None:
-            table.append({"target": r["target"], "note": r.get("note", "")})
+            blank = dict.fromkeys(("design", "source", "seed", "item", "source_item", "residual", "reliability",
+                                   "seed_reliability", "split", "seed_f"), "-")
+            table.append({**blank, "target": r["target"], "metric": r.get("metric", "-"), "note": r.get("note", "")})
             continue
         one_seed |= r["seeds"] < 2
         if r.get("seed_reliability") is not None and r["seed_reliability"] < RELIABILITY_GOAL:
