@@ -25,7 +25,7 @@ def test_version():
 
 
 @pytest.mark.parametrize("command", [[], ["validate"], ["plan"], ["run"], ["train"], ["status"],
-                                     ["traits"], ["explain"], ["recommend"], ["report"], ["data"],
+                                     ["traits"], ["reliability"], ["explain"], ["recommend"], ["report"], ["data"],
                                      ["data", "list"],
                                      ["data", "show"]])
 def test_every_command_has_help(command):
@@ -179,6 +179,13 @@ targets:
     assert "median congruence" in " ".join(result.stdout.split())  # rich wraps long lines
     stored = Store(study.store).analysis("tiny-train", "traits")
     assert stored is not None and stored[1]["traits"][0]["loadings"]
+    assert "one seed per source" in " ".join(result.stdout.split()).lower()  # training noise not measured
+    for flags in ((), ("--unpriced",)):  # priced: the study's counted compute, read from datasets and tokenizer
+        reliable = traitlens("reliability", str(path), *flags)
+        assert reliable.returncode == 0, reliable.stderr
+        out = " ".join(reliable.stdout.split())
+        assert "One seed per source" in out and "variance components and reliability per target" in out
+        assert "no projection to other designs" in out  # one seed: nothing to project seeds from
     explained = traitlens("explain", str(path))
     assert explained.returncode == 0, explained.stderr
     assert "verdict: too small to tell: 3 source families" in explained.stdout

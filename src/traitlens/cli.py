@@ -316,7 +316,10 @@ def reliability(study_file: Path, goal: float, unpriced: bool) -> None:
     summary = reliability_summary(result.components_.to_dict("records"))
     console.print(summary["verdict"])
     _print_text_table("variance components and reliability per target", pd.DataFrame(summary["rows"]).fillna(""))
-    if len(result.designs_):
+    if not len(result.designs_):
+        console.print("no projection to other designs: with one seed per source the training noise, which more "
+                      "seeds would average away, is not measured. Run two or more seeds (training.seeds).")
+    else:
         shown = result.designs_.rename(columns={"cost": "cost (share of this study)" if not unpriced else "seeds x items"})
         _print_text_table(f"least costly design reaching {goal} (reliability: new adapters and new items)",
                           shown.round(3).astype(str))
