@@ -24,9 +24,17 @@ The forecasts:
 - `combination`: short + gradient + hidden statistics in one leave-one-source-out ridge, at
   their summed spend.
 
-Where the study has two seeds, a reference row scores one seed's full matrix against the
-other's: the agreement that item and seed noise leave to any forecast of a single seed (the
-short probe trains one).
+Beside every probe, the trivial forecasts it must beat, with intervals made the same way:
+`zeros` (no transfer anywhere) and `target means` (each source's cell: the other sources' mean
+on that target). Coverage alone flatters wide intervals, so each row also gives the mean
+interval width and the interval (Winkler) score.
+
+Where the study has two or more seeds, two reference rows:
+- `seed 1 vs seed 0`: one seed's full matrix against the other's, the agreement of two single
+  trainings;
+- `ceiling (seed mean)`: what a perfect forecast can reach against the matrix it is scored on,
+  the mean of the seeds (`forecast.quality.ceiling`, from each target's seed-to-seed Spearman):
+  the noise ceiling to read every forecast against.
 
 Given two or more exports, each study's forecasts are also checked against the others', as a
 store holding those finished studies would use them:
@@ -56,7 +64,7 @@ from traitlens.analysis.export import FORECASTS_FILE
 from traitlens.forecast.calibrate import conformal_width
 from traitlens.forecast.combine import COMPONENTS, cell_table, combine
 from traitlens.forecast.profiles import GROUPS, feature_forecast
-from traitlens.forecast.quality import forecast_quality
+from traitlens.forecast.quality import ceiling, forecast_quality
 from traitlens.models.device import bf16_native, cpu_name
 
 
@@ -83,7 +91,9 @@ def _quality_row(study: dict, name: str, budget: float, spent: float, delta, low
             "spearman (median over targets)": round(float(quality.per_target["spearman"].median()), 3),
             "top-1 regret": round(quality.regret, 3),
             "trait congruence": " / ".join(f"{c:.2f}" for c in quality.congruence) or "-",
-            "95% coverage": "-" if quality.coverage is None else round(quality.coverage, 3)}
+            "95% coverage": "-" if quality.coverage is None else round(quality.coverage, 3),
+            "width": "-" if quality.width is None else round(quality.width, 3),
+            "interval score": "-" if quality.winkler is None else round(quality.winkler, 3)}
 
 
 def score(study: dict) -> pd.DataFrame:
@@ -95,12 +105,20 @@ def score(study: dict) -> pd.DataFrame:
         forecast = feature_forecast(results.features, measured, groups)
         add(name, 0.0, 0.0, forecast.delta, forecast.low, forecast.high)
 
+    for name, forecast in (("zeros", measured * 0.0), ("target means", _loso_means(measured))):
+        add(name, 0.0, 0.0, forecast, *_loso_intervals(forecast, measured))
     seeds = sorted(results.cells["seed"].dropna().unique())
     if len(seeds) >= 2:  # the reference: how well one fully trained seed predicts another
         base = results.cells["source"].isna()
         one = lambda seed: replace(results, cells=results.cells[base | (results.cells["seed"] == seed)]).matrix("delta")
-        rows.append(_quality_row(study, f"seed {seeds[1]:g} vs seed {seeds[0]:g} (reference)", 1.0, 1.0, one(seeds[1]),
-                                 None, None, measured=one(seeds[0])))
+        pair = _quality_row(study, f"seed {seeds[1]:g} vs seed {seeds[0]:g} (reference)", 1.0, 1.0, one(seeds[1]),
+                            None, None, measured=one(seeds[0]))
+        rows.append(pair)
+        agreement = forecast_quality(one(seeds[1]), one(seeds[0]), 0).per_target["spearman"]
+        rows.append({"study": results.study, "forecast": f"ceiling (mean of {len(seeds)} seeds)", "budget": 1.0,
+                     "spent": 1.0, "spearman (all cells)": round(ceiling(pair["spearman (all cells)"], len(seeds)), 3),
+                     "spearman (median over targets)": round(float(agreement.map(
+                         lambda r: ceiling(r, len(seeds)) if r == r else float("nan")).median()), 3)})
     for (probe, budget), (matrix, spent) in probes.items():
         low, high = _loso_intervals(matrix, measured)
         add(probe, budget, spent, matrix, low, high)
@@ -149,6 +167,13 @@ def learned(study: dict, others: list[dict]) -> pd.DataFrame:
                    + ", ".join(o["results"].study for o in teachers), budget,
             sum(study["probes"][k][1] for k in kinds), grid(forecast.delta), grid(forecast.low), grid(forecast.high)))
     return pd.DataFrame(rows)
+
+
+def _loso_means(measured: pd.DataFrame) -> pd.DataFrame:
+    """Each source's cell: the mean of the other sources' cells on that target."""
+    total, count = measured.sum(), measured.notna().sum()
+    return (-measured.fillna(0.0) + total).div((count - measured.notna().astype(int)).clip(lower=1)).where(
+        measured.notna())
 
 
 def _loso_intervals(forecast: pd.DataFrame, measured: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -13,7 +13,16 @@ For each metric, from the items alone (no model is run):
   shows how far that moves the adapters' deltas, in units of the target's spread across adapters.
   A metric of skill should not move.
 
+With `--planted`, the same question across training runs, where the truth is known: planted
+studies whose adapters each move two things, a skill (the gold answer's margin) and a preference
+(one label's logit), each with a per-source effect and per-seed training noise. A skewed source
+teaches a preference as reproducibly as any skill, so a metric can reproduce well and still track
+the wrong thing. Per metric: its seed reliability (`analysis.reliability`: how well a retrained
+study would rank sources the same) and its validity (Spearman of its seed-averaged source
+ranking with the planted skill), the mean over targets and studies.
+
     .venv/bin/python benchmarks/metric_choice.py docs/evidence/quickstart-items120
+    .venv/bin/python benchmarks/metric_choice.py --planted --studies 20
 """
 
 from __future__ import annotations
@@ -88,12 +97,91 @@ def prefer_first_label(results: Results, nats: float = 1.0) -> Results:
     return replace(results, outputs=outputs)
 
 
+PER_ITEM = ("accuracy", "calibrated_accuracy", "margin", "calibrated_margin")
+
+
+def planted(rng: np.random.Generator, sources: int = 12, seeds: int = 2, targets: int = 4, items: int = 200,
+            preference: float = 1.0, noise: float = 0.5) -> tuple[Results, np.ndarray]:
+    """(results, planted skill: sources x targets) of a study of binary targets whose first label
+    holds 60-80% of the items (real targets are rarely balanced). Each adapter's
+    margin for the gold label moves by its source's skill plus seed noise; its logit for the
+    first label by its source's preference (scale `preference`, in nats) plus seed noise; seed
+    noise is `noise` times each effect's spread."""
+    skill = rng.normal(0, 0.5, (sources, targets))
+    prefer = rng.normal(0, preference, (sources, targets))
+    outputs, rows = {}, [{"model": BASE, "source": None, "seed": None}]
+    rows += [{"model": f"s{s}/s{r}", "source": f"s{s}", "seed": r} for s in range(sources) for r in range(seeds)]
+    for t in range(targets):
+        gold = (rng.random(items) > rng.uniform(0.6, 0.8)).astype(int)  # label "a" the majority, as often
+        base_margin = rng.normal(0.5, 1.5, items)
+        records = {BASE: _records(gold, base_margin, 0.0)}
+        for s in range(sources):
+            for r in range(seeds):
+                margin = (base_margin + skill[s, t] + rng.normal(0, noise * 0.5) + rng.normal(0, 0.5, items))
+                bias = prefer[s, t] + rng.normal(0, noise * preference)
+                records[f"s{s}/s{r}"] = _records(gold, margin, bias)
+        outputs[f"t{t}"] = records
+    cells = pd.DataFrame([{**row, "target": f"t{t}", "key": f"{row['model']}@t{t}", "n": items, "metrics": {}}
+                          for t in range(targets) for row in rows])
+    results = Results(cells, outputs, set(), {f"t{t}": ["x"] for t in range(targets)},
+                      labels={f"t{t}": ["a", "b"] for t in range(targets)})
+    return results, skill
+
+
+def _records(gold: np.ndarray, margin: np.ndarray, bias: float) -> list[dict]:
+    """Item records: the gold label leads by `margin` nats, then label "a" gains `bias`."""
+    out = []
+    for g, m in zip(gold, margin):
+        logits = {"a": m / 2 if g == 0 else -m / 2, "b": m / 2 if g == 1 else -m / 2}
+        logits["a"] += bias
+        norm = np.logaddexp(logits["a"], logits["b"])
+        logprobs = {k: float(v - norm) for k, v in logits.items()}
+        prediction = max(logprobs, key=logprobs.get)
+        gold_label = "ab"[g]
+        out.append({"gold": gold_label, "prediction": prediction, "score": float(prediction == gold_label),
+                    "choice_logprobs": logprobs})
+    return out
+
+
+def planted_table(studies: int, seed: int) -> None:
+    from scipy import stats
+
+    from traitlens.analysis.reliability import variance_components
+
+    rng = np.random.default_rng(seed)
+    print(f"Planted studies: {studies} per preference scale (12 sources x 2 seeds x 4 binary targets x 200 items, "
+          f"60-80% one label; seed noise 50% of each effect), seed {seed}; machine: "
+          f"{platform.processor() or platform.machine()}.\n")
+    print("| preference (nats) | metric | seed reliability | validity (Spearman with planted skill) |")
+    print("|---:|---|---:|---:|")
+    for preference in (0.0, 1.0, 2.0):
+        rows = {m: {"seed reliability": [], "validity": []} for m in PER_ITEM}
+        for _ in range(studies):
+            raw, skill = planted(rng, preference=preference)
+            order = [f"s{s}" for s in range(skill.shape[0])]
+            for metric in PER_ITEM:
+                results = raw.scored(metric)
+                rows[metric]["seed reliability"] += list(variance_components(results, draws=1)["seed_reliability"])
+                matrix = results.matrix("delta")
+                rows[metric]["validity"] += [stats.spearmanr(matrix.loc[order, f"t{t}"], skill[:, t]).statistic
+                                             for t in range(skill.shape[1])]
+        for metric, values in rows.items():
+            print(f"| {preference:g} | {metric} | {np.nanmean(values['seed reliability']):.2f} | "
+                  f"{np.nanmean(values['validity']):.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("export", help="an item-level export folder (a report's -data folder)")
+    parser.add_argument("export", nargs="?", help="an item-level export folder (a report's -data folder)")
     parser.add_argument("--splits", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--planted", action="store_true", help="planted studies with seeds (see the docstring)")
+    parser.add_argument("--studies", type=int, default=20, help="with --planted: how many")
     args = parser.parse_args()
+    if args.planted:
+        return planted_table(args.studies, args.seed)
+    if not args.export:
+        parser.error("give an export folder, or --planted")
     raw = load_items(args.export)
     shifted_raw = prefer_first_label(raw)
     print(f"Study {raw.study}: {len(raw.models) - 1} adapters x {len(raw.targets)} targets, items per target "

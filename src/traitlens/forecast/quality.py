@@ -7,7 +7,10 @@
 - Trait congruence: PCA traits fitted on both matrices with the same settings and trait count,
   matched by Tucker congruence.
 - Interval coverage: the share of measured cells inside the forecast's intervals, where it
-  has them.
+  has them. Coverage alone shows little (wide intervals around zeros cover too), so the mean
+  interval width and the interval (Winkler) score stand beside it: width plus 2/alpha times
+  how far a measured cell falls outside, averaged; lower is better.
+- `ceiling`: the most a forecast can agree with a matrix that is itself a mean of noisy seeds.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ class ForecastQuality:
     per_target: pd.DataFrame  # target, spearman, regret
     congruence: pd.Series  # per measured trait: Tucker congruence of its matched forecast trait
     coverage: float | None  # share of measured cells inside [low, high] where it has them; None without any
+    width: float | None = None  # mean interval width over those cells
+    winkler: float | None = None  # mean interval score (Winkler) at `alpha`: lower is better
 
     @property
     def regret(self) -> float:
@@ -35,7 +40,7 @@ class ForecastQuality:
 
 def forecast_quality(forecast: pd.DataFrame, measured: pd.DataFrame, n_traits: int,
                      low: pd.DataFrame | None = None, high: pd.DataFrame | None = None,
-                     rotation: str = "varimax", standardize: bool = True) -> ForecastQuality:
+                     rotation: str = "varimax", standardize: bool = True, alpha: float = 0.05) -> ForecastQuality:
     """`forecast`, `measured` (and the interval bounds `low`, `high`): sources x targets of
     deltas. Cells missing from either matrix (a masked diagonal) are left out of the
     correlations and the regret; the traits treat them as the fit does. `n_traits` 0: no trait
@@ -58,10 +63,22 @@ def forecast_quality(forecast: pd.DataFrame, measured: pd.DataFrame, n_traits: i
         shared = ours.index.intersection(theirs.index)
         _, _, phi = assignment(ours.loc[shared].to_numpy(), theirs.loc[shared].to_numpy())
         congruence = pd.Series(phi, index=ours.columns[:len(phi)])
-    coverage = None
+    coverage = width = winkler = None
     if low is not None and high is not None:
         low, high = low.reindex_like(measured), high.reindex_like(measured)
         inside = ((low <= measured) & (measured <= high)).to_numpy()
         bounded = cells & (low.notna() & high.notna()).to_numpy()  # too few errors calibrate no interval
-        coverage = float(inside[bounded].mean()) if bounded.any() else None
-    return ForecastQuality(float(spearman), pd.DataFrame(rows), congruence, coverage)
+        if bounded.any():
+            lo, hi, y = (frame.to_numpy(float)[bounded] for frame in (low, high, measured))
+            coverage, width = float(inside[bounded].mean()), float((hi - lo).mean())
+            winkler = float((hi - lo + 2 / alpha * (np.maximum(lo - y, 0) + np.maximum(y - hi, 0))).mean())
+    return ForecastQuality(float(spearman), pd.DataFrame(rows), congruence, coverage, width, winkler)
+
+
+def ceiling(seed_agreement: float, seeds: int) -> float:
+    """The correlation a perfect forecast (each source's true effect) can reach with a matrix
+    averaged over `seeds` adapters per source, when two single seeds agree at `seed_agreement`:
+    the square root of the mean's reliability, sqrt(S r / (1 + (S - 1) r)) (Spearman-Brown).
+    One seed against another is not the ceiling of a forecast scored on their mean."""
+    r = max(seed_agreement, 0.0)
+    return float(np.sqrt(seeds * r / (1 + (seeds - 1) * r))) if r > 0 else 0.0
