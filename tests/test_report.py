@@ -51,6 +51,34 @@ def test_report_recomputes_analyses_whose_settings_changed(report):
         assert expected in report.with_name(out).read_text()  # not the other config's stored traits
 
 
+def test_a_report_rebuilt_from_the_export_alone(report, tmp_path):
+    """The store gone (moved away), the committed export rebuilds the page: the same matrix, the
+    reliability section, the adapters' training records from adapters.json."""
+    study, data = report.with_name("study.yaml"), report.with_name("out-data")
+    assert (data / "adapters.json").exists() and (data / "reliability.csv").exists()
+    copy = tmp_path / "export"
+    shutil.copytree(data, copy)
+    out = tmp_path / "rebuilt.html"
+    result = subprocess.run([sys.executable, "-m", "traitlens", "report", str(study), "--from-export", str(copy),
+                             "-o", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    page = out.read_text()
+    assert "How reliable is this matrix" in page and "One seed per source" in page
+    assert "rebuilt from the export" in page and "training records are not in the export" not in page
+    before = pd.read_csv(data / "matrix_raw.csv", index_col=0)
+    after = pd.read_csv(tmp_path / "rebuilt-data" / "matrix_raw.csv", index_col=0)
+    pd.testing.assert_frame_equal(before, after)
+    (copy / "adapters.json").unlink()  # an older export: the page says what it lacks
+    subprocess.run([sys.executable, "-m", "traitlens", "report", str(study), "--from-export", str(copy), "-o",
+                    str(out)], capture_output=True, text=True, check=True)
+    assert "training records are not in the export" in out.read_text()
+    other = study.with_name("renamed.yaml")
+    other.write_text(study.read_text().replace("name: tiny-train", "name: another", 1))
+    wrong = subprocess.run([sys.executable, "-m", "traitlens", "report", str(other), "--from-export", str(copy),
+                            "-o", str(out)], capture_output=True, text=True)
+    assert wrong.returncode == 2 and "not of 'another'" in wrong.stderr + wrong.stdout
+
+
 def test_page_is_self_contained_and_escaped(report):
     page = report.read_text()
     assert "<script src=" not in page and "http://" not in page.split("<script>", 1)[0]

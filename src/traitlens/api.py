@@ -642,17 +642,27 @@ class Study:
         """
         return self.results(metric).compare(a, b, target)
 
-    def report(self, out: str | Path | None = None, results: Results | None = None) -> Path:
+    def report(self, out: str | Path | None = None, results: Results | None = None,
+               export: str | Path | None = None) -> Path:
         """Write the HTML report (default: report/<study>.html in the store) and its data
         folder; returns the page's path. Recomputes stale traits and explanation from stored
         tables; never loads a model (without stored features, the page says how to compute
-        them). `results`: the study's results if you have just read them.
+        them). `results`: the study's results if you have just read them. `export`: rebuild
+        the page from this study's item-level export instead of its store (the store gone).
 
         Example:
             >>> study.report("quickstart.html")
+            >>> study.report("report.html", export="studies/traits-offline/report-data")
         """
         from traitlens.execution.analyses import ensure_analyses, report_inputs
         from traitlens.report.page import build_report
+
+        if export is not None:
+            from traitlens.report.from_export import inputs_from_export
+
+            with working(self.console, "analysis from the export: traits, explanation"):
+                inputs = inputs_from_export(self.config, Path(export))
+            return build_report(inputs, Path(out) if out else Path(export).with_name(f"{self.name}.html"))
 
         store, plan = self._finished_store(), self.planned()
         with store.locked(f"traitlens report {self._file}"):

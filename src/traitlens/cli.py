@@ -566,15 +566,19 @@ def _print_frame(title: str, frame: pd.DataFrame) -> None:
 @STUDY_ARG
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="HTML file to write. Default: report/<study>.html in the study's store.")
-def report(study_file: Path, output: Path | None) -> None:
+@click.option("--from-export", "export", type=click.Path(file_okay=False, path_type=Path),
+              help="Rebuild from this item-level export folder (a report's -data folder) instead of the store.")
+def report(study_file: Path, output: Path | None, export: Path | None) -> None:
     """Write the study's report: one self-contained HTML page, plus CSV/JSON tables beside it.
 
     Built from the store (no model is loaded), so it can be rebuilt anywhere the store is;
     computes the trait analysis and the explanation first if the store has none for these
     cells and settings (that reads the datasets and the base model's tokenizer). Opens
-    offline: the plotting library is embedded.
+    offline: the plotting library is embedded. With --from-export, built from the study's
+    item-level export instead (a committed study whose store is gone): everything is
+    recomputed from its items; the adapters' training records appear only if the export has them.
     """
-    console.print(f"report: {_load(study_file).report(output)}")
+    console.print(f"report: {_load(study_file).report(output, export=export)}")
 
 
 @cli.group()

@@ -50,8 +50,10 @@ class ReportInputs:
     base_identity: dict[str, Any]
     store: Path
     forecasts: pd.DataFrame | None = None  # the study's stored forecast cells (`Store.forecasts`)
+    from_export: bool = False  # rebuilt from an item-level export, the store gone (`report.from_export`)
 
 
+ADAPTERS_FILE = "adapters.json"  # each adapter's training record, so a report rebuilt from the export keeps them
 NOT_COMPUTED = ("Not computed for this store yet: <code>traitlens explain STUDY.yaml</code> profiles the datasets and "
                 "explains transfer (it loads the base model and an embedding model once); the report only reads "
                 "what that stored.")
@@ -110,6 +112,7 @@ def build_report(inputs: ReportInputs, out: Path) -> Path:
         "settings": {name: json.dumps(getattr(study, name).model_dump(mode="json"))
                      for name in ("analysis", "lora", "training", "evaluation")},
         "sources": [_source_row(source, inputs.adapters) for source in study.sources],
+        "from_export": inputs.from_export,
         "targets": [_target_row(target, results.cells, inputs.examples) for target in study.targets],
         "matrix": {"columns": list(raw.columns),
                    "rows": [(model, [_num(v) for v in row]) for model, row in raw.iterrows()]},
@@ -157,6 +160,8 @@ def build_report(inputs: ReportInputs, out: Path) -> Path:
     _export(folder, raw, delta, uncertainty, intervals, loadings, scores, analysis, explained, features)
     if inputs.forecasts is not None and not inputs.forecasts.empty:
         inputs.forecasts.to_csv(folder / FORECASTS_FILE, index=False)
+    if inputs.adapters:
+        (folder / ADAPTERS_FILE).write_text(json.dumps(inputs.adapters, indent=1, default=str))
     export_items(results, folder)
     return out
 
