@@ -48,21 +48,25 @@ def forecast_quality(forecast: pd.DataFrame, measured: pd.DataFrame, n_traits: i
     forecast = forecast.reindex(index=measured.index, columns=measured.columns)
     both = forecast.notna() & measured.notna()
     cells = both.to_numpy()
-    spearman = stats.spearmanr(forecast.to_numpy()[cells], measured.to_numpy()[cells]).statistic
+    spearman = _spearman(forecast.to_numpy()[cells], measured.to_numpy()[cells])
     rows = []
     for target in measured.columns:
         keep = both[target]
         f, m = forecast.loc[keep, target], measured.loc[keep, target]
         rows.append({"target": target,
-                     "spearman": stats.spearmanr(f, m).statistic if keep.sum() > 2 else np.nan,
+                     "spearman": _spearman(f.to_numpy(), m.to_numpy()) if keep.sum() > 2 else np.nan,
                      "regret": float(m.max() - m[f.idxmax()]) if keep.any() else np.nan})
     congruence = pd.Series(dtype=float)
     if n_traits:  # 0: the measured matrix has no traits (too few sources), so none to compare
         fit = lambda matrix: PCATraits(n_traits, rotation, standardize=standardize).fit(matrix).loadings_
-        ours, theirs = fit(measured), fit(forecast)
-        shared = ours.index.intersection(theirs.index)
-        _, _, phi = assignment(ours.loc[shared].to_numpy(), theirs.loc[shared].to_numpy())
-        congruence = pd.Series(phi, index=ours.columns[:len(phi)])
+        try:
+            ours, theirs = fit(measured), fit(forecast)
+        except ValueError:  # a forecast that does not vary (all zeros) has no traits to compare
+            ours = theirs = None
+        if ours is not None:
+            shared = ours.index.intersection(theirs.index)
+            _, _, phi = assignment(ours.loc[shared].to_numpy(), theirs.loc[shared].to_numpy())
+            congruence = pd.Series(phi, index=ours.columns[:len(phi)])
     coverage = width = winkler = None
     if low is not None and high is not None:
         low, high = low.reindex_like(measured), high.reindex_like(measured)
@@ -73,6 +77,13 @@ def forecast_quality(forecast: pd.DataFrame, measured: pd.DataFrame, n_traits: i
             coverage, width = float(inside[bounded].mean()), float((hi - lo).mean())
             winkler = float((hi - lo + 2 / alpha * (np.maximum(lo - y, 0) + np.maximum(y - hi, 0))).mean())
     return ForecastQuality(float(spearman), pd.DataFrame(rows), congruence, coverage, width, winkler)
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho, NaN where either side is constant (a forecast of zeros ranks nothing)."""
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(stats.spearmanr(a, b).statistic)
 
 
 def ceiling(seed_agreement: float, seeds: int) -> float:
