@@ -199,3 +199,14 @@ def test_forecast_scores_give_width_interval_score_and_the_seed_mean_ceiling():
     assert wide.coverage == 1.0 and wide.winkler > quality.winkler  # covering everything is not a good forecast
     assert ceiling(0.37, 2) == pytest.approx(np.sqrt(2 * 0.37 / 1.37))  # about 0.73, not 0.37
     assert ceiling(1.0, 2) == 1.0 and ceiling(-0.2, 2) == 0.0
+
+
+def test_the_forecast_benchmark_scores_trivial_forecasts_beside_the_probes():
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run([sys.executable, str(root / "benchmarks" / "forecast.py"),
+                          str(root / "studies" / "traits-offline" / "smollm2-report-data")],
+                         capture_output=True, text=True, check=True)
+    lines = run.stdout.splitlines()
+    assert any(" target means " in line for line in lines) and any(" gradient " in line for line in lines)
+    zeros = next(line.split() for line in lines if " zeros " in line)
+    assert float(zeros[-3]) > 0.9 and float(zeros[-1]) > 0  # zeros cover too: coverage is not skill
