@@ -6,7 +6,8 @@ report). Every forecast is scored against the measured delta matrix (`forecast.q
 - Spearman over all cells, and the median over targets of the per-target Spearman;
 - top-1 regret per target (metric units), averaged;
 - Tucker congruence of forecast traits with measured traits (PCA, the study's rotation and
-  standardisation, the measured trait count);
+  standardisation, the measured trait count), beside what a forecast of this shape with no
+  structure reaches (its columns permuted across sources; 95th percentile);
 - coverage of 95% split-conformal intervals (`forecast.calibrate`), each source's interval
   calibrated on the other sources' errors (leave one source out), as a user's would be on
   finished studies;
@@ -91,6 +92,7 @@ def _quality_row(study: dict, name: str, budget: float, spent: float, delta, low
             "spearman (median over targets)": round(float(quality.per_target["spearman"].median()), 3),
             "top-1 regret": round(quality.regret, 3),
             "trait congruence": " / ".join(f"{c:.2f}" for c in quality.congruence) or "-",
+            "chance (95%)": " / ".join(f"{c:.2f}" for c in quality.congruence_null_95) or "-",
             "95% coverage": "-" if quality.coverage is None else round(quality.coverage, 3),
             "width": "-" if quality.width is None else round(quality.width, 3),
             "interval score": "-" if quality.winkler is None else round(quality.winkler, 3)}

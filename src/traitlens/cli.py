@@ -447,7 +447,8 @@ def compare(study_a: Path, study_b: Path, samples: int | None) -> None:
                   f"{int(result.traits['refits'].iloc[0])} resamples")
     for row in result.traits.itertuples():
         console.print(f"{row.trait_a}: A [bold]{row.name_a}[/] ~ B [bold]{row.name_b}[/]: congruence "
-                      f"{row.congruence:.2f} [{row.low:.2f}, {row.high:.2f}]")
+                      f"{row.congruence:.2f} [{row.low:.2f}, {row.high:.2f}]; chance for this shape "
+                      f"{row.null_median:.2f} (95%: {row.null_95:.2f}): {row.verdict}")
     differ = result.loadings[(result.loadings["low"] > 0) | (result.loadings["high"] < 0)]
     if len(differ):
         _print_frame("loadings that differ (A - B, interval excludes 0)",
@@ -517,7 +518,9 @@ def forecast(study_file: Path, budget: float, probe: str) -> None:
     console.print(f"against the measured matrix: Spearman {quality.spearman:.2f} over all cells, "
                   f"{_num(quality.per_target['spearman'].median())} median per target (of 3 or more sources); top-1 regret "
                   f"{quality.regret:.3f}; trait congruence "
-                  + (", ".join(f"{c:.2f}" for c in quality.congruence) or "- (the measured matrix has no traits)"))
+                  + (", ".join(f"{c:.2f} (chance 95%: {n:.2f})" for c, n in zip(quality.congruence,
+                                                                               quality.congruence_null_95))
+                     or "- (the measured matrix has no traits)"))
 
 
 @cli.command("analyze")

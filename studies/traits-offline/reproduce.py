@@ -329,7 +329,16 @@ def matched(items: Items, change: tuple[str, str], position: int) -> list[tuple[
     return pairs
 
 
-def adapter_contrasts(plain: Items, margin: Items) -> pd.DataFrame:
+def asymmetry_of_seed(items: Items, a: str, b: str, seed: int) -> float:
+    """H5's difference (A's sources on B's targets minus B's on A's, each averaged over the
+    targets of its group) from one seed's adapters."""
+    def transfer(sources: str, targets: str) -> float:
+        models = items.adapters(GROUPS[sources], [seed])
+        return float(np.mean([(items.mean(t, models) - items.mean(t, ["base"])).mean() for t in TARGET_GROUPS[targets]]))
+    return transfer(a, b) - transfer(b, a)
+
+
+def adapter_contrasts(plain: Items, margin: Items, calibrated: Items) -> pd.DataFrame:
     rows = []
     skew = matched(plain, ("skew", "bal"), 1)
     for target in SENTIMENT:
@@ -341,7 +350,10 @@ def adapter_contrasts(plain: Items, margin: Items) -> pd.DataFrame:
     worked = [(plain.adapters(["arith-worked"], [s])[0], plain.adapters(["arith-short"], [s])[0]) for s in (0, 1)]
     rows.append(("H3", "arith-worked - arith-short, generated tokens on arithmetic",
                  adapter_test(pair_units(plain, "arithmetic", worked, "lengths"))))
-    return pd.DataFrame([{"hypothesis": h, "contrast (matched adapter pairs)": name, "pairs": 8 if h != "H3" else 2,
+    for a, b in (("sentiment", "reasoning"), ("sentiment", "arithmetic")):
+        rows.append(("H5", f"{a} <-> {b}: A sources on B targets minus B on A (calibrated accuracy), per seed",
+                     adapter_test(np.array([asymmetry_of_seed(calibrated, a, b, seed) for seed in (0, 1)]))))
+    return pd.DataFrame([{"hypothesis": h, "contrast (matched adapter pairs)": name, "pairs": 2 if h in ("H3", "H5") else 8,
                           "estimate": f"{m:+.3f}", "interval (t, over pairs)": f"[{lo:+.3f}, {hi:+.3f}]",
                           "p (exact sign-flip)": f"{p:.3g}"} for h, name, (m, lo, hi, p) in rows])
 
@@ -380,7 +392,7 @@ def explanation_revised(results) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
 
 def reanalysis(results, copy, plain: Items, margin: Items, calibrated: Items) -> dict[str, str]:
     out = {"re-reliability": markdown(reliability_table(results))}
-    out["re-contrasts"] = markdown(adapter_contrasts(plain, margin))
+    out["re-contrasts"] = markdown(adapter_contrasts(plain, margin, calibrated))
     groups, differences, influence, masked = explanation_revised(results)
     out["re-explain"] = (f"Masked for a shared corpus: {masked}.\n\n" + markdown(groups) + "\n\n"
                          + markdown(differences) + "\n\nWithout each family (held-out R2, and p over 200 shuffles):\n\n"

@@ -22,7 +22,7 @@ from scipy import stats
 from traitlens.analysis.analyze import TraitAnalysis, analyze
 from traitlens.analysis.results import Results
 from traitlens.analysis.stability import resampled_cells
-from traitlens.analysis.traits import ESTIMATORS, assignment, congruence, match
+from traitlens.analysis.traits import ESTIMATORS, assignment, congruence, congruence_null, match
 from traitlens.analysis.views import raw_matrix, view
 from traitlens.config.schema import BASE
 from traitlens.errors import TraitlensError
@@ -31,7 +31,9 @@ from traitlens.errors import TraitlensError
 @dataclass
 class StudyComparison:
     """`traitlens.compare_studies(a, b)`: `traits` (per trait of A: B's matched trait, their
-    congruence and its interval), `loadings` (per target and trait: A's, B's matched loading,
+    congruence and its interval, beside chance for this shape: B's matrix with every target's
+    column permuted across sources, fitted and matched the same way, `null_median` and
+    `null_95`, and the `verdict`), `loadings` (per target and trait: A's, B's matched loading,
     the difference and its interval), `cells` (per shared cell: both deltas, the difference,
     its interval, p, BH q, whether they disagree), the fitted analyses `a` and `b`.
 
@@ -86,12 +88,19 @@ def compare_studies(a: Results, b: Results, samples: int | None = None, seed: in
     low_high = lambda draws: np.nanquantile(np.array(draws), [alpha / 2, 1 - alpha / 2], axis=0) if draws else None
 
     bounds = low_high(congruences)
+    # Chance for this shape: B's matrix with every target's column permuted across sources.
+    s_b = b.settings
+    matrix_b = view(raw_matrix(b.cells), s_b.view, b.diagonal, s_b.mask_diagonal).reindex(columns=targets)
+    null = congruence_null(lambda m: refit_b.matrix(pd.DataFrame(m, index=matrix_b.index, columns=targets)),
+                           [matrix_b.to_numpy(float)], ref_a.to_numpy(), samples=200, seed=a.settings.seed)
+    null_95 = np.nanquantile(null, 0.95, axis=0)
     traits = pd.DataFrame({
         "trait_a": ref_a.columns, "name_a": fitted["a"].names,
         "name_b": [fitted["b"].names[c] for c in columns],
         "congruence": phi,
         "low": bounds[0] if bounds is not None else np.nan, "high": bounds[1] if bounds is not None else np.nan,
-        "refits": len(congruences)})
+        "refits": len(congruences), "null_median": np.nanmedian(null, axis=0), "null_95": null_95,
+        "verdict": np.where(phi > null_95, "above chance", "indistinguishable from chance")})
     spread = low_high(differences)
     loadings = pd.concat([
         pd.DataFrame({"target": targets, "trait": trait, "a": ref_a[trait].to_numpy(), "b": matched[trait].to_numpy(),
@@ -144,13 +153,17 @@ def _delta(results: Results) -> pd.DataFrame:
 
 def _refitter(results: Results, fitted: TraitAnalysis, targets: list[str]):
     """Loadings of a refit on resampled cells, at the full-data trait count, in the order of
-    `targets` (0 for a target the refit leaves out because no adapter moves it)."""
+    `targets` (0 for a target the refit leaves out because no adapter moves it); `.matrix(m)`
+    refits a matrix in the analysed view directly."""
     s = results.settings
     estimator = ESTIMATORS[s.method]
 
-    def refit(cells: pd.DataFrame) -> np.ndarray:
-        matrix = view(raw_matrix(cells), s.view, results.diagonal, s.mask_diagonal)
+    def fit_matrix(matrix: pd.DataFrame) -> np.ndarray:
         model = estimator(fitted.loadings_.shape[1], s.rotation, random_state=s.seed, standardize=s.standardize)
         return model.fit(matrix).loadings_.reindex(targets).fillna(0.0).to_numpy()
 
+    def refit(cells: pd.DataFrame) -> np.ndarray:
+        return fit_matrix(view(raw_matrix(cells), s.view, results.diagonal, s.mask_diagonal))
+
+    refit.matrix = fit_matrix
     return refit

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from traitlens.analysis.traits import PCATraits, assignment
+from traitlens.analysis.traits import PCATraits, assignment, congruence_null
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class ForecastQuality:
     coverage: float | None  # share of measured cells inside [low, high] where it has them; None without any
     width: float | None = None  # mean interval width over those cells
     winkler: float | None = None  # mean interval score (Winkler) at `alpha`: lower is better
+    congruence_null_95: pd.Series | None = None  # per trait: what a forecast of this shape with no structure reaches
 
     @property
     def regret(self) -> float:
@@ -56,7 +57,7 @@ def forecast_quality(forecast: pd.DataFrame, measured: pd.DataFrame, n_traits: i
         rows.append({"target": target,
                      "spearman": _spearman(f.to_numpy(), m.to_numpy()) if keep.sum() > 2 else np.nan,
                      "regret": float(m.max() - m[f.idxmax()]) if keep.any() else np.nan})
-    congruence = pd.Series(dtype=float)
+    congruence = null_95 = pd.Series(dtype=float)
     if n_traits:  # 0: the measured matrix has no traits (too few sources), so none to compare
         fit = lambda matrix: PCATraits(n_traits, rotation, standardize=standardize).fit(matrix).loadings_
         try:
@@ -67,6 +68,11 @@ def forecast_quality(forecast: pd.DataFrame, measured: pd.DataFrame, n_traits: i
             shared = ours.index.intersection(theirs.index)
             _, _, phi = assignment(ours.loc[shared].to_numpy(), theirs.loc[shared].to_numpy())
             congruence = pd.Series(phi, index=ours.columns[:len(phi)])
+            # Chance: the forecast's columns each permuted across sources, fitted and matched alike.
+            refit = lambda m: fit(pd.DataFrame(m, index=forecast.index, columns=forecast.columns)).reindex(  # noqa: E731
+                shared).fillna(0.0).to_numpy()
+            null = congruence_null(refit, [forecast.to_numpy(float)], ours.loc[shared].to_numpy(), samples=100)
+            null_95 = pd.Series(np.nanquantile(null, 0.95, axis=0)[:len(phi)], index=congruence.index)
     coverage = width = winkler = None
     if low is not None and high is not None:
         low, high = low.reindex_like(measured), high.reindex_like(measured)
@@ -76,7 +82,8 @@ def forecast_quality(forecast: pd.DataFrame, measured: pd.DataFrame, n_traits: i
             lo, hi, y = (frame.to_numpy(float)[bounded] for frame in (low, high, measured))
             coverage, width = float(inside[bounded].mean()), float((hi - lo).mean())
             winkler = float((hi - lo + 2 / alpha * (np.maximum(lo - y, 0) + np.maximum(y - hi, 0))).mean())
-    return ForecastQuality(float(spearman), pd.DataFrame(rows), congruence, coverage, width, winkler)
+    return ForecastQuality(float(spearman), pd.DataFrame(rows), congruence, coverage, width, winkler,
+                           null_95)
 
 
 def _spearman(a: np.ndarray, b: np.ndarray) -> float:
