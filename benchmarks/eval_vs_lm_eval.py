@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from traitlens.config.schema import BaseModelSpec, Target
-from traitlens.data.load import prepare
+from traitlens.data.load import OPTION_LINE, prepare
 from traitlens.data.template import render, token_boundary
-from traitlens.evaluate.targets import OPTION, evaluate_target, select_items
+from traitlens.evaluate.targets import evaluate_target, select_items
 from traitlens.models.hf import HFScorer
 from traitlens.models.load import materialize_catalog_model
 
@@ -50,7 +50,7 @@ def lm_eval_task(folder: Path, name: str, target: Target, items, tokenizer) -> l
         if target.kind == "classification":
             choices, gold = list(target.labels), target.labels.index(row["answer"])
         else:
-            parsed = OPTION.findall(row["options"])
+            parsed = OPTION_LINE.findall(row["options"])
             choices, gold = [text for _, text in parsed], [letter for letter, _ in parsed].index(row["answer"])
         rows.append({"prompt": context, "choices": choices, "gold": gold})
         golds.append(gold)

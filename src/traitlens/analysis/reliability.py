@@ -50,7 +50,6 @@ if TYPE_CHECKING:
     from traitlens.analysis.results import Results
 
 COMPONENTS = ("source", "seed", "item", "source_item", "residual")
-EFFECTS = ("s", "r", "i", "si", "e")  # the mean squares, in COMPONENTS' order
 DRAWS = 2000  # parametric-bootstrap draws of the mean squares
 SEED_GRID = (1, 2, 3, 4, 6, 8)
 ITEM_GRID = (50, 100, 200, 300, 500, 1000)

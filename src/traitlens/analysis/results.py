@@ -37,8 +37,8 @@ class Results:
     `abilities`: each target's ability tags. `labels`: each target's label set (None for
     free-form answers). `families`: each source's family (sources built from one dataset).
     `kinds`: each target's kind. `shared_corpus`: (source, target) pairs off the diagonal whose
-    datasets come from one corpus (the explanation masks them like the diagonal). `settings`: the study's analysis settings, the defaults of
-    every method here. `features`: the datasets' features, where they have been computed (the
+    datasets come from one corpus (the explanation masks them like the diagonal). `settings`:
+    the study's analysis settings, the defaults of every method here. `features`: the datasets' features, where they have been computed (the
     explanation needs them).
 
     Example:

@@ -123,12 +123,12 @@ def seed_split_count(seeds: np.ndarray, standardize: bool = True, samples: int =
     much noise a mean of R seeds carries is measured by the seeds themselves: the covariance
     (across targets) of each adapter's deviation from its source's mean, pooled over sources,
     over R. Null matrices are normal draws with that covariance, so the null is estimated from
-    the study rather than assumed. Traits are
-    counted one at a time: the k-th eigenvalue of the mean matrix's covariance (targets scaled by
-    its spread when standardising) must beat the `quantile` of the k-th eigenvalue
-    of data made of the k-1 traits already found plus a draw of that noise (a parametric
-    bootstrap of "k-1 traits", so what the first traits leak into the next eigenvalue is in the
-    null too). The count can be 0: then no trait is reproducible."""
+    the study rather than assumed. Traits are counted one at a time: the k-th eigenvalue of the
+    mean matrix's covariance (targets scaled by its spread when standardising) must beat the
+    `quantile` of the k-th eigenvalue of data made of the k-1 traits already found plus a draw
+    of that noise (a parametric bootstrap of "k-1 traits", so what the first traits leak into
+    the next eigenvalue is in the null too). The count can be 0: then no trait is
+    reproducible. `docs/trait-count.md` measures it on planted studies."""
     r_, s_, t_ = seeds.shape
     filled = np.where(np.isnan(seeds), np.nanmean(seeds, axis=(0, 1), keepdims=True), seeds)
     mean = filled.mean(axis=0)
@@ -141,7 +141,8 @@ def seed_split_count(seeds: np.ndarray, standardize: bool = True, samples: int =
     # The noise of a seed mean: the pooled within-source covariance of the seeds, over R.
     within = (filled - mean[None]).transpose(1, 0, 2).reshape(-1, t_) / scale
     noise = within.T @ within / (s_ * (r_ - 1)) / r_
-    root = np.linalg.cholesky(noise + 1e-12 * np.trace(noise) * np.eye(t_) + 1e-300 * np.eye(t_))
+    # A tiny ridge keeps the factorisation defined where seeds agree exactly on some target.
+    root = np.linalg.cholesky(noise + (1e-12 * np.trace(noise) + 1e-300) * np.eye(t_))
     rng = np.random.default_rng(seed)
     nulls = [draw - draw.mean(axis=0) for draw in (rng.standard_normal((s_, t_)) @ root.T for _ in range(samples))]
     limit = min(t_, s_ - 1)
