@@ -260,3 +260,73 @@ def test_off_a_terminal_a_silent_job_prints_its_status_within_the_heartbeat():
     items.advance(16)
     assert progress.beat(progress.last_line + 20, every=20)
     assert "eval base on movie: 16/48 items, " in console.file.getvalue() and "items/s" in console.file.getvalue()
+
+
+GPU = Hardware("cuda:0", True, "a GPU with bfloat16")
+
+
+def test_a_ray_task_holding_no_gpu_runs_on_the_cpu(write_study):
+    """Ray no longer hides GPUs from a zero-GPU task: under `auto` it would land on cuda:0."""
+    ray = "execution: {executor: ray, device: auto, gpus_per_train_job: 1, gpus_per_eval_job: 0}\n"
+    plan = plan_study(load_study(write_study(MINIMAL + ray)), {"train": GPU, "eval": EMULATED})
+    assert {job.settings.device for job in plan.eval_jobs} == {"cpu"}
+    assert {job.settings.device for job in plan.train_jobs} == {"auto"}
+    local = plan_study(load_study(write_study(MINIMAL + "execution: {device: auto}\n", name="local.yaml")))
+    assert {job.settings.device for job in local.jobs} == {"auto"}  # the local executor: one device for all
+
+
+def test_each_job_kind_resolves_its_dtype_for_its_own_device(write_study, monkeypatch):
+    """Training on a GPU, evaluation on a CPU without native bfloat16: each gets its own dtype,
+    probed with its own resources."""
+    from traitlens.execution import plan as planning
+
+    ray = "execution: {executor: ray, address: auto, gpus_per_train_job: 1, gpus_per_eval_job: 0}\n"
+    study = load_study(write_study(AUTO + ray))
+    asked = []
+    monkeypatch.setattr(planning, "study_hardware", lambda s, kind: asked.append(kind) or (GPU if kind == "train"
+                                                                                           else EMULATED))
+    resolved = planning.resolve_precision(study)
+    assert (resolved.training.dtype, resolved.evaluation.dtype) == ("bfloat16", "float32")
+    assert sorted(asked) == ["eval", "train"]
+    assert hw.job_device(study.execution, "eval") == "cpu"
+
+
+def test_bf16_support_is_read_off_the_device_asked_about(monkeypatch):
+    """cuda:1 an older GPU than the current cuda:0: the answer is cuda:1's."""
+    capability = {0: (9, 0), 1: (7, 5)}
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: capability[index or 0])
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # the current one
+    assert hw.bf16_native("cuda:0") is True and hw.bf16_native("cuda:1") is False and hw.bf16_native("cuda") is True
+
+
+def test_the_probe_closes_a_ray_connection_it_opened(write_study, monkeypatch):
+    import sys
+    import types
+
+    from traitlens.execution.distributed import cluster_hardware
+
+    calls = []
+    fake = types.SimpleNamespace(
+        is_initialized=lambda: False, init=lambda **kwargs: calls.append("init"),
+        shutdown=lambda: calls.append("shutdown"), get=lambda ref: ref,
+        remote=lambda **resources: (calls.append(resources) or (lambda f: types.SimpleNamespace(remote=f))))
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    study = load_study(write_study(MINIMAL + "execution: {executor: ray, address: auto, gpus_per_eval_job: 0.5}\n"))
+    hardware = cluster_hardware(study, "eval")
+    assert hardware.device == "cpu" or hardware.device.startswith("cuda")
+    assert calls[0] == "init" and calls[1]["num_gpus"] == 0.5 and calls[-1] == "shutdown"
+    calls.clear()
+    fake.is_initialized = lambda: True  # a cluster the caller joined: left open
+    cluster_hardware(study, "train")
+    assert "shutdown" not in calls and calls[0]["num_gpus"] == 0
+
+
+def test_the_gradient_probe_runs_on_the_study_device(write_study):
+    """It ignored `execution.device` (and would have failed at `.numpy()` on a GPU)."""
+    from traitlens.forecast.gradient import gradient_affinity
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    study = load_study(write_study(MINIMAL + "execution: {device: cuda}\n"))
+    with pytest.raises(TraitlensError, match="sees no CUDA device"):
+        gradient_affinity(study, {}, {}, 1, set())

@@ -129,6 +129,20 @@ def test_killed_run_resumes_from_checkpoint_with_the_same_result(tiny_study):
     assert not (store.artifacts / "checkpoints" / job.key).exists()  # cleaned up when done
 
 
+def test_training_runs_with_deterministic_algorithms_and_restores_the_setting(tiny_study, monkeypatch):
+    """"Exact resume" needs deterministic kernels on a GPU; on during training, off again after."""
+    import torch
+
+    study, [job], store, table = tiny_study(store="deterministic")
+    seen = []
+    real_step = loop._checkpoint
+    monkeypatch.setattr(loop, "_checkpoint", lambda *args: seen.append(torch.are_deterministic_algorithms_enabled())
+                        or real_step(*args))
+    assert not torch.are_deterministic_algorithms_enabled()
+    train_adapter(job, store, table)
+    assert seen and all(seen) and not torch.are_deterministic_algorithms_enabled()
+
+
 class Planted:
     """A pickle that runs code when loaded: it creates the file it names."""
 

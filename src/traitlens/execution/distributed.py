@@ -85,16 +85,21 @@ def _probe(device: str) -> Hardware:
     return local_hardware(device)
 
 
-def cluster_hardware(study: Study) -> Hardware:
-    """The hardware a job of `study` gets on the cluster: probed by a task holding the jobs'
-    resources, so `dtype: auto` resolves for the workers' devices, not the driver's."""
+def cluster_hardware(study: Study, kind: str = "train") -> Hardware:
+    """The hardware a job of `kind` gets on the cluster: probed by a task holding that kind's
+    resources, so `dtype: auto` resolves for the workers' devices, not the driver's. A
+    connection opened only to probe is closed again."""
     import ray
 
     execution = study.execution
-    _connect(execution)
-    gpus = max(execution.gpus_per_train_job, execution.gpus_per_eval_job)
-    probe = ray.remote(num_cpus=execution.cpus_per_job, num_gpus=gpus)(_probe)
-    return ray.get(probe.remote(execution.device))
+    opened = _connect(execution)
+    try:
+        probe = ray.remote(num_cpus=execution.cpus_per_job,
+                           num_gpus=getattr(execution, f"gpus_per_{kind}_job"))(_probe)
+        return ray.get(probe.remote(execution.device))
+    finally:
+        if opened:
+            ray.shutdown()
 
 
 def _train_task(job: Job, table: pd.DataFrame, checkpoints: str) -> tuple[dict, dict[str, bytes]]:

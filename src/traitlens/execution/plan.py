@@ -62,38 +62,51 @@ class Plan:
         return {job.key: records[job.key].state if job.key in records else "new" for job in self.jobs}
 
 
-def resolve_precision(study: Study, hardware: Hardware | None = None) -> Study:
-    """`study` with `training.dtype` and `evaluation.dtype` resolved for the hardware the jobs
-    run on (`auto` -> bfloat16 where it is native, else float32). Keys are computed from the
-    result, so a cell or adapter is only ever reused in the precision it was made in."""
-    settings = {"training": study.training, "evaluation": study.evaluation}
-    if all(section.dtype == "float32" for section in settings.values()) and study.execution.device in ("auto", "cpu"):
+def resolve_precision(study: Study, hardware: Hardware | dict[str, Hardware] | None = None) -> Study:
+    """`study` with `training.dtype` and `evaluation.dtype` resolved, each for the hardware its
+    own jobs run on (`auto` -> bfloat16 where it is native, else float32): training on a GPU and
+    evaluation on a CPU get different answers. `hardware`: one for both kinds, or per kind
+    ("train", "eval"); default: probed (`study_hardware`). Keys are computed from the result, so
+    a cell or adapter is only ever reused in the precision it was made in."""
+    settings = {"train": ("training", study.training), "eval": ("evaluation", study.evaluation)}
+    if all(section.dtype == "float32" for _, section in settings.values()) and study.execution.device in ("auto", "cpu"):
         return study  # nothing depends on the hardware, and no GPU was asked for: no need to probe
-    if hardware is None:
-        hardware = study_hardware(study)
     from traitlens.models.device import resolve_dtype
 
-    return study.model_copy(update={
-        name: section.model_copy(update={"dtype": resolve_dtype(section.dtype, hardware, f"{name}.dtype")})
-        for name, section in settings.items()})
+    update = {}
+    for kind, (name, section) in settings.items():
+        if isinstance(hardware, dict):
+            found = hardware[kind]
+        elif hardware is not None:
+            found = hardware
+        else:
+            found = study_hardware(study, kind) if section.dtype != "float32" else None  # float32 needs no probe
+        update[name] = section if found is None else section.model_copy(
+            update={"dtype": resolve_dtype(section.dtype, found, f"{name}.dtype")})
+    return study.model_copy(update=update)
 
 
-def study_hardware(study: Study) -> Hardware:
-    """The hardware the study's jobs will run on: this machine's, or, on a Ray cluster that
-    this process joins, a worker's as probed with the jobs' resources."""
+def study_hardware(study: Study, kind: str = "train") -> Hardware:
+    """The hardware a job of `kind` will run on: this machine's, or, on a Ray cluster that this
+    process joins, a worker's as probed with that kind's resources (a task holding no GPU runs
+    on the CPU, `models.device.job_device`)."""
+    from traitlens.models.device import job_device, local_hardware
+
     execution = study.execution
-    if execution.executor == "ray" and execution.address is not None:
+    device = job_device(execution, kind)
+    if execution.executor == "ray" and execution.address is not None and device != "cpu":
         from traitlens.execution.distributed import cluster_hardware
 
-        return cluster_hardware(study)
-    from traitlens.models.device import local_hardware
-
-    return local_hardware(execution.device)
+        return cluster_hardware(study, kind)
+    return local_hardware(device)
 
 
-def plan_study(study: Study, hardware: Hardware | None = None) -> Plan:
-    """Every job of `study`, keyed. `hardware` (default: probed, see `study_hardware`) resolves
-    `dtype: auto`; the plan's study carries the resolved dtypes that its jobs run with."""
+def plan_study(study: Study, hardware: Hardware | dict[str, Hardware] | None = None) -> Plan:
+    """Every job of `study`, keyed. `hardware` (default: probed, see `study_hardware`; or one per
+    job kind) resolves `dtype: auto`; the plan's study carries the resolved dtypes that its jobs
+    run with, and each job the device setting of its kind (`models.device.job_device`)."""
+    from traitlens.models.device import job_device
+
     study = resolve_precision(study, hardware)
     base = base_identity(study.base)
     sources, targets, problems = {}, {}, []
@@ -114,7 +127,7 @@ def plan_study(study: Study, hardware: Hardware | None = None) -> Plan:
     for source in study.sources:
         for seed in study.training.seeds:
             settings = TrainSettings(source, seed, study.base, base, sources[source.name], study.lora,
-                                     study.training, study.execution.device, threads)
+                                     study.training, job_device(study.execution, "train"), threads)
             spec = {"base": base, "source": sources[source.name], "lora": lora,
                     "training": settings.result_training, "code": TRAIN_CODE_VERSION}
             model = f"{source.name}/s{seed}" if several_seeds else source.name
@@ -129,7 +142,7 @@ def plan_study(study: Study, hardware: Hardware | None = None) -> Plan:
                     "dtype": study.evaluation.dtype, "seed": study.evaluation.seed,
                     "code": SCORING_CODE_VERSION}
             settings = EvalSettings(target, spec["limit"], study.base, base, targets[target.name], study.evaluation,
-                                    study.execution.device, threads)
+                                    job_device(study.execution, "eval"), threads)
             jobs.append(Job("eval", content_key("eval", spec), model, spec, settings,
                             target=target.name, needs=adapter_key))
     return Plan(study, jobs)

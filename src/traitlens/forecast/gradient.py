@@ -71,11 +71,14 @@ def gradient_affinity(study: Study, encoded_sources: dict[str, list[Encoded]],
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from traitlens.models.device import resolve_device
     from traitlens.models.load import load_base
     from traitlens.train.loop import loss_logits
 
+    device = torch.device(resolve_device(study.execution.device))  # the probe runs here, on the driver
     torch.manual_seed(study.training.seeds[0])
-    model, tokenizer = load_base(study.base, "float32")
+    model, tokenizer = load_base(study.base, "float32")  # gradients compared in float32
+    model.to(device)
     peft_model = get_peft_model(model, LoraConfig(r=study.lora.r, lora_alpha=study.lora.alpha, lora_dropout=0.0,
                                                   target_modules=list(study.lora.target_modules),
                                                   task_type="CAUSAL_LM"))
@@ -91,10 +94,13 @@ def gradient_affinity(study: Study, encoded_sources: dict[str, list[Encoded]],
                                          tokenizer.pad_token_id, None)
             (torch.nn.functional.cross_entropy(logits.float(), labels, reduction="sum") / loss_tokens).backward()
         flat = torch.cat([p.grad.flatten() for p in params if p.grad is not None])
-        return (flat / flat.norm().clamp_min(1e-12)).numpy()
+        return (flat / flat.norm().clamp_min(1e-12)).cpu().numpy()
 
     source_grads = {name: gradient(batch[:examples]) for name, batch in encoded_sources.items()}
     target_grads = {name: gradient(batch[:examples]) for name, batch in encoded_targets.items()}
+    del peft_model, model, lm  # the driver goes on (features, a run): give the device its memory back
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
     affinity = pd.DataFrame({t: {s: float(g @ target_grads[t]) for s, g in source_grads.items()}
                              for t in target_grads}).rename_axis(index="source", columns="target")
     for source, target in diagonal:

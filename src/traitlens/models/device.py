@@ -62,12 +62,25 @@ def resolve_device(setting: str) -> str:
 
 
 def bf16_native(device: str) -> bool:
-    """Whether `device` computes bfloat16 in hardware (not emulated)."""
+    """Whether `device` computes bfloat16 in hardware (not emulated). For `cuda:N` it asks about
+    device N itself (compute capability 8.0 or newer), not whichever device is current: a node
+    can hold GPUs of two generations."""
     import torch
 
     if device.startswith("cuda"):
-        return torch.cuda.is_bf16_supported(including_emulation=False)
+        index = int(device.partition(":")[2] or 0)
+        return torch.cuda.get_device_capability(index) >= (8, 0)
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def job_device(execution, kind: str) -> str:
+    """The `execution.device` setting a job of `kind` ("train" or "eval") runs with. A Ray task
+    that holds no GPU runs on the CPU: Ray no longer hides a node's GPUs from such a task, so
+    under `auto` every one of them would land on cuda:0 and size its batches from memory the
+    tasks holding GPUs are using."""
+    if execution.executor == "ray" and getattr(execution, f"gpus_per_{kind}_job") == 0:
+        return "cpu"
+    return execution.device
 
 
 def cpu_name() -> str:

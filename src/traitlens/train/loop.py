@@ -1,19 +1,22 @@
 """The training loop, written out in one place (no Trainer hiding it), PEFT for the LoRA layers.
 
 Reproducible and resumable: the data order of every step is a pure function of (seed, step),
-and a checkpoint holds the LoRA weights, optimizer, scheduler and RNG state, so a run killed
-after a checkpoint resumes there and ends with the same adapter as an uninterrupted run.
+a checkpoint holds the LoRA weights, optimizer, scheduler and RNG state, and training runs with
+torch's deterministic algorithms (cuBLAS with a fixed workspace on a GPU), so a run killed after
+a checkpoint resumes there and ends with the same adapter as an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import sys
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,6 +105,29 @@ def train_files(job: Job, table: pd.DataFrame, files: Path, checkpoints: Path,
                 progress: JobProgress | None = None) -> dict[str, Any]:
     """Train into the folder `files` (PEFT files + traitlens.json), checkpointing into
     `checkpoints`; touches no store, so executors can call it anywhere. Returns the metadata."""
+    with deterministic():
+        return _train_files(job, table, files, checkpoints, progress)
+
+
+@contextmanager
+def deterministic():
+    """Torch's deterministic algorithms for the duration (warning, not failing, where an
+    operation has none), the process's previous setting restored after. cuBLAS needs a fixed
+    workspace for reproducible matmuls on a GPU; set before this process first uses it (else it
+    keeps what it has, and torch warns)."""
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before, warn = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn)
+
+
+def _train_files(job: Job, table: pd.DataFrame, files: Path, checkpoints: Path,
+                 progress: JobProgress | None) -> dict[str, Any]:
     import torch
     from peft import LoraConfig, get_peft_model
 
