@@ -330,3 +330,17 @@ def test_the_gradient_probe_runs_on_the_study_device(write_study):
     study = load_study(write_study(MINIMAL + "execution: {device: cuda}\n"))
     with pytest.raises(TraitlensError, match="sees no CUDA device"):
         gradient_affinity(study, {}, {}, 1, set())
+
+
+def test_device_memory_is_given_back_after_each_training_job(write_study, tiny_model, monkeypatch):
+    """Evaluation runs in the process that just trained: the allocator's cache would look used."""
+    text = TINY_TRAIN.format(base=tiny_model)
+    study = load_study(write_study(text))
+    sources, targets = prepare_study(study)
+    emptied = []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # as after a job on a GPU
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
+    plan = plan_study(study)
+    assert not run_plan(plan, Store(study.store), sources, targets, QUIET,
+                        make_scorer=lambda s: FakeScorer(), only=lambda job: job.kind == "train").failed
+    assert len(emptied) == len(plan.train_jobs) >= 1

@@ -70,6 +70,26 @@ def test_output_layer_chunks_do_not_change_scores(scorer, movie_items, monkeypat
     assert max(diffs) < 1e-4
 
 
+def test_later_choice_tokens_get_logits_only_where_predicted_in_bounded_chunks(scorer, movie_items, monkeypatch):
+    """The output layer and its float32 log-softmax ran on every position of every padded row
+    (rows x width x vocabulary floats, gigabytes with a 262k vocabulary); now only on the
+    positions that predict a choice token, HEAD_ROWS at a time. Scores are unchanged."""
+    from traitlens.models import hf
+
+    requests = [ChoiceRequest(p, ("negative", "very negative", "not at all positive"))
+                for p in prompts(MOVIE, movie_items.head(6), scorer)]
+    before = scorer.loglikelihood(requests)
+    shapes, real = [], hf.head_logits
+    monkeypatch.setattr(hf, "head_logits", lambda lm, hidden: shapes.append(tuple(hidden.shape)) or real(lm, hidden))
+    monkeypatch.setattr(hf, "HEAD_ROWS", 4)
+    after = scorer.loglikelihood(requests)
+    later = sum(n - 1 for s in after for n in s.tokens)  # choice tokens after the first, over all items
+    assert all(len(shape) == 2 and shape[0] <= 4 for shape in shapes)  # positions x hidden, chunks of 4
+    assert sum(shape[0] for shape in shapes) == later + len(requests)  # those, plus each first-token row
+    diffs = [abs(a - b) for x, y in zip(before, after) for a, b in zip(x.logprobs, y.logprobs)]
+    assert max(diffs) < 1e-4
+
+
 def full_forward_logprob(scorer, context_ids: list[int], choice: str) -> float:
     """The log-probability of `choice` after `context_ids` from one plain forward pass of the
     whole sequence: what every scorer shortcut must reproduce."""

@@ -53,6 +53,7 @@ def run_plan(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], targets
              console: Console, make_scorer: Callable[[EvalSettings], Scorer] = default_scorer,
              only: Callable[[Job], bool] = lambda job: True) -> RunSummary:
     """Run every job of `plan` that `only` selects and the store does not have yet."""
+    from traitlens.models.device import release_device_memory
     from traitlens.train.loop import train_adapter  # imports torch: only when there is work
 
     summary, states, todo = pending_jobs(plan, store, only)
@@ -70,6 +71,7 @@ def run_plan(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], targets
                 error = f"{type(exc).__name__}: {exc}"
                 summary.failed.append((job.label, error))
             progress.done(job.label, time.perf_counter() - started, error)
+            release_device_memory()
         evaluations = [j for j in todo if j.kind == "eval"]
         runnable = [j for j in evaluations if j.needs is None or store.adapter_path(j.needs) is not None]
         summary.blocked = len(evaluations) - len(runnable)

@@ -68,10 +68,11 @@ def resolve_precision(study: Study, hardware: Hardware | dict[str, Hardware] | N
     evaluation on a CPU get different answers. `hardware`: one for both kinds, or per kind
     ("train", "eval"); default: probed (`study_hardware`). Keys are computed from the result, so
     a cell or adapter is only ever reused in the precision it was made in."""
+    from traitlens.models.device import job_device, resolve_dtype
+
     settings = {"train": ("training", study.training), "eval": ("evaluation", study.evaluation)}
     if all(section.dtype == "float32" for _, section in settings.values()) and study.execution.device in ("auto", "cpu"):
         return study  # nothing depends on the hardware, and no GPU was asked for: no need to probe
-    from traitlens.models.device import resolve_dtype
 
     update = {}
     for kind, (name, section) in settings.items():
@@ -80,7 +81,9 @@ def resolve_precision(study: Study, hardware: Hardware | dict[str, Hardware] | N
         elif hardware is not None:
             found = hardware
         else:
-            found = study_hardware(study, kind) if section.dtype != "float32" else None  # float32 needs no probe
+            # Probed where the dtype depends on it, or a GPU is named (a missing one fails here, before any job).
+            probe = section.dtype != "float32" or job_device(study.execution, kind) not in ("auto", "cpu")
+            found = study_hardware(study, kind) if probe else None
         update[name] = section if found is None else section.model_copy(
             update={"dtype": resolve_dtype(section.dtype, found, f"{name}.dtype")})
     return study.model_copy(update=update)

@@ -145,3 +145,16 @@ def bf16_slowdown(device: str, size: int = 256, repeats: int = 5) -> float:
         return min(times[1:])  # the first call pays for kernel selection
 
     return best(torch.bfloat16) / max(best(torch.float32), 1e-9)
+
+
+def release_device_memory() -> None:
+    """Give back the memory a finished job's tensors held on a GPU, so the next job in the same
+    process (evaluation after training, a probe after a run) sizes its batches from memory that
+    is really free (`torch.cuda.mem_get_info` counts the allocator's cached blocks as used)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()

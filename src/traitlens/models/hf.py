@@ -244,9 +244,16 @@ class HFScorer:
                     last[index] = hidden[row]
                 self._told(len(batch))
             first = self._next_token_logprobs(torch.stack(last), names) if requests else None
-        return [ChoiceScores(tuple(first[i, choice[0]].item() + tail for choice, tail in zip(choices, tails[i])),
-                             tuple(len(choice) for choice in choices))
-                for i, (_, choices) in enumerate(encoded)]
+            # Every first choice token's log-prob in one gather and one copy to the host.
+            owners = [i for i, (_, choices) in enumerate(encoded) for _ in choices]
+            heads = first[self._tensor(owners), self._tensor([c[0] for _, choices in encoded for c in choices])].tolist() \
+                if requests else []
+        out, k = [], 0
+        for i, (_, choices) in enumerate(encoded):
+            out.append(ChoiceScores(tuple(heads[k + j] + tails[i][j] for j in range(len(choices))),
+                                    tuple(len(choice) for choice in choices)))
+            k += len(choices)
+        return out
 
     def _next_token_logprobs(self, hidden: Any, names: list[str] | None = None) -> Any:
         """Log-probabilities of the next token after each hidden state. The output layer runs
@@ -329,19 +336,15 @@ class HFScorer:
             ids, mask = self._pad([inputs[k] for k in chosen])
             positions = lengths[rows].unsqueeze(1) + torch.arange(ids.shape[1], device=self.device).unsqueeze(0)
             with self._routed([names[i] for i, _ in chunk] if names else None):
-                out = decoder(input_ids=ids, attention_mask=torch.cat([context_mask[rows], mask], dim=1),
-                              position_ids=positions, cache=_select_cache(cache, rows), use_cache=True)
-                logprobs = torch.log_softmax(head_logits(self._lm, out.last_hidden_state).float(), dim=-1)
-            for row, (i, j) in enumerate(chunk):
-                targets = self._tensor(items[i][1][j][1:])
-                picked = logprobs[row, torch.arange(len(targets), device=self.device), targets]
-                tails[i][j] += picked.sum().item()
+                hidden = decoder(input_ids=ids, attention_mask=torch.cat([context_mask[rows], mask], dim=1),
+                                 position_ids=positions, cache=_select_cache(cache, rows),
+                                 use_cache=True).last_hidden_state
+            # Right-padded: row r's first len(choice) - 1 positions predict its choice's later tokens.
+            self._add_picked(hidden, [(row, 0) for row in range(len(chunk))], chunk, items, tails, names)
 
     def _add_whole_continuations(self, items, tails, names=None) -> None:
         """`_add_continuations` without a cache: each context and choice run as one sequence
-        (for sliding-window models, see `windowed`); the output layer runs only at the
-        positions that predict a choice token."""
-        torch = self.torch
+        (for sliding-window models, see `windowed`)."""
         decoder = self._lm.get_decoder()
         pairs = [(i, j) for i, (_, choices) in enumerate(items) for j, c in enumerate(choices) if len(c) > 1]
         inputs = [items[i][0] + items[i][1][j][:-1] for i, j in pairs]
@@ -351,16 +354,34 @@ class HFScorer:
             ids, mask = self._pad([inputs[k] for k in chosen])
             with self._routed([names[i] for i, _ in chunk] if names else None):
                 hidden = decoder(input_ids=ids, attention_mask=mask).last_hidden_state
-            spans = [(len(items[i][0]), len(items[i][1][j]) - 1) for i, j in chunk]  # positions predicting choice[1:]
-            picked = torch.cat([hidden[row, start:start + count] for row, (start, count) in enumerate(spans)])
-            routed = [names[i] for (i, _), (_, count) in zip(chunk, spans) for _ in range(count)] if names else None
-            with self._routed(routed):
-                logprobs = torch.log_softmax(head_logits(self._lm, picked).float(), dim=-1)
-            offset = 0
-            for (i, j), (_, count) in zip(chunk, spans):
-                targets = self._tensor(items[i][1][j][1:])
-                tails[i][j] += logprobs[offset + torch.arange(count, device=self.device), targets].sum().item()
-                offset += count
+            self._add_picked(hidden, [(row, len(items[i][0])) for row, (i, _) in enumerate(chunk)], chunk, items,
+                             tails, names)
+
+    def _add_picked(self, hidden, starts, chunk, items, tails, names) -> None:
+        """Add to `tails` each choice's log-probs of its tokens after the first, from the hidden
+        states at the positions that predict them (row and first position per choice in
+        `starts`). The output layer runs on those positions alone, HEAD_ROWS at a time, and the
+        sums reach the host in one copy: no padding position gets logits, no item a sync."""
+        torch = self.torch
+        counts = [len(items[i][1][j]) - 1 for i, j in chunk]
+        rows = self._tensor([row for (row, _), count in zip(starts, counts) for _ in range(count)])
+        columns = self._tensor([start + t for (_, start), count in zip(starts, counts) for t in range(count)])
+        targets = self._tensor([token for i, j in chunk for token in items[i][1][j][1:]])
+        owners = self._tensor([k for k, count in enumerate(counts) for _ in range(count)])
+        routed = [names[i] for (i, _), count in zip(chunk, counts) for _ in range(count)] if names else None
+        picked = hidden[rows, columns]
+        values = torch.cat([self._target_logprobs(picked[a:a + HEAD_ROWS], targets[a:a + HEAD_ROWS],
+                                                  routed[a:a + HEAD_ROWS] if routed else None)
+                            for a in range(0, len(picked), HEAD_ROWS)])
+        sums = torch.zeros(len(chunk), dtype=values.dtype, device=self.device).index_add_(0, owners, values)
+        for (i, j), total in zip(chunk, sums.tolist()):
+            tails[i][j] += total
+
+    def _target_logprobs(self, hidden, targets, names) -> Any:
+        """Each position's log-prob of its target token (float32 log-softmax over the vocabulary)."""
+        with self._routed(names):
+            logprobs = self.torch.log_softmax(head_logits(self._lm, hidden).float(), dim=-1)
+        return logprobs[self.torch.arange(len(targets), device=self.device), targets]
 
     # --- generation --------------------------------------------------------------------
 
@@ -419,9 +440,11 @@ class HFScorer:
 
 def rows_for_memory(budget: int, width: int, config: Any, element_bytes: int) -> int:
     """Rows of `width` tokens whose inference activations fit in `budget` bytes: the KV cache of
-    every layer, plus one layer's working set (hidden states, MLP, attention scores) and the
-    output layer's logits for one position per row. An upper estimate, kept within
-    1..MAX_GPU_ROWS."""
+    every layer and one layer's working set (hidden states, MLP, attention scores) per token, and
+    one position's float32 logits per row (a generation step's); after the scoring output
+    layer's own working set, which does not grow with the rows: it runs on at most HEAD_ROWS
+    positions at a time (logits in the model's dtype plus their float32 log-softmax). An upper
+    estimate, kept within 1..MAX_GPU_ROWS."""
     config = config.get_text_config()
     hidden = config.hidden_size
     inner = getattr(config, "intermediate_size", None) or 4 * hidden
@@ -429,8 +452,8 @@ def rows_for_memory(budget: int, width: int, config: Any, element_bytes: int) ->
     kv = getattr(config, "num_key_value_heads", None) or heads
     head_dim = getattr(config, "head_dim", None) or hidden // heads
     per_token = element_bytes * (2 * config.num_hidden_layers * kv * head_dim + 4 * hidden + 3 * inner + heads * width)
-    per_row = width * per_token + 4 * config.vocab_size
-    return max(1, min(MAX_GPU_ROWS, budget // per_row))
+    head = HEAD_ROWS * config.vocab_size * (element_bytes + 2 * 4)
+    return max(1, min(MAX_GPU_ROWS, (budget - head) // (width * per_token + 4 * config.vocab_size)))
 
 
 def head_logits(lm: Any, hidden: Any) -> Any:
