@@ -100,6 +100,9 @@ def main() -> None:
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each tool; the median ratio counts")
     args = parser.parse_args()
+    from traitlens.models.device import bf16_native, cpu_name
+
+    print(f"machine: {cpu_name()}, bfloat16 native: {bf16_native('cpu')}")  # ratios differ by CPU
     model = materialize_catalog_model("smollm2-135m-instruct")
     tokenizer = HFScorer(BaseModelSpec(name=str(model))).tokenizer
     with tempfile.TemporaryDirectory() as scratch:

@@ -112,6 +112,9 @@ def main() -> None:
                         help="traitlens's training dtype, and TRL's unless --trl-defaults")
     parser.add_argument("--trl-defaults", action="store_true", help="let TRL use its CPU defaults")
     args = parser.parse_args()
+    from traitlens.models.device import bf16_native, cpu_name
+
+    print(f"machine: {cpu_name()}, bfloat16 native: {bf16_native('cpu')}")  # ratios differ by CPU
     results: dict[str, list[dict]] = {"traitlens": [], "trl": []}
     with tempfile.TemporaryDirectory() as scratch:
         for run in range(args.repeats):

@@ -344,3 +344,14 @@ def test_device_memory_is_given_back_after_each_training_job(write_study, tiny_m
     assert not run_plan(plan, Store(study.store), sources, targets, QUIET,
                         make_scorer=lambda s: FakeScorer(), only=lambda job: job.kind == "train").failed
     assert len(emptied) == len(plan.train_jobs) >= 1
+
+
+def test_a_training_task_checkpoints_in_the_store_only_where_its_node_sees_it(tmp_path):
+    from traitlens.execution.distributed import checkpoint_folder
+
+    store = tmp_path / "store" / "artifacts"
+    store.mkdir(parents=True)
+    here = str(store / "checkpoints" / "abc123")
+    assert checkpoint_folder(here, tmp_path / "local") == store / "checkpoints" / "abc123"
+    elsewhere = str(tmp_path / "another-node" / "artifacts" / "checkpoints" / "abc123")  # the driver's disk
+    assert checkpoint_folder(elsewhere, tmp_path / "local") == tmp_path / "local" / "abc123"

@@ -106,11 +106,18 @@ def _train_task(job: Job, table: pd.DataFrame, checkpoints: str) -> tuple[dict, 
     from traitlens.train.loop import train_files
 
     _threads(job.settings.threads)
-    with tempfile.TemporaryDirectory() as scratch:
-        # The store's checkpoint folder when this node shares its disk, else a local one: then a
-        # retried task starts over instead of resuming.
-        meta = train_files(job, table, Path(scratch), Path(checkpoints))
+    with tempfile.TemporaryDirectory() as scratch, tempfile.TemporaryDirectory() as local:
+        meta = train_files(job, table, Path(scratch), checkpoint_folder(checkpoints, Path(local)))
         return {**meta, **_placement()}, _read_folder(Path(scratch))
+
+
+def checkpoint_folder(checkpoints: str, local: Path) -> Path:
+    """Where a training task checkpoints: the store's folder where this node sees the store
+    (its artifacts folder exists: the driver's node, or a shared disk), so a retried task
+    resumes; else `local`, on this node's disk, and a retried task starts over. The driver's
+    path on a node without the store would be created there, or fail."""
+    folder = Path(checkpoints)
+    return folder if folder.parents[1].is_dir() else local / folder.name
 
 
 def _eval_task(jobs: list[Job], tables: dict[str, pd.DataFrame], adapter: dict[str, bytes] | None,
