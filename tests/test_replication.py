@@ -210,3 +210,16 @@ def test_the_forecast_benchmark_scores_trivial_forecasts_beside_the_probes():
     assert any(" target means " in line for line in lines) and any(" gradient " in line for line in lines)
     zeros = next(line.split() for line in lines if " zeros " in line)
     assert float(zeros[-3]) > 0.9 and float(zeros[-1]) > 0  # zeros cover too: coverage is not skill
+
+
+def test_the_reliability_verdict_says_what_was_and_was_not_measured():
+    from traitlens.analysis.analyze import json_ready
+    from traitlens.report.page import reliability_summary
+
+    rng = np.random.default_rng(8)
+    two = json_ready(variance_components(seeded_results(rng, 0.6), draws=50).to_dict("records"))
+    assert "would not reproduce the source ranking of t" in reliability_summary(two)["verdict"]
+    one = seeded_results(rng, 0.0, seeds=1)
+    assert reliability_summary(json_ready(variance_components(one).to_dict("records")))["one_seed"]
+    counted = json_ready(variance_components(one.scored("balanced_accuracy")).to_dict("records"))
+    assert reliability_summary(counted)["verdict"].startswith("No target's cells could be decomposed")

@@ -313,7 +313,9 @@ def reliability(study_file: Path, goal: float, unpriced: bool) -> None:
     """
     study = _load(study_file)
     result = study.reliability(goal, priced=not unpriced)
-    summary = reliability_summary(result.components_.to_dict("records"))
+    from traitlens.analysis.analyze import json_ready
+
+    summary = reliability_summary(json_ready(result.components_.to_dict("records")))  # as stored: NaN as None
     console.print(summary["verdict"])
     _print_text_table("variance components and reliability per target", pd.DataFrame(summary["rows"]).fillna(""))
     if not len(result.designs_):

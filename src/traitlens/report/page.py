@@ -270,7 +270,10 @@ def reliability_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
                                 if r.get("split_correlation") is not None else "-"),
                       "seed_f": f"{_num(r['seed_f'])} (p {_p(r['seed_f_p'])})" if r.get("seed_f") is not None else "-",
                       "note": r.get("note", "")})
-    if one_seed:
+    if all(row["design"] == "-" for row in table):
+        verdict = ("No target's cells could be decomposed into source, seed and item variance (see each note: "
+                   "balanced accuracy and macro-F1 have no per-item values; analysis.metric: calibrated_margin has).")
+    elif one_seed:
         verdict = ("One seed per source: every interval counts item sampling only, and training noise (how much "
                    "another adapter of the same source would differ) is not measured. Run two or more seeds "
                    "(training.seeds) to know whether a retrained study would reproduce this matrix.")
@@ -279,7 +282,10 @@ def reliability_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
                    f"{', '.join(unreproduced)}: seed reliability below {RELIABILITY_GOAL}. "
                    "`traitlens reliability` projects the seeds and items that would.")
     else:
-        verdict = f"Every target's source ranking has seed reliability of at least {RELIABILITY_GOAL}."
+        verdict = f"Every decomposed target's source ranking has seed reliability of at least {RELIABILITY_GOAL}."
+    skipped = [row["target"] for row in table if row["design"] == "-"]
+    if skipped and not all(row["design"] == "-" for row in table):
+        verdict += f" Not decomposed (no per-item values): {', '.join(skipped)}."
     return {"rows": table, "verdict": verdict, "unreproduced": unreproduced, "one_seed": one_seed}
 
 
