@@ -242,6 +242,7 @@ def test_short_training_probe_keeps_to_its_budget_and_never_touches_measured_cel
     page = study.report(tmp_path / "page.html")
     section = page.read_text().split('<section id="forecasts">')[1].split("</section>")[0]
     assert "<td>short</td>" in section and "No forecast" not in section
+    assert "<th>interval score</th>" in section  # beside coverage, which wide intervals win alone
     assert len(pd.read_csv(tmp_path / "page-data" / "forecasts.csv")) == 3
     with pytest.raises(traitlens.TraitlensError, match="less than the smallest probe"):
         study.forecast(budget=0.001, make_scorer=fake)

@@ -184,7 +184,8 @@ def _forecasts(stored: pd.DataFrame | None, delta: pd.DataFrame) -> list[dict[st
                      "spearman": _num(quality.spearman) if quality else "-",
                      "per_target": _num(quality.per_target["spearman"].median()) if quality else "-",
                      "regret": _num(quality.regret) if quality else "-",
-                     "coverage": "-" if quality is None or quality.coverage is None else f"{quality.coverage:.0%}"})
+                     "coverage": "-" if quality is None or quality.coverage is None else f"{quality.coverage:.0%}",
+                     "score": "-" if quality is None or quality.winkler is None else _num(quality.winkler)})
     return rows
 
 
