@@ -220,3 +220,20 @@ def test_a_bad_value_is_shown_cut_short(write_study, tmp_path):
     with pytest.raises(ConfigError) as info:
         load_study(write_study(MINIMAL.replace("sources:\n", "sources:\n  - inc.yaml\n", 1)))
     assert "... (5,002 characters)" in str(info.value) and len(str(info.value)) < 1000
+
+
+def test_numbers_out_of_range_or_of_the_wrong_type_name_their_field(write_study):
+    """Seeds past numpy's 32-bit range used to pass `validate` and fail in numpy at `run`; a
+    bool passed as a batch size; counts had no ceiling."""
+    text = (MINIMAL + "analysis: {seed: 4294967296, bootstrap_samples: 1000000000}\n"
+            + "lora: {r: true}\n")
+    problems = " ".join(problems_of(write_study(text)))
+    assert "analysis.seed" in problems and "4294967296" in problems
+    assert "analysis.bootstrap_samples" in problems and "lora.r" in problems
+    assert load_study(write_study(MINIMAL + "analysis: {seed: 4294967295}\n", name="edge.yaml")).analysis.seed == 2**32 - 1
+
+
+def test_a_yaml_key_that_is_a_list_is_a_clear_error(write_study):
+    path = write_study(MINIMAL + "? [a, b]\n: 1\n")
+    with pytest.raises(TraitlensError, match="a key is a list or mapping"):
+        load_study(path)

@@ -136,6 +136,10 @@ def _walk(root: yaml.Node, prefix: Loc, file: str, out: dict[Loc, Position], pro
         if isinstance(node, yaml.MappingNode):
             seen: set[str] = set()
             for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):  # `? [a, b]: 1` is valid YAML, not a setting
+                    raise TraitlensError(f"{file}:{key_node.start_mark.line + 1}: {_dotted(loc) or 'the file'}: a key "
+                                         "is a list or mapping; every key here is a plain name (e.g. `seeds:`). "
+                                         "Write it as text.")
                 key = key_node.value
                 if key in seen:  # safe_load keeps the last silently; a user means one of them
                     problems.append(f"{file}:{key_node.start_mark.line + 1}: {_dotted(loc + (key,))}: "

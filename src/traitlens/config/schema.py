@@ -24,7 +24,8 @@ from pydantic_core import PydanticCustomError
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]*$"
 Name = Annotated[str, Field(pattern=NAME_PATTERN, max_length=64)]
-PositiveInt = Annotated[int, Field(gt=0)]
+PositiveInt = Annotated[int, Field(gt=0, strict=True)]  # strict: `true` is not a batch size of 1
+Seed = Annotated[int, Field(ge=0, lt=2**32, strict=True)]  # numpy's seeds are 32-bit
 BASE = "base"  # the base model's row in the matrix and name among models; no source may take it
 Dtype = Literal["auto", "float32", "bfloat16"]
 DTYPE_HELP = ("auto: bfloat16 where the hardware computes it natively (a CUDA device that supports it, "
@@ -124,7 +125,7 @@ class DatasetSpec(Strict):
     )
     template: Template = Template()
     transforms: list[Transform] = []
-    seed: Annotated[int, Field(ge=0)] = Field(0, description="Seed of subsampling and rebalancing.")
+    seed: Seed = Field(0, description="Seed of subsampling and rebalancing.")
 
 
     @field_validator("labels")
@@ -156,7 +157,7 @@ class Source(DatasetSpec):
 
 
 class Generation(Strict):
-    max_new_tokens: PositiveInt = 64
+    max_new_tokens: Annotated[PositiveInt, Field(le=32_768)] = 64  # beyond any model's context here
     stop: list[str] = ["\n\n"]
 
 
@@ -220,7 +221,7 @@ class Training(Strict):
     max_length: Annotated[int, Field(ge=16, le=1_048_576)] = Field(
         2048, description="Tokens per training example (prompt and answer); longer ones are truncated.")
     loss_mode: Literal["full", "completion", "prompt"] = "full"
-    seeds: list[Annotated[int, Field(ge=0)]] = Field(default=[0], min_length=1)
+    seeds: list[Seed] = Field(default=[0], min_length=1)
     dtype: Dtype = Field("auto", description=DTYPE_HELP + " bfloat16: the frozen base in bfloat16, LoRA "
                                              "weights and optimizer state in float32, matmuls under autocast.")
     packing: bool = Field(True, description="Pack a micro-batch's examples into shared rows, with no padding "
@@ -250,7 +251,7 @@ class Evaluation(Strict):
         "auto", description="Score several adapters of a target in one batch (each row through its own "
                             "adapter) instead of one adapter at a time. auto: on a GPU yes; on a CPU no, where "
                             "merging each adapter into the weights measured faster (docs/performance.md).")
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Seed = 0
 
 
 class Analysis(Strict):
@@ -279,9 +280,9 @@ class Analysis(Strict):
         "that noise). split_half: fit each rank on the matrix from one half of every target's "
         "items and keep the rank that best predicts the other half. parallel_analysis: Horn's "
         "parallel analysis of the matrix alone."))
-    bootstrap_samples: PositiveInt = 1000
+    bootstrap_samples: Annotated[PositiveInt, Field(le=100_000)] = 1000  # more only costs time
     alpha: Annotated[float, Field(gt=0, lt=1)] = 0.05
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Seed = 0
 
 
 class Execution(Strict):
