@@ -237,3 +237,29 @@ def test_a_yaml_key_that_is_a_list_is_a_clear_error(write_study):
     path = write_study(MINIMAL + "? [a, b]\n: 1\n")
     with pytest.raises(TraitlensError, match="a key is a list or mapping"):
         load_study(path)
+
+
+def test_a_study_path_that_is_a_pipe_or_a_loop_is_refused_at_once(tmp_path):
+    """`validate` on a FIFO used to wait forever; a symlink loop gave a traceback."""
+    import os
+
+    fifo = tmp_path / "study.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(TraitlensError, match="not a regular file"):
+        load_study(fifo)
+    loop = tmp_path / "loop.yaml"
+    loop.symlink_to(loop)
+    with pytest.raises(TraitlensError, match="cannot open it"):
+        load_study(loop)
+    with pytest.raises(TraitlensError, match="cannot open it"):
+        load_study(tmp_path / ("x" * 300 + ".yaml"))
+
+
+def test_recommend_on_a_missing_study_names_the_file(tmp_path):
+    """It complained about --target / --source before saying the study file is not there."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "traitlens", "recommend", str(tmp_path / "nope.yaml")],
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "nope.yaml: no such file" in run.stderr + run.stdout

@@ -386,9 +386,10 @@ def recommend(study_file: Path, target_file: Path | None, source_file: Path | No
     cells; its ranking quality is measured on the study itself by holding out each existing
     target (or source) in turn.
     """
+    study = _load(study_file)  # a missing study file is the first thing to say
     if (target_file is None) == (source_file is None):
         raise TraitlensError("give exactly one of --target SPEC.yaml or --source SPEC.yaml.")
-    recommendation = _load(study_file).recommend(target=target_file, source=source_file)
+    recommendation = study.recommend(target=target_file, source=source_file)
     by, ranking, quality, name = recommendation.by, recommendation.ranking, recommendation.quality, recommendation.name
     other = "sources" if by == "target" else "targets"
     if recommendation.forecast_cells:

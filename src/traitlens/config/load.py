@@ -9,6 +9,7 @@ field, say what was wrong and how to fix it, with a did-you-mean for misspelt ke
 from __future__ import annotations
 
 import difflib
+import stat
 import types
 import typing
 from dataclasses import dataclass
@@ -89,7 +90,10 @@ def _file_line(problem: str) -> tuple[str, int]:
 
 def _read_yaml(path: Path, prefix: Loc) -> tuple[Any, dict[Loc, Position], list[str]]:
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read forever; a device never ends
+            raise TraitlensError(f"{path}: not a regular file (a pipe, device or socket); give a YAML file.")
+        size = info.st_size
         if size > MAX_FILE_BYTES:
             raise TraitlensError(f"{path}: {size:,} bytes; a study or spec file is at most {MAX_FILE_BYTES:,}. "
                                  "Put data in dataset files, not in the study.")
@@ -98,6 +102,8 @@ def _read_yaml(path: Path, prefix: Loc) -> tuple[Any, dict[Loc, Position], list[
         raise TraitlensError(f"{path}: no such file. Check the path, or run from the study's folder.")
     except (IsADirectoryError, UnicodeDecodeError) as exc:
         raise TraitlensError(f"{path}: cannot read it as a YAML text file ({exc}).")
+    except OSError as exc:  # a symlink loop, a name too long, no permission: said with the path, not a traceback
+        raise TraitlensError(f"{path}: cannot open it ({exc.strerror or exc}). Check the path.") from None
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         positions: dict[Loc, Position] = {}
