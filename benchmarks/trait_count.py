@@ -64,16 +64,24 @@ def delta(values: np.ndarray) -> np.ndarray:
 
 
 def picks(rng: np.random.Generator, values: np.ndarray) -> dict[str, int]:
-    matrix = delta(values)
-    z = (matrix - matrix.mean(axis=0)) / matrix.std(axis=0, ddof=1)
-    limit = min(z.shape[1], z.shape[0] - 1)
+    halves = item_halves(rng, values)
+    return {"parallel analysis": parallel_count(rng, delta(values)), "split half": split_half_count(halves)[0]}
+
+
+def item_halves(rng: np.random.Generator, values: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """SPLITS random halvings of the items (models x targets x items): each half's delta matrix."""
     halves = []
     for _ in range(SPLITS):
         order = rng.permutation(values.shape[2])
         first, second = order[: len(order) // 2], order[len(order) // 2:]
         halves.append((delta(values[:, :, first]), delta(values[:, :, second])))
-    return {"parallel analysis": min(parallel_analysis(z, 200, seed=int(rng.integers(1 << 30))), limit),
-            "split half": split_half_count(halves)[0]}
+    return halves
+
+
+def parallel_count(rng: np.random.Generator, matrix: np.ndarray) -> int:
+    """Parallel analysis on the standardised matrix, at most the rank its shape allows."""
+    z = (matrix - matrix.mean(axis=0)) / matrix.std(axis=0, ddof=1)
+    return min(parallel_analysis(z, 200, seed=int(rng.integers(1 << 30))), min(z.shape[1], z.shape[0] - 1))
 
 
 def with_seeds(rng: np.random.Generator, sources: int, targets: int, k: int, rho: float, seeds: int,
@@ -96,18 +104,10 @@ def with_seeds(rng: np.random.Generator, sources: int, targets: int, k: int, rho
 def seed_picks(rng: np.random.Generator, values: np.ndarray) -> dict[str, int]:
     """The three counts on one planted study with seeds (seeds x models x targets x items)."""
     per_seed = np.stack([delta(v) for v in values])  # seeds x sources x targets
-    mean = values.mean(axis=0)  # the pipeline averages seeds
-    matrix = per_seed.mean(axis=0)
-    z = (matrix - matrix.mean(axis=0)) / matrix.std(axis=0, ddof=1)
-    limit = min(z.shape[1], z.shape[0] - 1)
-    halves = []
-    for _ in range(SPLITS):
-        order = rng.permutation(values.shape[3])
-        first, second = order[: len(order) // 2], order[len(order) // 2:]
-        halves.append((delta(mean[:, :, first]), delta(mean[:, :, second])))
+    halves = item_halves(rng, values.mean(axis=0))  # the pipeline averages seeds
     return {"seed split": seed_split_count(per_seed, samples=100, seed=int(rng.integers(1 << 30)))[0],
             "item split": split_half_count(halves)[0],
-            "parallel analysis": min(parallel_analysis(z, 200, seed=int(rng.integers(1 << 30))), limit)}
+            "parallel analysis": parallel_count(rng, per_seed.mean(axis=0))}
 
 
 def seed_noise(args) -> None:

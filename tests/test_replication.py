@@ -33,13 +33,13 @@ def test_variance_components_recover_planted_components_within_their_intervals()
     trials = 60
     covered = {c: 0 for c in COMPONENTS}
     for trial in range(trials):
-        row = g_study(Deltas("t", [], [], planted_deltas(rng)), draws=1000, seed=trial)
+        row = g_study(Deltas("t", planted_deltas(rng)), draws=1000, seed=trial)
         for c in COMPONENTS:
             covered[c] += row[f"{c}_low"] <= TRUE[c] <= row[f"{c}_high"]
     for c in COMPONENTS:  # 95% intervals: at least 85% of 60 trials (a binomial floor, not a tuned value)
         assert covered[c] / trials >= 0.85, (c, covered[c])
     # The model's reliability agrees with what the seeds themselves show (their split-half step-up).
-    rows = [g_study(Deltas("t", [], [], planted_deltas(rng, sources=60)), draws=200, seed=t) for t in range(20)]
+    rows = [g_study(Deltas("t", planted_deltas(rng, sources=60)), draws=200, seed=t) for t in range(20)]
     assert abs(np.mean([r["split_reliability"] for r in rows]) - np.mean([r["seed_reliability"] for r in rows])) < 0.05
     truth = reliability(np.array([TRUE[c] for c in COMPONENTS]), 3, 200, items_fixed=True)
     assert np.mean([r["seed_reliability"] for r in rows]) == pytest.approx(truth, abs=0.05)
@@ -47,8 +47,8 @@ def test_variance_components_recover_planted_components_within_their_intervals()
 
 def test_seed_f_is_about_one_without_training_noise_and_large_with_it():
     rng = np.random.default_rng(1)
-    quiet = g_study(Deltas("t", [], [], planted_deltas(rng, true=TRUE | {"seed": 0.0})), draws=10)
-    noisy = g_study(Deltas("t", [], [], planted_deltas(rng, true=TRUE | {"seed": 0.05})), draws=10)
+    quiet = g_study(Deltas("t", planted_deltas(rng, true=TRUE | {"seed": 0.0})), draws=10)
+    noisy = g_study(Deltas("t", planted_deltas(rng, true=TRUE | {"seed": 0.05})), draws=10)
     assert 0.4 < quiet["seed_f"] < 1.7 and quiet["seed_f_p"] > 0.01  # F(40, 7960): sd about 0.22
     assert noisy["seed_f"] > 20 and noisy["seed_f_p"] < 1e-6
 

@@ -317,24 +317,15 @@ def reliability(study_file: Path, goal: float, unpriced: bool) -> None:
 
     summary = reliability_summary(json_ready(result.components_.to_dict("records")))  # as stored: NaN as None
     console.print(summary["verdict"])
-    _print_text_table("variance components and reliability per target", pd.DataFrame(summary["rows"]).fillna(""))
+    _print_frame("variance components and reliability per target",
+                 pd.DataFrame(summary["rows"]).fillna("").set_index("target"))
     if not len(result.designs_):
         console.print("no projection to other designs: with one seed per source the training noise, which more "
                       "seeds would average away, is not measured. Run two or more seeds (training.seeds).")
     else:
         shown = result.designs_.rename(columns={"cost": "cost (share of this study)" if not unpriced else "seeds x items"})
-        _print_text_table(f"least costly design reaching {goal} (reliability: new adapters and new items)",
-                          shown.round(3).astype(str))
-
-
-def _print_text_table(title: str, frame: pd.DataFrame) -> None:
-    console.print(title)
-    table = Table()
-    for column in frame.columns:
-        table.add_column(str(column))
-    for row in frame.itertuples(index=False):
-        table.add_row(*map(str, row))
-    console.print(table)
+        _print_frame(f"least costly design reaching {goal} (reliability: new adapters and new items)",
+                     shown.round(3).astype(str).set_index("target"))
 
 
 @cli.command()
@@ -564,7 +555,8 @@ def _print_frame(title: str, frame: pd.DataFrame) -> None:
         table.add_column(str(column), justify="right")
     for index, row in frame.iterrows():
         labels = index if isinstance(index, tuple) else (index,)
-        table.add_row(*map(str, labels), *("-" if pd.isna(v) else f"{v:.3g}" for v in row))
+        table.add_row(*map(str, labels), *(v if isinstance(v, str) else "-" if pd.isna(v) else f"{v:.3g}"
+                                           for v in row))  # text as it is: a table already formatted
     console.print(table)
 
 

@@ -110,19 +110,21 @@ def analyze(results: Results, settings: Analysis) -> TraitAnalysis:
     matrix = matrix_of(cells)
     samples, alpha, seed = settings.bootstrap_samples, settings.alpha, settings.seed
     uncertainty = cell_uncertainty(kept, samples, alpha, seed)
-    by_source = source_uncertainty(kept, samples, alpha, seed)
+    reliability = variance_components(kept, seed=seed)  # also the pooled errors of seed-level intervals
+    by_source = source_uncertainty(kept, samples, alpha, seed, components=reliability)
     delta = view(complete, "delta")
     effects = {"metric": settings.metric, "used": results.used, "raw": complete, "matrix": matrix,
                "uncertainty": uncertainty, "source_uncertainty": by_source, "spread": seed_spread(cells),
                "targets": target_diagnostics(kept), "own_task": own_task(kept, by_source),
                "side_effects": side_effects(by_source),
                "asymmetry": asymmetry(delta, results.diagonal, kept, samples, alpha, seed),
-               "reliability": variance_components(kept, seed=seed)}
+               "reliability": reliability}
     try:
         if len(sources) < 3:
             raise ValueError(f"traits need at least three adapters scored on every target; "
                              f"{len(sources)} are ({', '.join(sources)})")
-        count = _trait_count(settings, kept, matrix_of, matrix)
+        by_seed = _seed_matrices(kept, matrix_of, matrix)
+        count = _trait_count(settings, kept, matrix_of, matrix, by_seed)
         traits = model(count["n_traits"]).fit(matrix)
     except ValueError as exc:  # the effects still stand; the report shows them without traits
         return TraitAnalysis(
@@ -133,7 +135,6 @@ def analyze(results: Results, settings: Analysis) -> TraitAnalysis:
     refit = lambda matrix_: model(traits.n_traits_).fit(matrix_).loadings_
     stability = trait_stability(traits.loadings_, lambda cells_: refit(matrix_of(cells_)), refit, cells,
                                 matrix, kept.scores, samples, seed)
-    by_seed = _seed_matrices(kept, matrix_of, matrix)
     if by_seed is not None:
         stability = stability.join(seed_stability(traits.loadings_, refit, by_seed, seed=seed))
     limit = min(len(traits.loadings_), len(matrix) - 1)
@@ -164,16 +165,17 @@ def _seed_matrices(results: Results, matrix_of, matrix: pd.DataFrame) -> dict[in
 SPLITS = 20  # random halvings of the items for the split-half trait count
 
 
-def _trait_count(settings: Analysis, results: Results, matrix_of, matrix: pd.DataFrame) -> dict[str, Any]:
+def _trait_count(settings: Analysis, results: Results, matrix_of, matrix: pd.DataFrame,
+                 by_seed: dict[int, pd.DataFrame] | None) -> dict[str, Any]:
     """How many traits, and how that was decided: the configured number, or under `auto` a
-    split of the study (by seeds where they allow it, else by items) or parallel analysis."""
+    split of the study (by seeds where `by_seed` has two or more, else by items) or parallel
+    analysis."""
     if settings.n_traits != "auto":
         return {"method": "fixed", "n_traits": int(settings.n_traits)}
     if settings.trait_count == "parallel_analysis":
         return {"method": "parallel_analysis", "n_traits": "auto"}
     varying = matrix.std(ddof=1).to_numpy() > 1e-12
     if settings.trait_count in ("split", "seed_split"):
-        by_seed = _seed_matrices(results, matrix_of, matrix)
         if by_seed is not None:
             stacked = np.stack([m.to_numpy(float)[:, varying] for m in by_seed.values()])
             found, spectrum = seed_split_count(stacked, settings.standardize, seed=settings.seed)

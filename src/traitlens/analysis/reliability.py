@@ -60,8 +60,6 @@ class Deltas:
     """One target's per-item deltas vs the base: values[source, seed, item]."""
 
     target: str
-    sources: list[str]
-    seeds: list[int]
     values: np.ndarray
 
 
@@ -82,7 +80,7 @@ def target_deltas(results: Results, target: str) -> Deltas | None:
     base = scores.values[scores.row(BASE)]
     values = np.array([[scores.values[scores.row(models[(source, seed)])] - base for seed in kept[:r]]
                        for source, kept in seeds.items()])
-    return Deltas(target, list(seeds), [int(s) for s in next(iter(seeds.values()))[:r]], values)
+    return Deltas(target, values)
 
 
 def mean_squares(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

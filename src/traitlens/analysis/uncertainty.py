@@ -27,7 +27,7 @@ from scipy import stats
 
 from traitlens.analysis.results import Results
 from traitlens.analysis.metrics import ItemScores
-from traitlens.analysis.reliability import cell_error, g_study, target_deltas
+from traitlens.analysis.reliability import cell_error, variance_components
 from traitlens.config.schema import BASE
 
 ITEMS_ONLY = "items only: training noise not measured"
@@ -66,14 +66,18 @@ def cell_uncertainty(results: Results, samples: int = 1000, alpha: float = 0.05,
     return _corrected(pd.DataFrame(rows, columns=columns), alpha)
 
 
-def source_uncertainty(results: Results, samples: int = 1000, alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+def source_uncertainty(results: Results, samples: int = 1000, alpha: float = 0.05, seed: int = 0,
+                       components: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per cell of the matrix (a source, its seeds averaged, on a target): delta vs
     base with an interval, p, BH q, significant, and `variance`: what the interval counts
-    (see the module docstring)."""
+    (see the module docstring). `components`: these results' `variance_components`, where the
+    caller has them."""
     rng = np.random.default_rng(seed)
     rows = []
     adapters = results.cells[results.cells["source"].notna()]
-    pooled = _pooled_components(results)
+    if components is None:
+        components = variance_components(results, draws=1)  # the point estimates need no draws
+    pooled = {row["target"]: row for row in components.to_dict("records") if row.get("seeds", 0) > 1}
     for (source, target), group in adapters.groupby(["source", "target"], sort=False):
         scores = results.scores[target]
         if BASE not in scores.models:
@@ -97,17 +101,6 @@ def source_uncertainty(results: Results, samples: int = 1000, alpha: float = 0.0
                      "delta": delta, "low": low, "high": high, "p": p, "variance": what})
     columns = ["model", "source", "target", "seeds", "delta", "low", "high", "p", "variance"]
     return _corrected(pd.DataFrame(rows, columns=columns), alpha)
-
-
-def _pooled_components(results: Results) -> dict[str, dict]:
-    """Per target with two or more seeds per source and per-item values: its G-study
-    (components pooled over the target's sources)."""
-    out = {}
-    for target in results.scores:
-        deltas = target_deltas(results, target)
-        if deltas is not None and deltas.values.shape[1] > 1:
-            out[target] = g_study(deltas, draws=1)
-    return out
 
 
 def delta_draws(scores: ItemScores, models: list[str], samples: int, rng: np.random.Generator,
