@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +24,7 @@ import pandas as pd
 from rich.console import Console
 
 from traitlens.analysis.export import load_items
+from traitlens.analysis.pilot import Pilot
 from traitlens.analysis.results import Results
 from traitlens.config import load_study
 from traitlens.config.schema import Source, Target
@@ -576,6 +577,60 @@ class Study:
         with store.locked(f"traitlens explain {self._file}"), \
                 working(self.console, "analysis: profiles, explanation"):
             return run_explain(self.planned(), store)
+
+    def pilot(self, sources: list[str] | None = None, targets: list[str] | None = None,
+              lengths: list[int] | None = None, seeds: list[int] | None = None, items: int | None = None,
+              budget: float = 1.0, goal: float = 0.8, study_budget: float | None = None,
+              streams: str = "shared", out: str | Path | None = None, make_scorer=None) -> Pilot:
+        """Train a few sources (default: spread-out ones with a home target) at several lengths
+        (default: a quarter, one and three times the study's steps) with `seeds` (default 0, 1,
+        2), score them on a sample of targets (default: their own, then other abilities) with
+        `items` items each, and recommend the study's length, seeds and items: the cheapest
+        design whose projected source-ranking reliability reaches `goal` on every target,
+        within `study_budget` (a share of the full study's cost). Refuses a pilot costing more
+        than `budget` x the full study. Writes the pilot's page and data to `out` (default
+        report/<study>-pilot.html in the store). See docs/design-a-study.md.
+
+        Example:
+            >>> pilot = study.pilot(lengths=[8, 24, 64], budget=15)
+            >>> pilot.recommendation, pilot.own_task_
+        """
+        from traitlens.recipes.pilot import (PILOT_SEEDS, pick_sources, pick_targets, pilot_parts, plan_pilot,
+                                             run_pilot)
+        from traitlens.report.pilot_page import write_pilot
+
+        prepared = self._prepared()
+        cost_of = self._cost_counter(prepared)
+        full = cost_of(self.config)
+        sources = sources or pick_sources(self.config)
+        targets = targets or pick_targets(self.config, sources)
+        if lengths is None:
+            steps = int(full.training["steps"].min())
+            lengths = sorted({max(1, steps // 4), steps, 3 * steps})
+        parts = pilot_parts(self.config, sources, targets, lengths, list(seeds or PILOT_SEEDS), items, streams,
+                            smallest=min(len(prepared[0][name]) for name in sources if name in prepared[0]))
+        plan = plan_pilot(parts, full, cost_of, budget)
+        ran: list[tuple[str, Results, list[dict[str, Any]]]] = []
+
+        def run_part(config: StudyConfig) -> tuple[Results, list[dict[str, Any]]]:
+            part = Study(config, self.path, self.console)
+            summary = part.run(analyze=False, make_scorer=make_scorer)
+            if summary.failed:
+                raise TraitlensError(f"{len(summary.failed)} job(s) of the pilot's part {config.name} failed; "
+                                     f"rerun the same command to retry (finished jobs are kept).")
+            store = part._finished_store()
+            adapters = [{"source": job.source, "seed": job.seed, "key": job.key, "meta": store.adapter_meta(job.key)}
+                        for job in part.planned().train_jobs]
+            ran.append((config.name, part.results(), adapters))
+            return ran[-1][1], adapters
+
+        pilot = run_pilot(self.config, plan, full, run_part, goal, study_budget)
+        page = Path(out) if out else self._finished_store().root / "report" / f"{self.name}-pilot.html"
+        write_pilot(pilot, self.name, ran, {
+            "sources": sources, "targets": targets, "lengths": sorted(lengths), "seeds": list(seeds or PILOT_SEEDS),
+            "items": items, "streams": streams, "tokens": plan.tokens, "share": round(plan.share, 4),
+            "budget": budget, "study_budget": study_budget, "parts": [part.name for part in parts]}, page)
+        return replace(pilot, page=page)
 
     def recommend(self, target: str | Path | Target | None = None, source: str | Path | Source | None = None
                   ) -> Recommendation:

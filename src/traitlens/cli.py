@@ -517,6 +517,67 @@ def forecast(study_file: Path, budget: float, probe: str) -> None:
                      or "- (the measured matrix has no traits)"))
 
 
+def _int_list(ctx, param, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        return [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"a comma-separated list of whole numbers, e.g. 8,24,64; got {value!r}") from None
+
+
+@cli.command("pilot")
+@STUDY_ARG
+@click.option("--source", "sources", multiple=True, help="A source to pilot (repeat); default: spread-out sources "
+                                                          "trained on a target's dataset, one family at a time.")
+@click.option("--target", "targets", multiple=True, help="A target to score (repeat); default: the sources' own "
+                                                          "targets, then targets of other abilities.")
+@click.option("--lengths", callback=_int_list, help="Training lengths in optimizer steps, e.g. 8,24,64; default: a "
+                                                     "quarter, one and three times the study's steps.")
+@click.option("--seeds", callback=_int_list, help="Seeds per source and length, e.g. 0,1,2 (the default).")
+@click.option("--items", type=click.IntRange(min=2), help="Items per target; default: each target's own limit.")
+@click.option("--budget", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+              help="Most the pilot may cost, as a share of the full study's compute (`traitlens plan --cost`); "
+                   "above 1 when the study itself is small.")
+@click.option("--goal", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.8, show_default=True,
+              help="Reliability of each target's source ranking the recommended design must reach.")
+@click.option("--study-budget", type=click.FloatRange(min=0, min_open=True),
+              help="Most the recommended study may cost, as a share of the study as configured; default: no limit.")
+@click.option("--streams", type=click.Choice(["shared", "per_source"]), default="shared", show_default=True,
+              help="Seed streams of the pilot's adapters (training.seed_streams).")
+@click.option("--out", type=click.Path(path_type=Path), help="The pilot's page (its data beside it in <name>-data/); "
+                                                             "default: report/<study>-pilot.html in the store.")
+def pilot(study_file: Path, sources: tuple[str, ...], targets: tuple[str, ...], lengths: list[int] | None,
+          seeds: list[int] | None, items: int | None, budget: float, goal: float, study_budget: float | None,
+          streams: str, out: Path | None) -> None:
+    """Size the study before paying for it: train a few sources at several lengths and seeds.
+
+    The pilot scores them on a sample of targets and measures, per length, whether each source
+    learned its own task (seed-level interval) and how far its validation loss fell, and the
+    variance components (source, seed, item). It recommends the training length, seeds and
+    items per target that reach --goal reliability of every target's source ranking at the least
+    compute, or says that no design does and what it would cost. Its parts are ordinary
+    resumable runs into the study's store; rerunning the command trains nothing twice.
+    """
+    study = _load(study_file)
+    result = study.pilot(list(sources) or None, list(targets) or None, lengths, seeds, items, budget, goal,
+                         study_budget, streams, out)
+    _print_frame("by training length", result.lengths_.set_index("steps").round(4))
+    if len(result.own_task_):
+        _print_frame("own-task gain (interval: seeds + items)",
+                     result.own_task_.set_index(["steps", "source"])[["target", "delta", "low", "high",
+                                                                     "validation_drop", "learned"]].round(4))
+    rec = result.recommendation
+    if "steps" in rec:
+        verdict = "reaches" if rec["reached"] else "does not reach"
+        console.print(f"recommended: {rec['steps']} steps, {rec['seeds']} seeds, {rec['items']} items per target: "
+                      f"reliability {rec['reliability']:.2f} on the worst target ({rec['worst_target']}), which "
+                      f"{verdict} the goal {goal}, at {rec['cost']:.2f} of the full study's cost as configured.")
+    if rec.get("note"):
+        console.print(f"[yellow]note[/] {rec['note']}")
+    console.print(f"pilot page: {result.page}")
+
+
 @cli.command("analyze")
 @click.argument("export", metavar="EXPORT", type=click.Path(exists=True, path_type=Path))
 @click.option("--metric", type=click.Choice(METRICS), help="Default: the exported study's analysis.metric.")

@@ -161,7 +161,8 @@ def _seed_checks(y: np.ndarray, ms: np.ndarray, df: np.ndarray) -> dict:
     pairs = [np.corrcoef(cells[:, a], cells[:, b])[0, 1] for a, b in itertools.combinations(range(r_), 2)]
     r = float(np.nanmean(pairs))
     f = ms[1] / ms[4]
-    return {"split_correlation": r, "split_reliability": r_ * r / (1 + (r_ - 1) * r),
+    denominator = 1 + (r_ - 1) * r  # 0 where seeds disagree perfectly (two sources, two seeds: r = -1)
+    return {"split_correlation": r, "split_reliability": r_ * r / denominator if denominator > 0 else np.nan,
             "seed_f": float(f), "seed_f_p": float(stats.f.sf(f, df[1], df[4]))}
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from traitlens.config.schema import BaseModelSpec, Evaluation, Lora, Source, Target, Training
-from traitlens.train import NOT_RESULT_TRAINING
+from traitlens.train import KEYED_WHEN_SET, NOT_RESULT_TRAINING
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,9 @@ class TrainSettings:
     def result_training(self) -> dict[str, Any]:
         """The training settings that change the adapter, with this job's seed: what its key
         hashes and what is recorded beside its weights."""
-        return self.training.model_dump(mode="json", exclude=NOT_RESULT_TRAINING) | {"seed": self.seed}
+        settings = self.training.model_dump(mode="json", exclude=NOT_RESULT_TRAINING)
+        return {k: v for k, v in settings.items()
+                if not (k in KEYED_WHEN_SET and v == KEYED_WHEN_SET[k])} | {"seed": self.seed}
 
 
 @dataclass(frozen=True)

@@ -197,6 +197,21 @@ class Lora(Strict):
     )
 
 
+class Validation(Strict):
+    """A held-out slice of each source whose loss is measured while the adapter trains; with
+    `patience`, training stops once it stops improving and the adapter keeps its best weights."""
+
+    holdout: Annotated[int, Field(gt=0, strict=True)] | Annotated[float, Field(gt=0, lt=1)] = Field(
+        32, description="Examples held out of training: a count, or a fraction of the source (0.1). The same "
+                        "examples for every seed, so that seeds' validation losses compare.")
+    every: PositiveInt | None = Field(
+        None, description="Optimizer steps between measurements; default: a tenth of the planned steps (at least 1).")
+    patience: PositiveInt | None = Field(
+        None, description="Stop after this many measurements in a row without improvement, and keep the weights "
+                          "of the best one; null: measure only, train every planned step.")
+    min_delta: Annotated[float, Field(ge=0)] = Field(0.0, description="An improvement smaller than this is none.")
+
+
 class Training(Strict):
     """Optimisation settings; defaults follow the paper where it states them."""
 
@@ -207,6 +222,17 @@ class Training(Strict):
     warmup_steps: Annotated[int, Field(ge=0)] = 100
     epochs: PositiveInt = 1
     max_steps: Annotated[int, Field(gt=0, le=10_000_000)] | None = Field(None, description="Stop after this many steps.")
+    max_tokens: Annotated[int, Field(gt=0, strict=True)] | None = Field(
+        None, description="Stop after the step that brings the tokens trained on (prompts and answers) to this "
+                          "many: a budget that means the same for sources of short and long examples. Takes "
+                          "the place of `epochs`; not with `max_steps`.")
+    validation: Validation | None = Field(None, description="Hold out part of each source, measure its loss "
+                                                             "while training, and optionally stop early.")
+    seed_streams: Literal["shared", "per_source"] = Field(
+        "shared", description="shared: a seed draws the same LoRA initialisation and the same data-order "
+                              "stream for every source (common random numbers: that part of the seed's "
+                              "effect cancels in differences between sources, see docs/design-a-study.md). "
+                              "per_source: each source's seed stream is its own.")
     batch_size: PositiveInt = Field(8, description="Examples per forward and backward pass.")
     gradient_accumulation: PositiveInt = Field(
         4, description="Micro-batches per optimizer step. The loss is normalised over the whole step, so "
@@ -238,6 +264,12 @@ class Training(Strict):
         if len(set(value)) != len(value):
             raise ValueError(f"seeds must be distinct; got {value}")
         return value
+
+    @model_validator(mode="after")
+    def _one_length(self) -> Training:
+        if self.max_steps is not None and self.max_tokens is not None:
+            raise ValueError("set max_steps or max_tokens, not both: each is the training length")
+        return self
 
 
 class Evaluation(Strict):

@@ -27,7 +27,7 @@ from traitlens.data.template import render
 from traitlens.data.load import OPTION_LINE
 from traitlens.evaluate.targets import select_items
 from traitlens.train.encode import encode_table
-from traitlens.train.loop import Schedule, total_steps
+from traitlens.train.loop import plan_training
 
 TRAIN_PASSES = 3  # forward + backward, in forward-pass units
 
@@ -55,9 +55,10 @@ def study_cost(study: Study, sources: dict[str, pd.DataFrame], targets: dict[str
         lengths = [len(e.input_ids) for e in encode_table(sources[source.name], source.template, tokenizer,
                                                           study.training.loss_mode, study.training.max_length)]
         for seed in study.training.seeds:
-            steps, tokens, examples = training_tokens(lengths, study, seed)
+            steps, tokens, examples, validation = training_tokens(lengths, study, seed, source.name)
             training.append({"source": source.name, "seed": seed, "steps": steps, "examples": examples,
-                             "tokens": tokens, "cost": TRAIN_PASSES * tokens})
+                             "tokens": tokens, "validation_tokens": validation,
+                             "cost": TRAIN_PASSES * tokens + validation})
     models = [BASE] + [f"{s.name}@{seed}" for s in study.sources for seed in study.training.seeds]
     evaluation = []
     for target in study.targets:
@@ -65,22 +66,24 @@ def study_cost(study: Study, sources: dict[str, pd.DataFrame], targets: dict[str
         tokens = evaluation_tokens(target, items, tokenizer)
         evaluation += [{"model": model, "target": target.name, "items": len(items), "cost": tokens}
                        for model in models]
-    return StudyCost(pd.DataFrame(training, columns=["source", "seed", "steps", "examples", "tokens", "cost"]),
+    return StudyCost(pd.DataFrame(training, columns=["source", "seed", "steps", "examples", "tokens",
+                                                     "validation_tokens", "cost"]),
                      pd.DataFrame(evaluation, columns=["model", "target", "items", "cost"]))
 
 
-def training_tokens(lengths: list[int], study: Study, seed: int) -> tuple[int, int, int]:
-    """(steps, tokens, examples) of one adapter's training: the examples each step draws, in
-    the trainer's own order (`train.loop.Schedule`)."""
-    training = study.training
-    schedule = Schedule(len(lengths), training.batch_size, training.gradient_accumulation, seed)
-    steps = total_steps(training, len(lengths))
+def training_tokens(lengths: list[int], study: Study, seed: int, source: str) -> tuple[int, int, int, int]:
+    """(steps, tokens, examples, validation tokens) of one adapter's training: the examples each
+    step draws, in the trainer's own plan (`train.loop.plan_training`), and the held-out examples
+    once per validation measurement (forward only). Steps are the planned ones: early stopping
+    can only spend less."""
+    plan = plan_training(study.training, lengths, seed, source)
     tokens = examples = 0
-    for step in range(steps):
-        for batch in schedule.micro_batches(step):
-            tokens += sum(lengths[i] for i in batch)
-            examples += len(batch)
-    return steps, tokens, examples
+    for step in range(plan.steps):
+        for rows in plan.step_rows(step):
+            tokens += sum(lengths[i] for i in rows)
+            examples += len(rows)
+    measurements = 0 if plan.every is None else 1 + plan.steps // plan.every + (plan.steps % plan.every > 0)
+    return plan.steps, tokens, examples, measurements * sum(lengths[i] for i in plan.holdout_rows)
 
 
 def evaluation_tokens(target: Target, items: pd.DataFrame, tokenizer: Any) -> int:
@@ -104,9 +107,19 @@ def design_cost(cost: StudyCost, seeds_now: int):
     """`cost(seeds, items)` of the same study with `seeds` adapters per source and `items` items
     per target, as a share of this study's cost: training scales with the seeds, evaluation
     with the models (base + sources x seeds) and the items."""
+    price = length_design_cost(cost, seeds_now)
+    return lambda seeds, items: price(None, seeds, items)
+
+
+def length_design_cost(cost: StudyCost, seeds_now: int):
+    """`cost(steps, seeds, items)`: as `design_cost`, with every adapter trained for `steps`
+    optimizer steps (None: as this study trains them); a step costs what this study's average
+    step of that source does."""
     per_seed = cost.training["cost"].sum() / max(seeds_now, 1)
+    per_step = (cost.training["cost"] / cost.training["steps"].clip(lower=1)).sum() / max(seeds_now, 1)
     evaluation = cost.evaluation.groupby("target").agg(cost=("cost", "sum"), items=("items", "first"))
     models = cost.evaluation["model"].nunique()
     per_model_item = (evaluation["cost"] / evaluation["items"].clip(lower=1)).sum() / max(models, 1)
     sources = cost.training["source"].nunique()
-    return lambda seeds, items: (seeds * per_seed + (1 + sources * seeds) * items * per_model_item) / max(cost.total, 1)
+    return lambda steps, seeds, items: ((seeds * (per_seed if steps is None else steps * per_step)
+                                         + (1 + sources * seeds) * items * per_model_item) / max(cost.total, 1))

@@ -20,7 +20,7 @@ def esc(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _layout(fig: go.Figure, title: str, height: int = 420) -> dict:
+def layout(fig: go.Figure, title: str, height: int = 420) -> dict:
     fig.update_layout(title=esc(title), height=height, margin={"l": 120, "r": 30, "t": 50, "b": 90},
                       template="plotly_white")
     return fig.to_plotly_json()
@@ -56,7 +56,7 @@ def delta_heatmap(delta: pd.DataFrame, raw: pd.DataFrame, matrix_cells: pd.DataF
                                colorscale=DIVERGING, zmid=0, zmin=-limit, zmax=limit,
                                colorbar={"title": "delta"}))
     fig.update_yaxes(autorange="reversed")
-    return _layout(fig, f"Transfer: score minus base (* significant at q < {alpha})", 140 + 45 * len(delta))
+    return layout(fig, f"Transfer: score minus base (* significant at q < {alpha})", 140 + 45 * len(delta))
 
 
 def scree(eigenvalues: np.ndarray, kept: int, standardized: bool = True) -> dict:
@@ -67,7 +67,7 @@ def scree(eigenvalues: np.ndarray, kept: int, standardized: bool = True) -> dict
     fig.add_vline(x=kept - 0.5, line_dash="dash", annotation_text=f"{kept} kept")
     fig.update_xaxes(title="component")
     fig.update_yaxes(title=f"eigenvalue of the target {'correlation' if standardized else 'covariance'} matrix")
-    return _layout(fig, "Scree plot", 360)
+    return layout(fig, "Scree plot", 360)
 
 
 def loadings_heatmap(loadings: pd.DataFrame, names: list[str]) -> dict:
@@ -75,7 +75,7 @@ def loadings_heatmap(loadings: pd.DataFrame, names: list[str]) -> dict:
                                text=np.round(loadings.to_numpy(), 2), texttemplate="%{text}",
                                colorscale=DIVERGING, zmid=0, zmin=-1, zmax=1))
     fig.update_yaxes(autorange="reversed")
-    return _layout(fig, "Trait loadings per target", 140 + 40 * len(loadings))
+    return layout(fig, "Trait loadings per target", 140 + 40 * len(loadings))
 
 
 def biplot(scores: pd.DataFrame, loadings: pd.DataFrame) -> dict:
@@ -84,7 +84,7 @@ def biplot(scores: pd.DataFrame, loadings: pd.DataFrame) -> dict:
     if scores.shape[1] < 2:
         fig = go.Figure(go.Bar(x=[esc(s) for s in scores.index], y=scores.iloc[:, 0]))
         fig.update_yaxes(title=esc(scores.columns[0].split(" (")[0]))  # the name without its targets
-        return _layout(fig, "Source scores on the trait", 360)
+        return layout(fig, "Source scores on the trait", 360)
     first, second = scores.columns[:2]
     fig = go.Figure(go.Scatter(x=scores[first], y=scores[second], mode="markers+text", name="sources",
                                text=[esc(s) for s in scores.index], textposition="top center"))
@@ -95,7 +95,7 @@ def biplot(scores: pd.DataFrame, loadings: pd.DataFrame) -> dict:
                            font={"color": "#b2182b"}, arrowcolor="#b2182b")
     fig.update_xaxes(title=esc(first))
     fig.update_yaxes(title=esc(second))
-    return _layout(fig, "Biplot: sources (points) and targets (arrows)", 480)
+    return layout(fig, "Biplot: sources (points) and targets (arrows)", 480)
 
 
 def confusion(target: str, matrices: dict[str, dict[str, dict[str, int]]]) -> dict:
@@ -115,7 +115,7 @@ def confusion(target: str, matrices: dict[str, dict[str, dict[str, int]]]) -> di
                                     "xanchor": "right", "type": "buttons"}])
     fig.update_xaxes(title="predicted")
     fig.update_yaxes(title="gold", autorange="reversed")
-    return _layout(fig, f"Confusion matrices: {target}", 380)
+    return layout(fig, f"Confusion matrices: {target}", 380)
 
 
 def lengths(target: str, by_model: dict[str, list[int]], answers: dict[str, list[int]]) -> dict:
@@ -124,4 +124,4 @@ def lengths(target: str, by_model: dict[str, list[int]], answers: dict[str, list
                     + [go.Box(y=values, name=esc(label), boxmean=True, marker_color="#888")
                        for label, values in answers.items()])
     fig.update_yaxes(title="tokens")
-    return _layout(fig, f"Generated length: {target}", 380)
+    return layout(fig, f"Generated length: {target}", 380)

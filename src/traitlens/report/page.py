@@ -147,7 +147,7 @@ def build_report(inputs: ReportInputs, out: Path) -> Path:
                       for a in analysis["asymmetry"]],
         "forecasts": _forecasts(inputs.forecasts, delta),
         "length_figures": length_ids, "confusion_figures": confusion_ids,
-        "figures": [(name, _script_json(figure)) for name, figure in figs.items()],
+        "figures": [(name, script_json(figure)) for name, figure in figs.items()],
         "plotly_js": get_plotlyjs(),
     }
     environment = jinja2.Environment(loader=jinja2.PackageLoader("traitlens", "report"),
@@ -391,7 +391,7 @@ def _p(value: Any) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
-def _script_json(figure: dict) -> str:
+def script_json(figure: dict) -> str:
     """Figure JSON that is safe inside a <script> element: no "</script>" can close it early."""
     text = plotly.io.json.to_json_plotly(figure)
     return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")

@@ -15,6 +15,7 @@ import shutil
 import sys
 import time
 import warnings
+import zlib
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,9 +81,63 @@ class Schedule:
         return [chosen[i:i + self.batch_size] for i in range(0, len(chosen), self.batch_size)]
 
 
-def total_steps(training: Training, examples: int) -> int:
-    schedule = Schedule(examples, training.batch_size, training.gradient_accumulation, 0)
-    return training.max_steps or training.epochs * schedule.steps_per_epoch
+HOLDOUT_STREAM = 7919  # the validation holdout's draw: its own stream, the same for every seed
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """One adapter's training, before it starts: the source's rows it trains on and those held out
+    for validation, the order of its steps, how many it plans, and how often validation runs."""
+
+    train_rows: np.ndarray
+    holdout_rows: np.ndarray
+    schedule: Schedule
+    steps: int
+    every: int | None  # steps between validation measurements; None: no validation
+
+    def step_rows(self, step: int) -> list[np.ndarray]:
+        """The source rows of each micro-batch of `step`."""
+        return [self.train_rows[micro] for micro in self.schedule.micro_batches(step)]
+
+
+def stream_seed(seed: int, source: str, streams: str) -> int:
+    """The seed of an adapter's LoRA initialisation, dropout and data order: the study's seed
+    itself when streams are shared across sources (common random numbers), else one drawn from
+    (seed, source name) so that each source's stream is its own."""
+    if streams == "shared":
+        return seed
+    return int(np.random.SeedSequence([seed, zlib.crc32(source.encode())]).generate_state(1)[0])
+
+
+def plan_training(training: Training, lengths: list[int], seed: int, source: str) -> TrainingPlan:
+    """The plan of one adapter from its examples' token `lengths`. The length is `max_steps`, else
+    the steps whose examples bring the tokens to `max_tokens`, else `epochs` passes over the rows
+    that train. Shared by the trainer and the cost counter (`forecast.cost`), so they agree."""
+    n = len(lengths)
+    holdout = np.array([], dtype=int)
+    if training.validation is not None:
+        wanted = training.validation.holdout
+        count = wanted if isinstance(wanted, int) else max(1, round(wanted * n))
+        if count >= n:
+            raise TraitlensError(
+                f"training.validation.holdout: {wanted} holds out {count} of the source's {n} examples and leaves "
+                "none to train on; hold out fewer (a count, or a fraction such as 0.1).")
+        holdout = np.sort(np.random.default_rng([HOLDOUT_STREAM, n]).permutation(n)[:count])
+    train_rows = np.setdiff1d(np.arange(n), holdout)
+    schedule = Schedule(len(train_rows), training.batch_size, training.gradient_accumulation,
+                        stream_seed(seed, source, training.seed_streams))
+    plan = TrainingPlan(train_rows, holdout, schedule, 0, None)
+    if training.max_steps:
+        steps = training.max_steps
+    elif training.max_tokens:
+        steps = tokens = 0
+        while tokens < training.max_tokens:
+            tokens += sum(lengths[i] for micro in plan.step_rows(steps) for i in micro)
+            steps += 1
+    else:
+        steps = training.epochs * schedule.steps_per_epoch
+    every = None if training.validation is None else training.validation.every or max(1, steps // 10)
+    return TrainingPlan(train_rows, holdout, schedule, steps, every)
 
 
 def train_adapter(job: Job, store: Store, table: pd.DataFrame,
@@ -129,17 +184,20 @@ def deterministic():
 def _train_files(job: Job, table: pd.DataFrame, files: Path, checkpoints: Path,
                  progress: JobProgress | None) -> dict[str, Any]:
     import torch
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
     from traitlens.models.load import load_base
 
     run = job.settings  # TrainSettings: this job's part of the study
     settings, lora, source = run.training, run.lora, run.source
     device = torch.device(resolve_device(run.device))
-    torch.manual_seed(job.seed)  # LoRA initialisation and dropout (and every CUDA device's RNG)
+    # LoRA initialisation and dropout (and every CUDA device's RNG)
+    torch.manual_seed(stream_seed(job.seed, job.source, settings.seed_streams))
     model, tokenizer = load_base(run.base, "float32")  # trainable weights stay float32
     model.to(device)
-    examples = encode_table(table, source.template, tokenizer, settings.loss_mode, settings.max_length)
+    encoded = encode_table(table, source.template, tokenizer, settings.loss_mode, settings.max_length)
+    plan = plan_training(settings, [len(e.input_ids) for e in encoded], job.seed, job.source)
+    examples, held = [encoded[i] for i in plan.train_rows], [encoded[i] for i in plan.holdout_rows]
     peft_model = get_peft_model(model, LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules), task_type="CAUSAL_LM"))
@@ -162,8 +220,7 @@ def _train_files(job: Job, table: pd.DataFrame, files: Path, checkpoints: Path,
     peft_model.train()
     merge = _pass_limit(settings.pass_tokens, lm.config, device.type, pack_width is not None)
 
-    steps = total_steps(settings, len(examples))
-    schedule = Schedule(len(examples), settings.batch_size, settings.gradient_accumulation, job.seed)
+    steps = plan.steps
     params = [p for p in peft_model.parameters() if p.requires_grad]
     # The fused kernel: one pass per tensor instead of a dozen small operations; the for-loop
     # implementation took 19 ms a step for this model's 420 LoRA tensors, the fused one 3 ms.
@@ -172,10 +229,17 @@ def _train_files(job: Job, table: pd.DataFrame, files: Path, checkpoints: Path,
     scheduler = _scheduler(optimizer, settings.schedule, settings.warmup_steps, steps)
     state = _resume(checkpoints, peft_model, optimizer, scheduler, device)
 
+    validate = None
+    if settings.validation is not None:
+        validate = lambda: _validation_loss(peft_model, decoder, lm, held, pad, pack_width,
+                                            settings.batch_size, bf16, device)
+        if not state["validation"]["curve"]:
+            _record_validation(state, validate(), settings.validation, get_peft_model_state_dict(peft_model))
+
     meter = StepMeter(progress, job.label, steps, state["step"], unit="steps")
     started = time.perf_counter()
     for step in range(state["step"], steps):
-        batches = _passes([[examples[i] for i in micro] for micro in schedule.micro_batches(step)], merge)
+        batches = _passes([[encoded[i] for i in micro] for micro in plan.step_rows(step)], merge)
         loss_tokens = sum(e.loss_tokens for batch in batches for e in batch)
         step_loss = 0.0
         for batch in batches:
@@ -197,14 +261,22 @@ def _train_files(job: Job, table: pd.DataFrame, files: Path, checkpoints: Path,
         optimizer.zero_grad(set_to_none=True)
         state["curve"].append(step_loss / max(loss_tokens, 1))
         state["step"] = step + 1
+        stop = False
+        if validate is not None and (state["step"] % plan.every == 0 or state["step"] == steps):
+            stop = _record_validation(state, validate(), settings.validation, get_peft_model_state_dict(peft_model))
         crash_point("train_step")
         state["seconds"] += time.perf_counter() - started
         started = time.perf_counter()
         meter.advance(1, f"loss {state['curve'][-1]:.3f}, "
                          f"{state['tokens'] / max(state['seconds'], 1e-9):.0f} tok/s")
+        if stop:
+            break
         if state["step"] % settings.checkpoint_every == 0 and state["step"] < steps:
             _checkpoint(checkpoints, peft_model, optimizer, scheduler, state, device)
     meter.close()
+    record = state["validation"]
+    if settings.validation is not None and settings.validation.patience and record["best_step"] != state["step"]:
+        set_peft_model_state_dict(peft_model, state["best"])  # early stopping keeps the best weights
 
     peft_model.save_pretrained(files)
     example = render(source.template, table.iloc[0].to_dict(), tokenizer)
@@ -212,7 +284,9 @@ def _train_files(job: Job, table: pd.DataFrame, files: Path, checkpoints: Path,
             "seed": job.seed, "lora": lora.model_dump(mode="json"),
             "training": run.result_training,
             "template": source.template.model_dump(mode="json"), "example": example.text,
-            "examples": len(examples), "steps": steps, "loss_curve": state["curve"],
+            "examples": len(examples), "steps": state["step"], "planned_steps": steps, "loss_curve": state["curve"],
+            "validation": _validation_summary(record, len(held), plan.every, state["step"] < steps,
+                                              bool(settings.validation and settings.validation.patience)),
             "tokens_seen": state["tokens"], "passes": state["passes"], "wall_seconds": state["seconds"],
             "resumed_from_step": state["resumed_from"], "dtype": dtype, "device": str(device),
             # Which of the device-specific paths trained it (see `_pass_limit`, `choose_kernel`, `_pack`).
@@ -221,6 +295,54 @@ def _train_files(job: Job, table: pd.DataFrame, files: Path, checkpoints: Path,
     (files / ADAPTER_META_FILE).write_text(json.dumps(meta, indent=1))
     shutil.rmtree(checkpoints, ignore_errors=True)
     return {k: v for k, v in meta.items() if k != "loss_curve"}
+
+
+def _validation_loss(model, decoder, lm, held: list[Encoded], pad: int, pack_width: int | None,
+                     batch_size: int, bf16: bool, device) -> float:
+    """The mean loss per loss token on the held-out examples, in eval mode (no dropout, so no
+    random numbers are drawn and a resumed run stays exact)."""
+    import torch
+
+    model.eval()
+    total = tokens = 0.0
+    with torch.no_grad():
+        for start in range(0, len(held), batch_size):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                logits, targets = loss_logits(decoder, lm, held[start:start + batch_size], pad, pack_width)
+            total += torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum").item()
+            tokens += targets.numel()
+    model.train()
+    return total / max(tokens, 1)
+
+
+def _record_validation(state: dict, loss: float, validation, weights: dict) -> bool:
+    """Add a measurement at the current step; keep the weights when it is the best so far (a copy:
+    training goes on changing them). Returns whether patience has run out."""
+    record = state["validation"]
+    record["curve"].append([state["step"], loss])
+    if record["best_loss"] is None or loss < record["best_loss"] - validation.min_delta:
+        record.update(best_loss=loss, best_step=state["step"], bad=0)
+        if validation.patience:
+            state["best"] = {name: tensor.detach().clone() for name, tensor in weights.items()}
+    else:
+        record["bad"] += 1
+    return bool(validation.patience) and record["bad"] >= validation.patience
+
+
+def _no_validation() -> dict:
+    return {"curve": [], "best_loss": None, "best_step": None, "bad": 0}
+
+
+def _validation_summary(record: dict, held: int, every: int | None, stopped_early: bool,
+                        keeps_best: bool) -> dict | None:
+    """What the adapter's record says of validation; `kept_loss` is the loss of the weights it
+    keeps (the best ones under early stopping, else the last)."""
+    if not record["curve"]:
+        return None
+    return {"holdout": held, "every": every, "curve": record["curve"], "initial_loss": record["curve"][0][1],
+            "best_loss": record["best_loss"], "best_step": record["best_step"],
+            "kept_loss": record["best_loss"] if keeps_best else record["curve"][-1][1],
+            "stopped_at": record["curve"][-1][0] if stopped_early else None}
 
 
 def _packing_name(pack_width: int | None) -> str:
@@ -419,13 +541,14 @@ def _checkpoint(folder: Path, model, optimizer, scheduler, state: dict, device) 
     shutil.rmtree(fresh, ignore_errors=True)
     model.save_pretrained(fresh)
     tensors, optimizer_json = _split_tensors(optimizer.state_dict(), "optimizer")
+    tensors.update({f"best.{name}": tensor for name, tensor in state["best"].items()})
     tensors["rng.cpu"] = torch.get_rng_state()
     if device.type == "cuda":  # LoRA dropout on a GPU draws from that device's generator: resume needs it too
         tensors["rng.cuda"] = torch.cuda.get_rng_state(device)
     save_file({k: v.contiguous() for k, v in tensors.items()}, fresh / STATE_TENSORS)
     (fresh / STATE_JSON).write_text(json.dumps({
         "optimizer": optimizer_json, "scheduler": scheduler.state_dict(),
-        **{k: v for k, v in state.items() if k != "resumed_from"}}))
+        **{k: v for k, v in state.items() if k not in ("resumed_from", "best")}}))
     (fresh / CHECKSUMS).write_text(json.dumps(file_digests(fresh)))
     crash_point("checkpoint_write")  # written, not yet swapped in
     if latest.exists():
@@ -473,7 +596,8 @@ def _resume(folder: Path, model, optimizer, scheduler, device) -> dict:
             warnings.warn(f"{latest}: a checkpoint in the old pickle format, which traitlens no longer "
                           "loads (unpickling can run code); training this adapter from the start.",
                           CheckpointWarning, stacklevel=2)
-        return {"step": 0, "curve": [], "tokens": 0, "passes": 0, "seconds": 0.0, "resumed_from": None}
+        return {"step": 0, "curve": [], "tokens": 0, "passes": 0, "seconds": 0.0, "resumed_from": None,
+                "validation": _no_validation(), "best": {}}
     try:  # read and check everything first, so a damaged file changes nothing
         recorded = json.loads((latest / CHECKSUMS).read_text())
         found = {name: digest for name, digest in file_digests(latest).items() if name != CHECKSUMS}
@@ -498,4 +622,6 @@ def _resume(folder: Path, model, optimizer, scheduler, device) -> dict:
     if device.type == "cuda" and "rng.cuda" in tensors:
         torch.cuda.set_rng_state(tensors["rng.cuda"], device)
     return {"step": saved["step"], "curve": saved["curve"], "tokens": saved["tokens"], "passes": saved["passes"],
-            "seconds": saved["seconds"], "resumed_from": saved["step"]}
+            "seconds": saved["seconds"], "resumed_from": saved["step"],
+            "validation": saved.get("validation", _no_validation()),
+            "best": {name[len("best."):]: tensor.to(device) for name, tensor in tensors.items() if name.startswith("best.")}}

@@ -1,0 +1,1 @@
+"""Workflows that read top to bottom over the pipeline's layers; `Study` delegates to them."""

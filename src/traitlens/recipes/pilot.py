@@ -1,0 +1,131 @@
+"""The pilot: train a few sources at several lengths and seeds, score them on a sample of the
+targets, and recommend the length, seeds and items of the full study (docs/design-a-study.md).
+
+Read top to bottom: choose the sources and targets (`pick_sources`, `pick_targets`), build one
+ordinary study per length (`pilot_parts`), check their summed cost against the budget, run each
+part through the ordinary pipeline (resumable, into the study's store: each part's step count is
+in its jobs' keys), then measure and recommend (`analysis.pilot.summarise_pilot`).
+
+Every part trains with the study's own settings except its length (`max_steps`), its seeds and
+its seed streams; where the study holds out no validation slice, each part holds out 16 examples
+per source and measures their loss four times (no early stopping), so that the pilot reports
+how far each adapter's validation loss fell.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from traitlens.analysis.pilot import Pilot, PilotPart, summarise_pilot
+from traitlens.analysis.results import Results, study_diagonal
+from traitlens.config.schema import BASE, Study, Validation
+from traitlens.errors import TraitlensError
+from traitlens.forecast.cost import StudyCost, length_design_cost
+
+PILOT_SOURCES, PILOT_TARGETS, PILOT_SEEDS = 3, 3, (0, 1, 2)
+PILOT_HOLDOUT = 16  # examples per source held out for the validation loss, where the study holds none
+
+
+@dataclass(frozen=True)
+class PilotPlan:
+    """The pilot's parts (one study per length), what they cost together in forward tokens (the
+    base's cells counted once: every part scores the same items), and that as a share of the
+    full study."""
+
+    parts: list[Study]
+    tokens: int
+    share: float
+
+
+def pick_sources(study: Study, count: int = PILOT_SOURCES) -> list[str]:
+    """Spread-out sources: those trained on a target's dataset first (their own-task gain is
+    measurable), one family at a time, in the study's order; then the others the same way."""
+    home = {source for source, _ in study_diagonal(study)}
+    ordered = [s for s in study.sources if s.name in home] + [s for s in study.sources if s.name not in home]
+    chosen: list[str] = []
+    families: set[str] = set()
+    for repeat in (False, True):  # first one per family, then fill up
+        for source in ordered:
+            if len(chosen) < count and source.name not in chosen and (repeat or source.family_name not in families):
+                chosen.append(source.name)
+                families.add(source.family_name)
+    return chosen
+
+
+def pick_targets(study: Study, sources: list[str], count: int = PILOT_TARGETS) -> list[str]:
+    """The chosen sources' own targets, then targets of abilities not yet covered, in order."""
+    chosen = [t for s, t in sorted(study_diagonal(study)) if s in sources]
+    chosen = list(dict.fromkeys(chosen))[:count]
+    covered = {a for t in study.targets if t.name in chosen for a in t.abilities}
+    for repeat in (False, True):
+        for target in study.targets:
+            if len(chosen) < count and target.name not in chosen and (repeat or not set(target.abilities) <= covered):
+                chosen.append(target.name)
+                covered |= set(target.abilities)
+    return chosen
+
+
+def pilot_parts(study: Study, sources: list[str], targets: list[str], lengths: list[int], seeds: list[int],
+                items: int | None, streams: str = "shared", smallest: int | None = None) -> list[Study]:
+    """One study per training length: the chosen sources, seeds and targets (scored on `items`
+    items each, default the study's own limits). `smallest`: the fewest examples a chosen source
+    has, so that the validation holdout (where the pilot adds one) keeps four fifths of it."""
+    _known("source", sources, [s.name for s in study.sources])
+    _known("target", targets, [t.name for t in study.targets])
+    if len(set(lengths)) != len(lengths) or not lengths or min(lengths) < 1:
+        raise TraitlensError(f"--lengths must be distinct positive step counts, e.g. 8,24,64; got {lengths}")
+    if len(seeds) < 2:
+        raise TraitlensError("--seeds must be 2 or more: with one seed the pilot cannot measure training noise")
+    parts = []
+    for steps in sorted(lengths):
+        holdout = PILOT_HOLDOUT if smallest is None else max(1, min(PILOT_HOLDOUT, smallest // 5))
+        validation = study.training.validation or Validation(holdout=holdout, every=max(1, steps // 4))
+        training = study.training.model_copy(update={
+            "max_steps": steps, "max_tokens": None, "seeds": list(seeds), "seed_streams": streams,
+            "validation": validation})
+        chosen = [t.model_copy(update={"limit": items or t.limit or study.evaluation.limit})
+                  for t in study.targets if t.name in targets]
+        suffix = "" if streams == "shared" else "-own-streams"
+        parts.append(study.model_copy(update={
+            "name": f"{study.name}-pilot-{steps}{suffix}", "training": training, "targets": chosen,
+            "sources": [s for s in study.sources if s.name in sources]}))
+    return parts
+
+
+def plan_pilot(parts: list[Study], full: StudyCost, cost_of: Callable[[Study], StudyCost],
+               budget: float) -> PilotPlan:
+    """The pilot's cost, refused when over `budget` x the full study's."""
+    costs = [cost_of(part) for part in parts]
+    base = [int(c.evaluation.loc[c.evaluation["model"] == BASE, "cost"].sum()) for c in costs]
+    tokens = sum(c.total for c in costs) - sum(base[1:])
+    share = tokens / max(full.total, 1)
+    if share > budget:
+        raise TraitlensError(
+            f"this pilot costs {tokens:,} tokens, {share:.2f} of the full study ({full.total:,}), over --budget "
+            f"{budget:g}; raise --budget to {share:.2f}, or use fewer or shorter --lengths, fewer --seeds or --items.")
+    return PilotPlan(parts, tokens, share)
+
+
+def run_pilot(study: Study, plan: PilotPlan, full: StudyCost,
+              run_part: Callable[[Study], tuple[Results, list[dict[str, Any]]]],
+              goal: float = 0.8, study_budget: float | None = None) -> Pilot:
+    """Run every part (`run_part`: the ordinary pipeline, returning the part's results and its
+    adapters' training records), then summarise and recommend, pricing designs as shares of the
+    full study."""
+    measured = []
+    for part in plan.parts:
+        results, adapters = run_part(part)
+        measured.append(PilotPart(part.training.max_steps, results, adapters))
+    price = length_design_cost(full, len(study.training.seeds))
+    return summarise_pilot(measured, goal, price, study_budget)
+
+
+def _known(kind: str, given: list[str], known: list[str]) -> None:
+    for name in given:
+        if name not in known:
+            guess = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {guess[0]!r}?" if guess else f" (the study's: {', '.join(known)})"
+            raise TraitlensError(f"--{kind} {name!r} is not a {kind} of the study{hint}")
