@@ -127,7 +127,8 @@ def test_report_reuses_the_cells_it_is_given(report, tmp_path, monkeypatch):
 
 def test_a_study_too_small_for_traits_still_gets_its_report(tmp_path, tiny_model):
     path = tmp_path / "small.yaml"
-    path.write_text(TINY_TRAIN.format(base=tiny_model).replace("targets:\n", MORE_SOURCES).replace("evaluation: {limit: 8, dtype: float32}", "evaluation: {limit: 40, dtype: float32}\nanalysis: {bootstrap_samples: 30}"))
+    path.write_text(TINY_TRAIN.format(base=tiny_model).replace("targets:\n", MORE_SOURCES).replace("evaluation: {limit: 8, dtype: float32}", "evaluation: {limit: 40, dtype: float32}\nanalysis: {bootstrap_samples: 30}")
+                    .replace("  checkpoint_every: 2\n", "  checkpoint_every: 2\n  validation: {holdout: 4, every: 3}\n"))
     study = load_study(path)
     sources, targets = prepare_study(study)
     summary = run_plan(plan_study(study), Store(study.store), sources, targets, Console(quiet=True),
@@ -144,6 +145,11 @@ def test_a_study_too_small_for_traits_still_gets_its_report(tmp_path, tiny_model
     page = out.read_text()
     assert "No traits for this study: traits need at least three adapters" in page
     assert 'id="figure-delta"' in page and 'id="figure-scree"' not in page
+    # Training held out a slice: its loss before and after, per adapter and per source, and the curves.
+    assert page.count("on 4 held-out examples (best at step") == 2 and 'id="figure-validation"' in page
+    checks = page[page.index('id="checks"'):page.index('id="glance"')]
+    assert "validation-loss drop" in checks and "interval counts" in checks
+    assert "items only: training noise not measured" in checks
     data = tmp_path / "small-data"
     assert len(pd.read_csv(data / "cells_uncertainty.csv")) == 2 * 2  # 2 adapters x 2 targets
     assert json.loads((data / "traits.json").read_text())["traits"] == []

@@ -14,7 +14,7 @@ FLOOR, CEILING = 0.05, 0.95  # accuracies where a target cannot show harm, or he
 
 TARGET_COLUMNS = ["target", "metric", "base_score", "base_accuracy", "chance", "p_above_chance",
                   "top_label", "top_share", "predicted_shares", "flags"]
-OWN_COLUMNS = ["source", "target", "delta", "low", "high", "accuracy_delta", "flags"]
+OWN_COLUMNS = ["source", "target", "delta", "low", "high", "variance", "accuracy_delta", "flags"]
 
 
 def target_diagnostics(results: Results) -> pd.DataFrame:
@@ -53,8 +53,9 @@ def target_diagnostics(results: Results) -> pd.DataFrame:
 
 def own_task(results: Results, uncertainty: pd.DataFrame) -> pd.DataFrame:
     """Per source trained on a target's dataset: its delta there (under the analysis metric,
-    from the source-level `uncertainty`) and its accuracy delta, flagged when training did not
-    measurably help its own task (the interval reaches zero or below)."""
+    from the source-level `uncertainty`, whose `variance` says what its interval counts: seeds
+    and items where the source has two or more adapters) and its accuracy delta, flagged when
+    training did not measurably help its own task (the interval reaches zero or below)."""
     accuracy = results.cells.assign(accuracy=[m["accuracy"] for m in results.cells["metrics"]])
     base = accuracy[accuracy["model"] == BASE].set_index("target")["accuracy"]
     rows = []
@@ -69,5 +70,6 @@ def own_task(results: Results, uncertainty: pd.DataFrame) -> pd.DataFrame:
             flags.append("training did not measurably help its own task"
                          + (" (it got worse)" if row["high"] < 0 else ""))
         rows.append({"source": source, "target": target, "delta": row["delta"], "low": row["low"],
-                     "high": row["high"], "accuracy_delta": float(own - base[target]), "flags": flags})
+                     "high": row["high"], "variance": row["variance"], "accuracy_delta": float(own - base[target]),
+                     "flags": flags})
     return pd.DataFrame(rows, columns=OWN_COLUMNS)

@@ -125,3 +125,17 @@ def lengths(target: str, by_model: dict[str, list[int]], answers: dict[str, list
                        for label, values in answers.items()])
     fig.update_yaxes(title="tokens")
     return layout(fig, f"Generated length: {target}", 380)
+
+
+def validation_curves(adapters: list[dict[str, Any]]) -> dict:
+    """Each adapter's validation loss by optimizer step, where training held out a slice."""
+    fig = go.Figure()
+    for adapter in adapters:
+        record = adapter["meta"].get("validation")
+        if record:
+            steps, losses = zip(*record["curve"])
+            fig.add_trace(go.Scatter(x=steps, y=losses, mode="lines+markers",
+                                     name=esc(f"{adapter['source']} (seed {adapter['seed']})")))
+    fig.update_xaxes(title="optimizer step")
+    fig.update_yaxes(title="validation loss per token")
+    return layout(fig, "Validation loss while training (the marker where a line ends is where it stopped)")

@@ -19,6 +19,7 @@ from traitlens import __version__
 from traitlens.analysis.export import FEATURES_FILE, FORECASTS_FILE, export_items
 from traitlens.analysis.features import Features
 from traitlens.analysis.metrics import DESCRIPTIONS
+from traitlens.analysis.pilot import validation_drops
 from traitlens.analysis.results import Results
 from traitlens.analysis.uncertainty import score_intervals
 from traitlens.config.schema import BASE, Study
@@ -84,6 +85,8 @@ def build_report(inputs: ReportInputs, out: Path) -> Path:
                                         standardized),
                  "loadings": figures.loadings_heatmap(loadings, names),
                  "biplot": figures.biplot(scores, loadings)}
+    if any(a["meta"].get("validation") for a in inputs.adapters):
+        figs["validation"] = figures.validation_curves(inputs.adapters)
     length_ids, confusion_ids = [], []
     for target in study.targets:
         cells = results.cells[results.cells["target"] == target.name]
@@ -138,7 +141,7 @@ def build_report(inputs: ReportInputs, out: Path) -> Path:
         "trait_count": trait_count_text(analysis.get("trait_count", {})),
         "metric": {"name": analysis["metric"], "description": DESCRIPTIONS[analysis["metric"]],
                    "fallbacks": ", ".join(f"{t}: {m}" for t, m in analysis["used"].items() if m != analysis["metric"])},
-        "checks": _checks(analysis),
+        "checks": _checks(analysis, inputs.adapters),
         "side_effects": [{"model": e["model"], "target": e["target"], "delta": _num(e["delta"], True),
                           "interval": f"[{_num(e['low'], True)}, {_num(e['high'], True)}]", "q": _p(e["q"])}
                          for e in analysis["side_effects"]],
@@ -146,7 +149,7 @@ def build_report(inputs: ReportInputs, out: Path) -> Path:
                        "interval": f"[{_num(a['low'], True)}, {_num(a['high'], True)}]", "p": _p(a["p"])}
                       for a in analysis["asymmetry"]],
         "forecasts": _forecasts(inputs.forecasts, delta),
-        "length_figures": length_ids, "confusion_figures": confusion_ids,
+        "length_figures": length_ids, "confusion_figures": confusion_ids, "validation_figure": "validation" in figs,
         "figures": [(name, script_json(figure)) for name, figure in figs.items()],
         "plotly_js": get_plotlyjs(),
     }
@@ -214,11 +217,16 @@ def _explanation(stored: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _checks(analysis: dict[str, Any]) -> dict[str, Any]:
-    """The diagnostics shown first: every flag as one line, and the tables behind them."""
+def _checks(analysis: dict[str, Any], adapters: list[dict[str, Any]]) -> dict[str, Any]:
+    """The diagnostics shown first: every flag as one line, and the tables behind them. Each
+    source's validation-loss drop (mean over its adapters, where training held out a slice)
+    comes from the adapters' training records."""
     diagnostics = analysis["diagnostics"]
+    drops = validation_drops(adapters).groupby("source")["drop"].mean()
     flags = [f"{t['target']}: the base {flag}" for t in diagnostics["targets"] for flag in t["flags"]]
     flags += [f"{o['source']} on {o['target']}: {flag}" for o in diagnostics["own_task"] for flag in o["flags"]]
+    flags += [f"{source}: its validation loss did not fall ({drop:+.3f}): it did not learn its source"
+              for source, drop in drops.items() if drop <= 0]
     reliability = reliability_summary(analysis.get("reliability", []))
     if reliability["one_seed"] or reliability["unreproduced"]:
         flags.append(reliability["verdict"])
@@ -231,6 +239,8 @@ def _checks(analysis: dict[str, Any]) -> dict[str, Any]:
                         for t in diagnostics["targets"]],
             "own": [{"source": o["source"], "target": o["target"], "delta": _num(o["delta"], True),
                      "interval": f"[{_num(o['low'], True)}, {_num(o['high'], True)}]",
+                     "variance": o.get("variance", "not recorded (older analysis)"),
+                     "validation_drop": _num(drops.get(o["source"]), True),
                      "accuracy_delta": _num(o["accuracy_delta"], True), "flags": "; ".join(o["flags"])}
                     for o in diagnostics["own_task"]]}
 
@@ -348,11 +358,25 @@ def _export(folder: Path, raw, delta, uncertainty, intervals, loadings, scores, 
 
 def _source_row(source, adapters: list[dict[str, Any]]) -> dict[str, Any]:
     rows = [{"seed": a["seed"], "key": a["key"], "steps": a["meta"]["steps"], "tokens": a["meta"]["tokens_seen"],
-             "loss": f"{np.mean(a['meta']['loss_curve'][-3:]):.3f}", "minutes": f"{a['meta']['wall_seconds'] / 60:.1f}"}
+             "loss": f"{np.mean(a['meta']['loss_curve'][-3:]):.3f}", "minutes": f"{a['meta']['wall_seconds'] / 60:.1f}",
+             "validation": _validation_text(a["meta"])}
             for a in adapters if a["source"] == source.name]
     return {"name": source.name, "dataset": source.dataset, "split": source.split,
             "transforms": json.dumps([t.model_dump(exclude_none=True) for t in source.transforms]),
             "adapters": rows}
+
+
+def _validation_text(meta: dict[str, Any]) -> str:
+    """An adapter's validation record in words: the loss before and at the kept weights, the
+    best step, and the stop."""
+    record = meta.get("validation")
+    if not record:
+        return ""
+    kept = record.get("kept_loss", record["curve"][-1][1])
+    stop = (f", stopped early at step {record['stopped_at']} of {meta.get('planned_steps', '?')}"
+            if record.get("stopped_at") else "")
+    return (f"validation loss {record['initial_loss']:.3f} -> {kept:.3f} on {record['holdout']} held-out examples "
+            f"(best at step {record['best_step']}{stop})")
 
 
 def _target_row(target, cells: pd.DataFrame, examples: dict[str, str]) -> dict[str, Any]:
