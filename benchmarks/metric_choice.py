@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from traitlens.analysis.results import Results
-from traitlens.analysis.export import load_items
+from traitlens.analysis.read_export import load_items
 from traitlens.analysis.metrics import METRICS
 from traitlens.analysis.uncertainty import source_uncertainty
 from traitlens.config.schema import BASE

@@ -142,7 +142,8 @@ def test_without_an_effect_the_verdict_says_the_design_cannot_tell():
 def test_recommend_ranks_sources_for_an_unseen_target():
     from scipy import stats
 
-    from traitlens.analysis.explain import pair_rows, recommend
+    from traitlens.analysis.explain import recommend
+    from traitlens.analysis.features import pair_rows
 
     delta, groups = planted_study(2, sources=10, targets=6)
     truth = delta["t5"].copy()
@@ -182,7 +183,8 @@ def test_masked_cells_are_not_observations():
 def test_held_out_recommendations_hide_the_target_they_rank():
     from scipy import stats
 
-    from traitlens.analysis.explain import held_out_recommendations, pair_rows
+    from traitlens.analysis.explain import held_out_recommendations
+    from traitlens.analysis.features import pair_rows
 
     delta, groups = planted_study(4, sources=10, targets=4)
     rows = pair_rows(delta, groups["hidden"], pd.DataFrame({"size": [1.0] * 4}, index=delta.columns),
@@ -194,7 +196,8 @@ def test_held_out_recommendations_hide_the_target_they_rank():
 
 
 def test_too_few_pairs_to_learn_from_give_no_ranking_and_a_clear_error():
-    from traitlens.analysis.explain import held_out_recommendations, pair_rows, recommend
+    from traitlens.analysis.explain import held_out_recommendations, recommend
+    from traitlens.analysis.features import pair_rows
     from traitlens.errors import TraitlensError
 
     delta, groups = planted_study(5, sources=3, targets=1)
@@ -223,7 +226,8 @@ def test_text_statistics_come_from_a_seeded_sample_and_counts_from_every_row(mon
 
 
 def test_recommendations_are_scored_against_trivial_baselines():
-    from traitlens.analysis.explain import held_out_recommendations, pair_rows, recommendation_quality
+    from traitlens.analysis.explain import held_out_recommendations, recommendation_quality
+    from traitlens.analysis.features import pair_rows
 
     # Transfer follows a source feature the recommender sees: it should beat a random pick.
     delta, groups = planted_study(6, sources=10, targets=5)

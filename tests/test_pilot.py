@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -136,3 +137,14 @@ def test_the_pilot_command_prints_the_recommendation_and_refuses_bad_lengths(pil
     over = subprocess.run([sys.executable, "-m", "traitlens", "pilot", str(pilot_study), "--lengths", "1,2",
                            "--seeds", "0,1", "--budget", "0.01"], capture_output=True, text=True)
     assert over.returncode == 2 and "raise --budget to" in over.stderr and "Traceback" not in over.stderr
+
+
+def test_the_common_random_numbers_benchmark_finds_a_planted_common_share():
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "common_random_numbers.py"
+    run = subprocess.run([sys.executable, str(script), "--planted", "0.6"], capture_output=True, text=True, check=True)
+    rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in run.stdout.splitlines()
+            if line.startswith(("shared ", "per_source "))}
+    share, low, high = rows["shared"][3:6]
+    assert low <= 0.6 <= high and share > 0.4
+    share, low, high = rows["per_source"][3:6]
+    assert low <= 0 <= high and abs(share) < 0.2

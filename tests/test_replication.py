@@ -213,7 +213,7 @@ def test_the_forecast_benchmark_scores_trivial_forecasts_beside_the_probes():
 
 
 def test_the_reliability_verdict_says_what_was_and_was_not_measured():
-    from traitlens.analysis.analyze import json_ready
+    from traitlens.analysis.plain import json_ready
     from traitlens.report.page import reliability_summary
 
     rng = np.random.default_rng(8)

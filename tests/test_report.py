@@ -116,7 +116,7 @@ def test_report_in_headless_chromium(report, tmp_path):
 
 def test_report_reuses_the_cells_it_is_given(report, tmp_path, monkeypatch):
     import traitlens
-    from traitlens.execution import analyses
+    from traitlens.recipes import analyses
 
     study = traitlens.load(report.with_name("study.yaml"))
     results = study.results()
@@ -156,8 +156,8 @@ def test_a_study_too_small_for_traits_still_gets_its_report(tmp_path, tiny_model
 
 
 def test_item_level_export_round_trips_and_can_be_analysed_without_a_store(report, tmp_path):
-    from traitlens.analysis.export import load_items
-    from traitlens.execution.analyses import collect
+    from traitlens.analysis.read_export import load_items
+    from traitlens.recipes.analyses import collect
 
     data = report.with_name("out-data")
     items = pd.read_parquet(data / "items.parquet")

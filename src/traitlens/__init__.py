@@ -21,12 +21,8 @@ See docs/api.md.
 """
 
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("traitlens")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+from traitlens.version import __version__
 
 # Imported on first use, so that `import traitlens` (and every `traitlens` command) does not pay
 # for scipy and scikit-learn until an analysis needs them; `dir()` and `help()` still list them.

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 from rich.console import Console
 
-from traitlens.analysis.export import load_items
+from traitlens.analysis.read_export import load_items
 from traitlens.analysis.pilot import Pilot
 from traitlens.analysis.results import Results
 from traitlens.config import load_study
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from traitlens.analysis.features import Features
     from traitlens.analysis.reliability import Reliability
     from traitlens.execution.local import RunSummary
-    from traitlens.execution.plan import Plan
+    from traitlens.config.jobs import Plan
     from traitlens.forecast.cost import StudyCost
     from traitlens.models.scorer import Scorer
     from traitlens.store.db import Store
@@ -107,7 +107,7 @@ def read_dataset(dataset: str, split: str | None = None) -> tuple[pd.DataFrame, 
     from traitlens.config.schema import DatasetSpec
     from traitlens.data.catalog import CATALOG, catalog_splits
     from traitlens.data.load import prepare
-    from traitlens.data.reference import parse_reference
+    from traitlens.config.reference import parse_reference
 
     if not dataset.strip():
         raise TraitlensError("dataset is empty; name one: `traitlens data list` shows the catalog.")
@@ -477,7 +477,7 @@ class Study:
         Example:
             >>> study.analyze(); study.stored("explain")["verdict"]
         """
-        from traitlens.execution.analyses import ensure_analyses
+        from traitlens.recipes.analyses import ensure_analyses
 
         store = self._finished_store()
         with store.locked(f"traitlens run {self._file}"), \
@@ -518,7 +518,7 @@ class Study:
             >>> res = study.results()
             >>> res.matrix("delta")
         """
-        from traitlens.execution.analyses import collect
+        from traitlens.recipes.analyses import collect
 
         return collect(self.planned(), self._finished_store(), metric)
 
@@ -544,7 +544,7 @@ class Study:
         Example:
             >>> study.traits().explained_variance_ratio_
         """
-        from traitlens.execution.analyses import run_traits
+        from traitlens.recipes.analyses import run_traits
 
         store = self._finished_store()
         with store.locked(f"traitlens traits {self._file}"), working(self.console, "analysis: traits"):
@@ -558,7 +558,7 @@ class Study:
         Example:
             >>> study.features().source_profiles[["size", "class_entropy_norm"]]
         """
-        from traitlens.execution.analyses import run_features
+        from traitlens.recipes.analyses import run_features
 
         store = self._finished_store()
         with store.locked(f"traitlens explain {self._file}"), working(self.console, "analysis: profiles"):
@@ -571,7 +571,7 @@ class Study:
         Example:
             >>> study.explain().verdict
         """
-        from traitlens.execution.analyses import run_explain
+        from traitlens.recipes.analyses import run_explain
 
         store = self._finished_store()
         with store.locked(f"traitlens explain {self._file}"), \
@@ -649,7 +649,7 @@ class Study:
         from traitlens.analysis.explain import recommend as rank
         from traitlens.config.load import load_spec
         from traitlens.data.load import prepare, prepare_study
-        from traitlens.execution.features import base_scorer, study_features
+        from traitlens.recipes.features import base_scorer, study_features
 
         if (target is None) == (source is None):
             raise TraitlensError("give exactly one of target (a target spec) or source (a source spec).")
@@ -709,7 +709,7 @@ class Study:
             >>> study.report("quickstart.html")
             >>> study.report("report.html", export="studies/traits-offline/report-data")
         """
-        from traitlens.execution.analyses import ensure_analyses, report_inputs
+        from traitlens.recipes.analyses import ensure_analyses, report_inputs
         from traitlens.report.page import build_report
 
         if export is not None:

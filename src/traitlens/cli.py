@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from traitlens import __version__
+from traitlens.version import __version__
 from traitlens.analysis.metrics import DESCRIPTIONS, METRICS
 from traitlens.config.schema import Analysis, DatasetSpec
 from traitlens.data.catalog import CATALOG
@@ -313,7 +313,7 @@ def reliability(study_file: Path, goal: float, unpriced: bool) -> None:
     """
     study = _load(study_file)
     result = study.reliability(goal, priced=not unpriced)
-    from traitlens.analysis.analyze import json_ready
+    from traitlens.analysis.plain import json_ready
 
     summary = reliability_summary(json_ready(result.components_.to_dict("records")))  # as stored: NaN as None
     console.print(summary["verdict"])

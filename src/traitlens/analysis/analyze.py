@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from traitlens.analysis.results import Results
 from traitlens.analysis.diagnostics import own_task, target_diagnostics
 from traitlens.analysis.effects import asymmetry, side_effects
+from traitlens.analysis.plain import json_ready
 from traitlens.analysis.reliability import variance_components
 from traitlens.analysis.stability import cells_on_items, seed_stability, trait_stability
 from traitlens.analysis.traits import ESTIMATORS, name_trait, seed_split_count, split_half_count, unique_names
@@ -19,6 +19,9 @@ from traitlens.analysis.views import raw_matrix, seed_spread, view
 from traitlens.config.schema import Analysis
 from traitlens.errors import TraitlensError
 from traitlens.config.schema import BASE
+
+if TYPE_CHECKING:
+    from traitlens.analysis.results import Results
 
 
 @dataclass
@@ -74,19 +77,6 @@ class TraitAnalysis:
             "asymmetry": self.asymmetry.to_dict("records"), "dropped": self.dropped,
             "no_traits": self.no_traits,
         })
-
-
-def json_ready(value: Any) -> Any:
-    """Plain JSON values: NaN as null, numpy scalars as Python ones, keys as strings."""
-    if isinstance(value, dict):
-        return {str(k): json_ready(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_ready(v) for v in value]
-    if isinstance(value, float) and value != value:
-        return None
-    if hasattr(value, "item"):  # numpy scalars
-        return json_ready(value.item())
-    return value
 
 
 def analyze(results: Results, settings: Analysis) -> TraitAnalysis:

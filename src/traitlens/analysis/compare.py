@@ -13,6 +13,8 @@ within each draw, not resampled.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -20,12 +22,14 @@ import pandas as pd
 from scipy import stats
 
 from traitlens.analysis.analyze import TraitAnalysis, analyze
-from traitlens.analysis.results import Results
 from traitlens.analysis.stability import resampled_cells
 from traitlens.analysis.traits import ESTIMATORS, assignment, congruence, congruence_null, match
 from traitlens.analysis.views import raw_matrix, view
 from traitlens.config.schema import BASE
 from traitlens.errors import TraitlensError
+
+if TYPE_CHECKING:
+    from traitlens.analysis.results import Results
 
 
 @dataclass

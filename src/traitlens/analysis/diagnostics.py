@@ -3,11 +3,15 @@ it just answers one label, and whether each adapter learned its own task."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 from scipy import stats
 
-from traitlens.analysis.results import Results
 from traitlens.config.schema import BASE
+
+if TYPE_CHECKING:
+    from traitlens.analysis.results import Results
 
 ONE_LABEL = 0.9  # a base answering one label this often shows preference, not skill
 FLOOR, CEILING = 0.05, 0.95  # accuracies where a target cannot show harm, or help

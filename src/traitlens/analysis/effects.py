@@ -3,11 +3,15 @@ both as a source and as a target (A -> B vs B -> A)."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
-from traitlens.analysis.results import Results
 from traitlens.analysis.uncertainty import bootstrap_p, delta_draws
+
+if TYPE_CHECKING:
+    from traitlens.analysis.results import Results
 
 ASYMMETRY_COLUMNS = ["a", "b", "a_to_b", "b_to_a", "difference", "low", "high", "p"]
 

@@ -38,6 +38,7 @@ import pandas as pd
 from scipy import stats
 
 from traitlens.analysis.features import PREDICTIVE
+from traitlens.analysis.plain import json_ready
 from traitlens.analysis.views import raw_matrix, view
 from traitlens.errors import TraitlensError
 
@@ -83,8 +84,6 @@ class Explanation:
         Example:
             >>> json.dumps(res.explain().to_json())
         """
-        from traitlens.analysis.analyze import json_ready
-
         return json_ready({"correlations": self.correlations.to_dict("records"),
                            "groups": self.groups.to_dict("records"), "verdict": self.verdict,
                            "recommendations": self.recommendations.to_dict("records"),
@@ -99,7 +98,7 @@ def explain_results(results: Results, features: Features, scores: pd.DataFrame |
     """The explanation of a study's cells (`explain`, with the adapters' behaviour added to the
     features) and the held-out recommendations scored against trivial rankings. `scores`: the
     sources' trait scores, correlated with the features too. Needs no model: `features` holds
-    every dataset statistic (`execution.features` computes them)."""
+    every dataset statistic (`recipes.features` computes them)."""
     settings = results.settings
     delta = view(raw_matrix(results.cells), "delta", results.diagonal, settings.mask_diagonal)
     masked = sorted((s, t) for s, t in results.shared_corpus if s in delta.index and t in delta.columns)
@@ -365,20 +364,6 @@ def _verdict(ranked: pd.DataFrame, n_families: int) -> str:
     return (f"{best.group} explains held-out transfer best: {shown(best)} over the target-mean baseline, "
             f"above chance (95% of shuffles <= {best.null_95:+.2f}, p={best.p:.3f})"
             + (f", ahead of {second.group} ({second.r2:+.2f})." if second is not None else "."))
-
-
-def pair_rows(delta: pd.DataFrame | None, sources: pd.DataFrame, targets: pd.DataFrame,
-              similar: pd.DataFrame) -> pd.DataFrame:
-    """One row per (source, target) pair in `similar`, with source, target and pair features
-    (prefixed source:, target:, pair:) and the observed delta where there is one."""
-    rows = similar.add_prefix("pair:").reset_index()
-    rows = rows.merge(sources.add_prefix("source:"), left_on="source", right_index=True, how="left")
-    rows = rows.merge(targets.add_prefix("target:"), left_on="target", right_index=True, how="left")
-    if delta is not None:
-        observed = delta.stack().rename("delta").reset_index()
-        observed.columns = ["source", "target", "delta"]
-        rows = rows.merge(observed, on=["source", "target"], how="left")
-    return rows
 
 
 def _ridge(train: pd.DataFrame, test: pd.DataFrame, alpha: float = 1.0) -> np.ndarray:

@@ -6,21 +6,19 @@ gold, prediction, score, choice_logprobs (JSON text: option -> log-probability, 
 differ between targets), generated, generated_tokens. `items.json` beside it holds what the
 analysis needs besides the items: each target's kind, label set and ability tags, each source's
 family, which sources were trained on a target's dataset, and the study's analysis settings.
+`analysis.read_export.load_items` reads them back.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from traitlens.analysis.features import Features
-from traitlens.analysis.results import CELL_COLUMNS, Results
-from traitlens.config.schema import Analysis
-from traitlens.errors import TraitlensError
-from traitlens.evaluate.metrics import cell_metrics
+if TYPE_CHECKING:
+    from traitlens.analysis.results import Results
 
 ITEMS_FILE, META_FILE, FEATURES_FILE = "items.parquet", "items.json", "features.json"
 FORECASTS_FILE = "forecasts.csv"  # the study's stored forecast cells, where it has any (`Study.forecasts`)
@@ -47,59 +45,3 @@ def export_items(results: Results, folder: Path) -> Path:
         "shared_corpus": sorted(results.shared_corpus),
         "analysis": results.settings.model_dump(mode="json")}, indent=1))
     return folder / ITEMS_FILE
-
-
-def load_items(path: str | Path) -> Results:
-    """The results in an item-level export folder (or its items.parquet), with no model or
-    store: scored under the exported study's `analysis.metric`, its analysis settings the
-    defaults of every method. Cell metrics are recomputed from the items. The datasets'
-    features come from the report's `features.json` beside them, where it was written, so
-    `explain()` works on an export too.
-
-    Example:
-        >>> res = traitlens.load_items("store/report/quickstart-data")
-        >>> res.traits(metric="accuracy").loadings_
-    """
-    path = Path(path)
-    folder = path.parent if path.suffix == ".parquet" else path
-    if not (folder / ITEMS_FILE).exists() or not (folder / META_FILE).exists():
-        raise TraitlensError(f"{folder} is not an item-level export: it needs {ITEMS_FILE} and {META_FILE} "
-                             "(written by `traitlens report` into the report's -data folder).")
-    meta = json.loads((folder / META_FILE).read_text())
-    table = pd.read_parquet(folder / ITEMS_FILE)
-    missing = set(COLUMNS) - set(table.columns)
-    if missing:
-        raise TraitlensError(f"{folder / ITEMS_FILE}: missing column(s) {', '.join(sorted(missing))}")
-    outputs: dict[str, dict[str, list[dict[str, Any]]]] = {}
-    cells = []
-    for (target, model), group in table.sort_values("item", kind="stable").groupby(["target", "model"], sort=False):
-        items = [{"gold": r.gold, "prediction": r.prediction, "score": float(r.score),
-                  "choice_logprobs": json.loads(r.choice_logprobs) if isinstance(r.choice_logprobs, str) else None,
-                  "generated": r.generated, "generated_tokens": None if pd.isna(r.generated_tokens) else int(r.generated_tokens)}
-                 for r in group.itertuples()]
-        outputs.setdefault(target, {})[model] = items
-        first = group.iloc[0]
-        labels = meta["labels"].get(target)
-        cells.append({"model": model, "source": None if pd.isna(first["source"]) else first["source"],
-                      "seed": None if pd.isna(first["seed"]) else int(first["seed"]), "target": target,
-                      "key": f"{model}@{target}", "n": len(items), "metrics": cell_metrics(items, labels)})
-    try:
-        settings = Analysis.model_validate(meta["analysis"])
-    except ValueError as exc:
-        raise TraitlensError(f"{folder / META_FILE}: its analysis settings are not valid: {exc}") from None
-    results = Results(pd.DataFrame(cells, columns=CELL_COLUMNS), outputs, {tuple(pair) for pair in meta["diagonal"]},
-                      meta["abilities"], meta["labels"], meta["families"], settings=settings,
-                      study=meta["study"], kinds=meta["kinds"], features=_features(folder),
-                      shared_corpus={tuple(pair) for pair in meta.get("shared_corpus", [])})
-    return results.scored(settings.metric)
-
-
-def _features(folder: Path) -> Features | None:
-    path = folder / FEATURES_FILE
-    if not path.exists():
-        return None
-    try:
-        return Features.from_json(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise TraitlensError(f"{path}: not the feature tables a report writes ({exc}); delete it to load the "
-                             "items without features, or rewrite it with `traitlens report`.") from None

@@ -13,7 +13,7 @@ interaction that per-source statistics cannot:
 - `behaviour`: what each adapter does, from its cells (known only after training; reported,
   not used for prediction).
 Lengths and perplexities enter as logs (their tails are long). Computing the profiles needs the
-datasets, the base model's tokenizer and scorer and an embedding model (`execution.features`);
+datasets, the base model's tokenizer and scorer and an embedding model (`recipes.features`);
 this module only takes the resulting tables, and stores them as JSON so that an explanation can
 be recomputed under new analysis settings without any model.
 """
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from traitlens.analysis.plain import json_ready
 from traitlens.data.profile import pair_statistics
 
 PREDICTIVE = ["hidden", "profile", "similarity", "quality"]  # known before training; behaviour is not
@@ -60,8 +61,6 @@ class Features:
         Example:
             >>> features.pairs(res.matrix("delta")).head()
         """
-        from traitlens.analysis.explain import pair_rows
-
         pair_level = pd.concat([self.groups[group] for group in ("hidden", "similarity", "quality")], axis=1)
         return pair_rows(delta, self.groups["profile"], log_lengths(self.target_profiles)[["log_answer_tokens"]],
                          pair_level)
@@ -72,8 +71,6 @@ class Features:
         Example:
             >>> Features.from_json(features.to_json()).groups.keys()
         """
-        from traitlens.analysis.analyze import json_ready
-
         return json_ready({
             "source_profiles": self.source_profiles.to_dict("index"),
             "target_profiles": self.target_profiles.to_dict("index"),
@@ -127,3 +124,17 @@ def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
     """A group's frame with its index as `source` (and `target`) columns."""
     pair = isinstance(frame.index, pd.MultiIndex)
     return frame.rename_axis(["source", "target"] if pair else "source").reset_index()
+
+
+def pair_rows(delta: pd.DataFrame | None, sources: pd.DataFrame, targets: pd.DataFrame,
+              similar: pd.DataFrame) -> pd.DataFrame:
+    """One row per (source, target) pair in `similar`, with source, target and pair features
+    (prefixed source:, target:, pair:) and the observed delta where there is one."""
+    rows = similar.add_prefix("pair:").reset_index()
+    rows = rows.merge(sources.add_prefix("source:"), left_on="source", right_index=True, how="left")
+    rows = rows.merge(targets.add_prefix("target:"), left_on="target", right_index=True, how="left")
+    if delta is not None:
+        observed = delta.stack().rename("delta").reset_index()
+        observed.columns = ["source", "target", "delta"]
+        rows = rows.merge(observed, on=["source", "target"], how="left")
+    return rows

@@ -22,15 +22,17 @@ import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from traitlens.analysis.diagnostics import own_task
 from traitlens.analysis.reliability import COMPONENTS, ITEM_GRID, SEED_GRID, reliability, variance_components
-from traitlens.analysis.results import Results
 from traitlens.analysis.uncertainty import source_uncertainty
+
+if TYPE_CHECKING:
+    from traitlens.analysis.results import Results
 
 OWN_COLUMNS = ["steps", "source", "target", "seeds", "delta", "low", "high", "variance", "validation_drop",
                "learned"]

@@ -21,14 +21,18 @@ since a study tests many cells at once.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from traitlens.analysis.results import Results
 from traitlens.analysis.metrics import ItemScores
 from traitlens.analysis.reliability import cell_error, variance_components
 from traitlens.config.schema import BASE
+
+if TYPE_CHECKING:
+    from traitlens.analysis.results import Results
 
 ITEMS_ONLY = "items only: training noise not measured"
 SEEDS_AND_ITEMS = "seeds + items"

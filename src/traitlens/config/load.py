@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from traitlens.config.schema import Study
-from traitlens.data.reference import looks_like_path, parse_reference, resolve_path
+from traitlens.config.reference import looks_like_path, parse_reference, resolve_path
 from traitlens.errors import ConfigError, TraitlensError
 
 Loc = tuple[str | int, ...]

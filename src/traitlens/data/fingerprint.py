@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from traitlens.config.schema import DatasetSpec
-from traitlens.data.reference import parse_reference, split_file
+from traitlens.config.reference import parse_reference, split_file
 from traitlens.errors import TraitlensError
 from traitlens.store.keys import file_digest
 

@@ -17,7 +17,7 @@ import pandas as pd
 from traitlens.config.schema import DatasetSpec, Study
 from traitlens.data.catalog import catalog_splits, materialize
 from traitlens.data.leakage import check_leakage
-from traitlens.data.reference import FILE_SUFFIXES, parse_reference, split_file
+from traitlens.config.reference import FILE_SUFFIXES, parse_reference, split_file
 from traitlens.data.transforms import apply_transform
 from traitlens.errors import TraitlensError
 

@@ -17,7 +17,7 @@ from traitlens.progress import JobProgress, StepMeter
 from traitlens.store.db import ADAPTER_META_FILE, DamagedArtifactError, Store, adapter_file_meta
 
 if TYPE_CHECKING:
-    from traitlens.execution.plan import Job
+    from traitlens.config.jobs import Job
 PROBES = 4  # inputs the adapter guard compares between adapter and base
 # Per scorer, the adapters that passed the guard's output check (see `_activate_checked_adapter`).
 _CHECKED: weakref.WeakKeyDictionary[Scorer, set[str]] = weakref.WeakKeyDictionary()

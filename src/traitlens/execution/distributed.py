@@ -20,7 +20,7 @@ from rich.console import Console
 from traitlens.config.jobs import EvalSettings
 from traitlens.config.schema import Study
 from traitlens.execution.local import RunSummary, default_scorer, pending_jobs
-from traitlens.execution.plan import Job, Plan
+from traitlens.config.jobs import Job, Plan
 from traitlens.models.device import Hardware
 from traitlens.progress import JobProgress
 from traitlens.models.scorer import Scorer

@@ -15,7 +15,7 @@ from rich.console import Console
 
 from traitlens.config.jobs import EvalSettings
 from traitlens.evaluate.cell import evaluate_cells
-from traitlens.execution.plan import Job, Plan
+from traitlens.config.jobs import Job, Plan
 from traitlens.progress import JobProgress
 from traitlens.models.scorer import Scorer
 from traitlens.store.db import Store

@@ -6,60 +6,19 @@ finished study finds every job in the store, and a changed setting re-plans only
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING
 
-from traitlens.config.jobs import EvalSettings, TrainSettings
+from traitlens.config.jobs import EvalSettings, Job, Plan, TrainSettings
 from traitlens.config.schema import BASE, Study
 from traitlens.data.fingerprint import fingerprint
 from traitlens.errors import ConfigError, TraitlensError
 from traitlens.evaluate import SCORING_CODE_VERSION
 from traitlens.models.identity import base_identity
-from traitlens.store.db import Store
 from traitlens.store.keys import content_key
 from traitlens.train import TRAIN_CODE_VERSION
 
 if TYPE_CHECKING:
     from traitlens.models.device import Hardware
-
-
-
-@dataclass(frozen=True)
-class Job:
-    kind: Literal["train", "eval"]
-    key: str
-    model: str  # "base", or the adapter's name: the source, plus "/s<seed>" with several seeds
-    spec: dict[str, Any] = field(repr=False)  # what the key hashes (recorded with the job in the store)
-    settings: TrainSettings | EvalSettings = field(repr=False)  # what the job runs with
-    source: str | None = None
-    seed: int | None = None
-    target: str | None = None
-    needs: str | None = None  # the training job an evaluation waits for
-
-    @property
-    def label(self) -> str:
-        if self.kind == "train":
-            return f"train {self.source} (seed {self.seed})"
-        return f"eval {self.model} on {self.target}"
-
-
-@dataclass(frozen=True)
-class Plan:
-    study: Study
-    jobs: list[Job]
-
-    @property
-    def train_jobs(self) -> list[Job]:
-        return [job for job in self.jobs if job.kind == "train"]
-
-    @property
-    def eval_jobs(self) -> list[Job]:
-        return [job for job in self.jobs if job.kind == "eval"]
-
-    def states(self, store: Store) -> dict[str, str]:
-        """Each job's state in the store: done, failed, running, or new."""
-        records = store.jobs(job.key for job in self.jobs)
-        return {job.key: records[job.key].state if job.key in records else "new" for job in self.jobs}
 
 
 def resolve_precision(study: Study, hardware: Hardware | dict[str, Hardware] | None = None) -> Study:

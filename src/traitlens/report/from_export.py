@@ -17,7 +17,8 @@ import pandas as pd
 
 from traitlens.analysis.analyze import analyze
 from traitlens.analysis.explain import explain_results
-from traitlens.analysis.export import FORECASTS_FILE, load_items
+from traitlens.analysis.export import FORECASTS_FILE
+from traitlens.analysis.read_export import load_items
 from traitlens.config.schema import Study
 from traitlens.errors import TraitlensError
 from traitlens.report.page import ADAPTERS_FILE, ReportInputs

@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.io
 from plotly.offline import get_plotlyjs
 
-from traitlens import __version__
+from traitlens.version import __version__
 from traitlens.analysis.export import FEATURES_FILE, FORECASTS_FILE, export_items
 from traitlens.analysis.features import Features
 from traitlens.analysis.metrics import DESCRIPTIONS
@@ -38,7 +38,7 @@ PROFILE_COLUMNS = ("size", "n_classes", "class_entropy_norm", "majority_share", 
 
 @dataclass
 class ReportInputs:
-    """Everything a report shows, as read from the store (`execution.analyses.report_inputs`):
+    """Everything a report shows, as read from the store (`recipes.analyses.report_inputs`):
     the report itself opens no store and loads no model."""
 
     study: Study  # the config

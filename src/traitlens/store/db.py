@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from traitlens import __version__
+from traitlens.version import __version__
 from traitlens.errors import TraitlensError
 from traitlens.faults import crash_point
 from traitlens.store.keys import canonical_json, content_key, file_digest

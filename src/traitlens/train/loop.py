@@ -38,7 +38,7 @@ from traitlens.train.encode import IGNORE, Encoded, encode_table
 from traitlens.train.lora_step import fuse_lora_layers
 
 if TYPE_CHECKING:
-    from traitlens.execution.plan import Job
+    from traitlens.config.jobs import Job
     from traitlens.progress import JobProgress
 
 class TrainingDivergedError(TraitlensError):

@@ -21,7 +21,7 @@ from traitlens.analysis.features import Features
 from traitlens.analysis.results import CELL_COLUMNS, Results, study_diagonal, target_labels
 from traitlens.data.catalog import corpus_of
 from traitlens.errors import TraitlensError
-from traitlens.execution.plan import Plan
+from traitlens.config.jobs import Plan
 from traitlens.faults import crash_point
 from traitlens.models.scorer import Scorer
 from traitlens.store.db import Store, adapter_file_meta
@@ -77,7 +77,7 @@ def analysis_key(name: str, plan: Plan, cell_keys: Iterable[str]) -> str:
 def features_key(plan: Plan) -> str:
     """What the datasets' features depend on: the base and every source's and target's data and
     template (their fingerprints, as in the job keys), the evaluation dtype, the features code."""
-    from traitlens.execution.features import FEATURES_CODE_VERSION
+    from traitlens.recipes.features import FEATURES_CODE_VERSION
 
     return content_key("features", {
         "base": plan.jobs[0].spec["base"], "dtype": plan.study.evaluation.dtype, "code": FEATURES_CODE_VERSION,
@@ -101,7 +101,7 @@ def run_features(plan: Plan, store: Store, scorer: Scorer | None = None) -> Feat
     base, else computed (reading every dataset and loading the base model, as `scorer` unless
     one is given, and the embedding model) and stored (the caller holds the lock)."""
     from traitlens.data.load import prepare_study
-    from traitlens.execution.features import base_scorer, study_features
+    from traitlens.recipes.features import base_scorer, study_features
 
     key = features_key(plan)
     stored = store.analysis(plan.study.name, "features")
