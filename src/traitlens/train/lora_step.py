@@ -1,4 +1,5 @@
-"""A LoRA linear layer's forward and backward in one autograd function, for training on CPUs.
+"""A LoRA linear layer's forward and backward in one autograd function: every training run uses it;
+its sibling groups, which save per-operation costs, only on a CPU.
 
 PEFT computes `base(x) + lora_B(lora_A(dropout(x))) * scaling` from three modules, and autograd
 then differentiates each piece on its own. On a CPU that costs more than the arithmetic needs:
