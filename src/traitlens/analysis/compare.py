@@ -92,11 +92,7 @@ def compare_studies(a: Results, b: Results, samples: int | None = None, seed: in
     low_high = lambda draws: np.nanquantile(np.array(draws), [alpha / 2, 1 - alpha / 2], axis=0) if draws else None
 
     bounds = low_high(congruences)
-    # Chance for this shape: B's matrix with every target's column permuted across sources.
-    s_b = b.settings
-    matrix_b = view(raw_matrix(b.cells), s_b.view, b.diagonal, s_b.mask_diagonal).reindex(columns=targets)
-    null = congruence_null(lambda m: refit_b.matrix(pd.DataFrame(m, index=matrix_b.index, columns=targets)),
-                           [matrix_b.to_numpy(float)], ref_a.to_numpy(), samples=200, seed=a.settings.seed)
+    null = _chance(b, targets, refit_b, ref_a.to_numpy(), a.settings.seed)
     null_95 = np.nanquantile(null, 0.95, axis=0)
     traits = pd.DataFrame({
         "trait_a": ref_a.columns, "name_a": fitted["a"].names,
@@ -113,7 +109,22 @@ def compare_studies(a: Results, b: Results, samples: int | None = None, seed: in
                       "high": spread[1][:, k] if spread is not None else np.nan})
         for k, trait in enumerate(matched.columns)], ignore_index=True)
 
-    draws = np.array(cell_draws)  # samples x sources x targets
+    cells = _cell_differences(delta_a, delta_b, np.array(cell_draws), alpha)
+    return StudyComparison(traits, loadings, cells, fitted["a"], fitted["b"], sources, targets)
+
+
+def _chance(b: Results, targets: list[str], refit_b, reference: np.ndarray, seed: int) -> np.ndarray:
+    """Congruence by chance for this shape: B's matrix with every target's column permuted
+    across sources, refitted and matched to A's traits."""
+    s_b = b.settings
+    matrix_b = view(raw_matrix(b.cells), s_b.view, b.diagonal, s_b.mask_diagonal).reindex(columns=targets)
+    return congruence_null(lambda m: refit_b.matrix(pd.DataFrame(m, index=matrix_b.index, columns=targets)),
+                           [matrix_b.to_numpy(float)], reference, samples=200, seed=seed)
+
+
+def _cell_differences(delta_a: pd.DataFrame, delta_b: pd.DataFrame, draws: np.ndarray, alpha: float) -> pd.DataFrame:
+    """Per shared cell: A's and B's deltas, their difference with its interval from the item
+    resamples (`draws`: samples x sources x targets), p, BH q, and whether they disagree."""
     rows = []
     for i, source in enumerate(delta_a.index):
         for j, target in enumerate(delta_a.columns):
@@ -129,7 +140,7 @@ def compare_studies(a: Results, b: Results, samples: int | None = None, seed: in
     cells = pd.DataFrame(rows, columns=["source", "target", "a", "b", "difference", "low", "high", "p"])
     cells["q"] = stats.false_discovery_control(cells["p"]) if len(cells) else []
     cells["disagree"] = cells["q"] < alpha
-    return StudyComparison(traits, loadings, cells, fitted["a"], fitted["b"], sources, targets)
+    return cells
 
 
 def _shared(a: Results, b: Results) -> tuple[list[str], list[str]]:

@@ -189,26 +189,34 @@ def run_plan_ray(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], tar
             submit_evaluations(adapter_key)
 
     try:
-        resources = ray.cluster_resources()
-        where = f"{resources.get('CPU', 0):.0f} CPUs" + (f", {resources['GPU']:.0f} GPUs" if resources.get("GPU") else "")
-        with JobProgress(console, len(todo), f"ray: all jobs on {where}") as progress:
-            while pending:
-                progress.status = f"ray: {len(pending)} tasks submitted or running, {progress.finished} jobs finished"
-                [ready], _ = ray.wait(list(pending), num_returns=1)
-                kind, what = pending.pop(ready)
-                if kind == "train":
-                    error = _finish_training(ready, what, store, summary)
-                    submit_evaluations(what.key)
-                    progress.done(what.label, _seconds(store, [what]), error)
-                else:
-                    errors = _finish_evaluations(ready, what, store, summary)
-                    progress.done(f"{len(what)} evaluations of {what[0].model}", _seconds(store, what),
-                                  "; ".join(errors) or None, count=len(what))
-            summary.blocked += sum(len(jobs) for jobs in evaluations.values())
+        _drain(pending, store, summary, console, len(todo), submit_evaluations)
+        summary.blocked += sum(len(jobs) for jobs in evaluations.values())
     finally:
         if started_here:
             ray.shutdown()
     return summary
+
+
+def _drain(pending: dict[Any, tuple[str, Any]], store: Store, summary: RunSummary, console: Console, total: int,
+           submit_evaluations: Callable[[str | None], None]) -> None:
+    """Record each task's result as it finishes; a finished adapter submits its evaluations."""
+    import ray
+
+    resources = ray.cluster_resources()
+    where = f"{resources.get('CPU', 0):.0f} CPUs" + (f", {resources['GPU']:.0f} GPUs" if resources.get("GPU") else "")
+    with JobProgress(console, total, f"ray: all jobs on {where}") as progress:
+        while pending:
+            progress.status = f"ray: {len(pending)} tasks submitted or running, {progress.finished} jobs finished"
+            [ready], _ = ray.wait(list(pending), num_returns=1)
+            kind, what = pending.pop(ready)
+            if kind == "train":
+                error = _finish_training(ready, what, store, summary)
+                submit_evaluations(what.key)
+                progress.done(what.label, _seconds(store, [what]), error)
+            else:
+                errors = _finish_evaluations(ready, what, store, summary)
+                progress.done(f"{len(what)} evaluations of {what[0].model}", _seconds(store, what),
+                              "; ".join(errors) or None, count=len(what))
 
 
 def _seconds(store: Store, jobs: list[Job]) -> float:

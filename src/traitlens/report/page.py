@@ -63,46 +63,11 @@ NOT_COMPUTED = ("Not computed for this store yet: <code>traitlens explain STUDY.
 def build_report(inputs: ReportInputs, out: Path) -> Path:
     """Write `out` (one HTML file) and `<out stem>-data/` (CSV and JSON tables); return `out`."""
     study, results, analysis = inputs.study, inputs.results, inputs.traits
-    # The stored JSON has sorted keys; show rows and columns in the study's order.
-    raw = pd.DataFrame(analysis["raw"])
-    raw = raw.reindex(index=[m for m in [BASE, *(s.name for s in study.sources)] if m in raw.index],
-                      columns=[t.name for t in study.targets if t.name in raw.columns])
-    delta = raw.drop(index=BASE) - raw.loc[BASE]
-    uncertainty = pd.DataFrame(analysis["uncertainty"])
-    loadings = pd.DataFrame({t["name"]: t["loadings"] for t in analysis["traits"]})
-    loadings = loadings.reindex([t for t in raw.columns if t in loadings.index])
-    scores = pd.DataFrame({t["name"]: t["scores"] for t in analysis["traits"]})
-    scores = scores.reindex([s for s in raw.index if s in scores.index])
+    raw, delta, loadings, scores = _tables(inputs)
     names = [t["name"] for t in analysis["traits"]]
     alpha = study.analysis.alpha
     features, explained = results.features, inputs.explanation
-
-    figs = {"delta": figures.delta_heatmap(delta, raw, pd.DataFrame(analysis["source_uncertainty"]), uncertainty,
-                                           alpha)}
-    if names:  # a study too small or flat for traits still gets its matrix and effects
-        standardized = study.analysis.standardize
-        figs |= {"scree": figures.scree(_eigenvalues(pd.DataFrame(analysis["matrix"]), standardized), len(names),
-                                        standardized),
-                 "loadings": figures.loadings_heatmap(loadings, names),
-                 "biplot": figures.biplot(scores, loadings)}
-    if any(a["meta"].get("validation") for a in inputs.adapters):
-        figs["validation"] = figures.validation_curves(inputs.adapters)
-    length_ids, confusion_ids = [], []
-    for target in study.targets:
-        cells = results.cells[results.cells["target"] == target.name]
-        if target.kind in ("generative", "generation_classification"):
-            answers = features.answer_lengths if features else {}
-            reference = {f"{target.name} answers": answers.get("targets", {}).get(target.name, [])}
-            reference |= {f"{name} answers (source)": values for name, values in answers.get("sources", {}).items()}
-            figs[f"length-{target.name}"] = figures.lengths(target.name, {
-                model: [i["generated_tokens"] for i in results.outputs[target.name][model]] for model in cells["model"]},
-                {label: values for label, values in reference.items() if values})
-            length_ids.append(f"length-{target.name}")
-        if target.kind != "generative":
-            matrices = {row.model: row.metrics["confusion"] for row in cells.itertuples() if "confusion" in row.metrics}
-            if matrices:
-                figs[f"confusion-{target.name}"] = figures.confusion(target.name, matrices)
-                confusion_ids.append(f"confusion-{target.name}")
+    figs, length_ids, confusion_ids = _figures(inputs, raw, delta, loadings, scores, names)
 
     context = {
         "explanation": _explanation(explained) if explained else None,
@@ -128,15 +93,7 @@ def build_report(inputs: ReportInputs, out: Path) -> Path:
                          f"{' with the diagonal masked' if study.analysis.mask_diagonal else ''}, targets "
                          f"{'standardised' if study.analysis.standardize else 'centred, not standardised'}."),
         "no_traits": analysis.get("no_traits"),
-        "traits": [{"trait": t["trait"], "name": t["name"], "explained": f"{t['explained']:.0%}",
-                    "stability": _num(t["median_congruence"]), "null": _null(t),
-                    "share": _share(t, "share_above_null", "share_at_least_0.85"),
-                    "loso": f"{_num(t['loso_min'])} / {_num(t['loso_median'])}",
-                    "source_stability": _num(t["source_median"]),
-                    "source_share": _share(t, "source_share_above_null", "source_share_at_least_0.85"),
-                    "seeds": (f"{_num(t['seed_congruence'])} (null 95%: {_num(t['seed_null_95'])}): "
-                              f"{t['across_seeds']}" if t.get("across_seeds") else "one seed: not measured")}
-                   for t in analysis["traits"]],
+        "traits": [_trait_row(t) for t in analysis["traits"]],
         "reliability": reliability_summary(analysis.get("reliability", [])),
         "trait_count": trait_count_text(analysis.get("trait_count", {})),
         "metric": {"name": analysis["metric"], "description": DESCRIPTIONS[analysis["metric"]],
@@ -159,14 +116,68 @@ def build_report(inputs: ReportInputs, out: Path) -> Path:
     out.write_text(environment.get_template("template.html.j2").render(context), encoding="utf-8")
     crash_point("report")
     intervals = score_intervals(results, study.analysis.bootstrap_samples, alpha, study.analysis.seed)
-    folder = out.with_name(f"{out.stem}-data")
-    _export(folder, raw, delta, uncertainty, intervals, loadings, scores, analysis, explained, features)
-    if inputs.forecasts is not None and not inputs.forecasts.empty:
-        inputs.forecasts.to_csv(folder / FORECASTS_FILE, index=False)
-    if inputs.adapters:
-        (folder / ADAPTERS_FILE).write_text(json.dumps(inputs.adapters, indent=1, default=str))
-    export_items(results, folder)
+    _export(out.with_name(f"{out.stem}-data"), inputs, raw, delta, intervals, loadings, scores)
     return out
+
+
+def _tables(inputs: ReportInputs) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(raw matrix, delta matrix, loadings, scores) from the stored analysis, in the study's
+    order of sources and targets (the stored JSON has sorted keys)."""
+    study, analysis = inputs.study, inputs.traits
+    raw = pd.DataFrame(analysis["raw"])
+    raw = raw.reindex(index=[m for m in [BASE, *(s.name for s in study.sources)] if m in raw.index],
+                      columns=[t.name for t in study.targets if t.name in raw.columns])
+    loadings = pd.DataFrame({t["name"]: t["loadings"] for t in analysis["traits"]})
+    loadings = loadings.reindex([t for t in raw.columns if t in loadings.index])
+    scores = pd.DataFrame({t["name"]: t["scores"] for t in analysis["traits"]})
+    scores = scores.reindex([s for s in raw.index if s in scores.index])
+    return raw, raw.drop(index=BASE) - raw.loc[BASE], loadings, scores
+
+
+def _figures(inputs: ReportInputs, raw: pd.DataFrame, delta: pd.DataFrame, loadings: pd.DataFrame,
+             scores: pd.DataFrame, names: list[str]) -> tuple[dict[str, dict], list[str], list[str]]:
+    """The page's figures by id, and the ids of the per-target length and confusion figures."""
+    study, results, analysis = inputs.study, inputs.results, inputs.traits
+    features, alpha = results.features, study.analysis.alpha
+    figs = {"delta": figures.delta_heatmap(delta, raw, pd.DataFrame(analysis["source_uncertainty"]),
+                                           pd.DataFrame(analysis["uncertainty"]), alpha)}
+    if names:  # a study too small or flat for traits still gets its matrix and effects
+        standardized = study.analysis.standardize
+        figs |= {"scree": figures.scree(_eigenvalues(pd.DataFrame(analysis["matrix"]), standardized), len(names),
+                                        standardized),
+                 "loadings": figures.loadings_heatmap(loadings, names),
+                 "biplot": figures.biplot(scores, loadings)}
+    if any(a["meta"].get("validation") for a in inputs.adapters):
+        figs["validation"] = figures.validation_curves(inputs.adapters)
+    length_ids, confusion_ids = [], []
+    for target in study.targets:
+        cells = results.cells[results.cells["target"] == target.name]
+        if target.kind in ("generative", "generation_classification"):
+            answers = features.answer_lengths if features else {}
+            reference = {f"{target.name} answers": answers.get("targets", {}).get(target.name, [])}
+            reference |= {f"{name} answers (source)": values for name, values in answers.get("sources", {}).items()}
+            figs[f"length-{target.name}"] = figures.lengths(target.name, {
+                model: [i["generated_tokens"] for i in results.outputs[target.name][model]] for model in cells["model"]},
+                {label: values for label, values in reference.items() if values})
+            length_ids.append(f"length-{target.name}")
+        if target.kind != "generative":
+            matrices = {row.model: row.metrics["confusion"] for row in cells.itertuples() if "confusion" in row.metrics}
+            if matrices:
+                figs[f"confusion-{target.name}"] = figures.confusion(target.name, matrices)
+                confusion_ids.append(f"confusion-{target.name}")
+    return figs, length_ids, confusion_ids
+
+
+def _trait_row(t: dict[str, Any]) -> dict[str, Any]:
+    """One trait's line in the traits table: name, variance explained, stability beside chance."""
+    return {"trait": t["trait"], "name": t["name"], "explained": f"{t['explained']:.0%}",
+            "stability": _num(t["median_congruence"]), "null": _null(t),
+            "share": _share(t, "share_above_null", "share_at_least_0.85"),
+            "loso": f"{_num(t['loso_min'])} / {_num(t['loso_median'])}",
+            "source_stability": _num(t["source_median"]),
+            "source_share": _share(t, "source_share_above_null", "source_share_at_least_0.85"),
+            "seeds": (f"{_num(t['seed_congruence'])} (null 95%: {_num(t['seed_null_95'])}): "
+                     f"{t['across_seeds']}" if t.get("across_seeds") else "one seed: not measured")}
 
 
 def _forecasts(stored: pd.DataFrame | None, delta: pd.DataFrame) -> list[dict[str, Any]]:
@@ -327,13 +338,15 @@ def _count_method_text(count: dict[str, Any]) -> str:
     return f"{count.get('n_traits', 0)} trait(s), as configured." if count else ""
 
 
-def _export(folder: Path, raw, delta, uncertainty, intervals, loadings, scores, analysis: dict,
-            explained: dict | None, features: Features | None) -> None:
+def _export(folder: Path, inputs: ReportInputs, raw, delta, intervals, loadings, scores) -> None:
+    """The page's data folder: matrices, intervals, diagnostics, traits, features, explanation,
+    stored forecasts, the adapters' training records and the item-level export."""
+    analysis, explained, features = inputs.traits, inputs.explanation, inputs.results.features
     folder.mkdir(exist_ok=True)
     raw.to_csv(folder / "matrix_raw.csv")
     intervals.to_csv(folder / "cells_raw_intervals.csv", index=False)
     delta.to_csv(folder / "matrix_delta.csv")
-    uncertainty.to_csv(folder / "cells_uncertainty.csv", index=False)
+    pd.DataFrame(analysis["uncertainty"]).to_csv(folder / "cells_uncertainty.csv", index=False)
     pd.DataFrame(analysis["source_uncertainty"]).to_csv(folder / "matrix_uncertainty.csv", index=False)
     pd.DataFrame(analysis.get("reliability", [])).to_csv(folder / "reliability.csv", index=False)
     pd.DataFrame(analysis["diagnostics"]["targets"]).to_csv(folder / "diagnostics_targets.csv", index=False)
@@ -354,6 +367,11 @@ def _export(folder: Path, raw, delta, uncertainty, intervals, loadings, scores, 
         pd.DataFrame(explained.get("recommendation_quality", [])).to_csv(folder / "recommendation_quality.csv",
                                                                          index=False)
         (folder / "explanation.json").write_text(json.dumps(explained, indent=1))
+    if inputs.forecasts is not None and not inputs.forecasts.empty:
+        inputs.forecasts.to_csv(folder / FORECASTS_FILE, index=False)
+    if inputs.adapters:
+        (folder / ADAPTERS_FILE).write_text(json.dumps(inputs.adapters, indent=1, default=str))
+    export_items(inputs.results, folder)
 
 
 def _source_row(source, adapters: list[dict[str, Any]]) -> dict[str, Any]:
