@@ -30,7 +30,7 @@ _PUBLIC = {"load": "traitlens.api", "load_items": "traitlens.api", "Study": "tra
            "catalog": "traitlens.api", "read_dataset": "traitlens.api", "compare_studies": "traitlens.api",
            "StudyComparison": "traitlens.analysis.compare",
            "Results": "traitlens.api", "Recommendation": "traitlens.api", "ProbeForecast": "traitlens.api",
-           "TraitAnalysis": "traitlens.analysis.analyze", "Explanation": "traitlens.analysis.explain",
+           "TraitAnalysis": "traitlens.analysis.analyze", "Traits": "traitlens.analysis.traits", "Explanation": "traitlens.analysis.explain",
            "Features": "traitlens.analysis.features",
            "ConfigError": "traitlens.errors", "TraitlensError": "traitlens.errors"}
 __all__ = sorted(_PUBLIC)

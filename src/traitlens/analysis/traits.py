@@ -15,7 +15,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
+from sklearn.base import BaseEstimator
 from sklearn.decomposition import FactorAnalysis
+
+from traitlens.errors import TraitlensError
 
 ROTATIONS = ("none", "varimax", "promax")
 
@@ -312,3 +315,58 @@ def unique_names(names: list[str], loadings: pd.DataFrame) -> list[str]:
             name = name.replace(label, f"{label} [{top}, trait {i + 1}]" if clash else tagged, 1)
         out.append(name)
     return out
+
+
+class Traits(BaseEstimator):
+    """Latent traits of any sources x targets table, such as a matrix of your own: PCA or
+    maximum-likelihood factor analysis, rotated, in scikit-learn's conventions (parameters in
+    `__init__`, `get_params` / `set_params`, learned attributes ending in `_`).
+
+    `n_traits="auto"` counts traits by Horn's parallel analysis of the table alone: a bare
+    table carries no seeds or items, so the count cannot weigh training or item noise (a
+    study's `Results.traits()` can). `fit(matrix, abilities=None)`: `abilities` maps targets to
+    ability tags, which name the traits (`names_`); without it they are "trait 1", "trait 2".
+
+    Example:
+        >>> traits = traitlens.Traits(n_traits=2, rotation="promax").fit(res.matrix("delta"))
+        >>> traits.loadings_, traits.scores_, traits.explained_variance_ratio_, traits.names_
+    """
+
+    def __init__(self, n_traits: int | str = "auto", method: str = "pca", rotation: str = "varimax",
+                 standardize: bool = True, pa_samples: int = 200, random_state: int = 0):
+        self.n_traits = n_traits
+        self.method = method
+        self.rotation = rotation
+        self.standardize = standardize
+        self.pa_samples = pa_samples
+        self.random_state = random_state
+
+    def fit(self, matrix: pd.DataFrame, abilities: dict[str, list[str]] | None = None) -> Traits:
+        """Learn the traits of `matrix` (sources as rows, targets as columns, NaN where a cell is
+        missing); `abilities`: each target's ability tags, to name the traits.
+
+        Example:
+            >>> traitlens.Traits(n_traits=2).fit(matrix, abilities={"movie": ["sentiment"]}).names_
+        """
+        if not isinstance(matrix, pd.DataFrame):
+            raise TraitlensError(f"matrix must be a pandas DataFrame (sources as rows, targets as columns); "
+                                 f"got {type(matrix).__name__}")
+        numeric = matrix.apply(pd.to_numeric, errors="coerce")
+        bad = [str(c) for c in matrix.columns if numeric[c].isna().sum() > matrix[c].isna().sum()]
+        if bad:
+            raise TraitlensError(f"matrix column(s) {', '.join(bad)} hold values that are not numbers; "
+                                 "traits need a numeric sources x targets table (NaN for a missing cell)")
+        if self.method not in ESTIMATORS:
+            raise TraitlensError(f"method must be one of {', '.join(ESTIMATORS)}; got {self.method!r}")
+        if self.n_traits != "auto" and (not isinstance(self.n_traits, int) or self.n_traits < 1):
+            raise TraitlensError(f"n_traits must be 'auto' or a positive whole number; got {self.n_traits!r}")
+        try:
+            fitted = ESTIMATORS[self.method](self.n_traits, self.rotation, self.pa_samples, self.random_state,
+                                             self.standardize).fit(numeric)
+        except ValueError as exc:
+            raise TraitlensError(str(exc)) from None
+        self.n_traits_, self.loadings_, self.scores_ = fitted.n_traits_, fitted.loadings_, fitted.scores_
+        self.explained_variance_ratio_, self.dropped_targets_ = fitted.explained_variance_ratio_, fitted.dropped_targets_
+        self.names_ = (unique_names([name_trait(self.loadings_[c], abilities) for c in self.loadings_.columns],
+                                    self.loadings_) if abilities else list(self.loadings_.columns))
+        return self
