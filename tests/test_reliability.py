@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -190,6 +191,16 @@ def test_validate_finds_what_used_to_fail_only_after_training(write_study, tmp_p
                           "missing.yaml")
     result = traitlens("validate", str(missing))
     assert result.returncode == 2 and "base: cannot find" in result.stderr and "Traceback" not in result.stderr
+    wide = write_study(TINY_TRAIN.format(base=tiny_model).replace("r: 4,", "r: 16,"), "wide.yaml")
+    result = traitlens("validate", str(wide))  # the tiny model's k_proj maps 32 -> 16
+    assert result.returncode == 2 and "lora.r: 16 is not below the width of k_proj" in result.stderr
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_model, broken)
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps(config | {"num_attention_heads": "four"}))
+    result = traitlens("validate", str(write_study(TINY_TRAIN.format(base=broken), "broken.yaml")))
+    assert result.returncode == 2 and "cannot build" in result.stderr and "config.json" in result.stderr
+    assert "Traceback" not in result.stderr
     rows = [{"input": f"question {i}", "options": "A. yes\nB. no", "answer": "C" if i == 3 else "A"} for i in range(6)]
     (tmp_path / "mc.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     mc = write_study(MINIMAL.replace("targets:\n", f"""targets:

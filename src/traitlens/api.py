@@ -228,7 +228,7 @@ class Study:
         from traitlens.models.load import check_base
 
         self.planned()  # keys: every dataset file and the base model must be found
-        check_base(self.config.base, self.config.lora.target_modules)
+        check_base(self.config.base, self.config.lora)
         prepare_study(self.config)
 
     def plan(self) -> pd.DataFrame:
@@ -426,7 +426,7 @@ class Study:
 
         config, plan = self.config, self.planned()
         sources, targets = prepare_study(config)
-        check_base(config.base, config.lora.target_modules)  # before hours of training find out
+        check_base(config.base, config.lora)  # before hours of training find out
         store = self._store(create=True)
         if config.execution.executor == "ray":
             from traitlens.execution.distributed import run_plan_ray as execute

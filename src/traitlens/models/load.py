@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from traitlens.cache import PACKAGES, build_once, cache_dir, fetch_package
-from traitlens.config.schema import BaseModelSpec
+from traitlens.config.schema import BaseModelSpec, Lora
 from traitlens.errors import TraitlensError
 from traitlens.models.identity import MODEL_CATALOG
 from traitlens.store.keys import file_digest
@@ -29,9 +29,10 @@ def resolve(spec: BaseModelSpec) -> str:
     return spec.name
 
 
-def check_base(spec: BaseModelSpec, target_modules: list[str]) -> None:
-    """That the base model can be found and has every LoRA target module, from its config alone
-    (the layers are built on the meta device: no weights are read)."""
+def check_base(spec: BaseModelSpec, lora: Lora) -> None:
+    """That the base model can be found, has every LoRA target module, and that `lora.r` is below
+    the width of each adapted layer, from its config alone (the layers are built on the meta
+    device: no weights are read)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -40,15 +41,26 @@ def check_base(spec: BaseModelSpec, target_modules: list[str]) -> None:
                                             trust_remote_code=spec.trust_remote_code)
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config, trust_remote_code=spec.trust_remote_code)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise TraitlensError(
             f"base: cannot find {spec.name!r}: {str(exc)[:300]}. Use a hub id (with hub access), a local model "
             f"folder, or a catalog model ({', '.join(MODEL_CATALOG)}).") from None
-    linear = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
-    missing = [name for name in target_modules if name not in linear]
+    except Exception as exc:  # a config.json of the wrong shape: transformers' and huggingface_hub's own errors
+        raise TraitlensError(
+            f"base: cannot build {spec.name!r} from its config.json ({type(exc).__name__}: {str(exc)[:300]}); "
+            "fix the file or point base at a model folder whose config transformers can read.") from None
+    linear = {name.rsplit(".", 1)[-1]: module for name, module in model.named_modules()
+              if isinstance(module, torch.nn.Linear)}
+    missing = [name for name in lora.target_modules if name not in linear]
     if missing:
         raise TraitlensError(f"lora.target_modules: {', '.join(missing)} not in {spec.name}; its linear layers are "
                              f"named {', '.join(sorted(linear))}.")
+    narrowest = min(lora.target_modules, key=lambda n: min(linear[n].in_features, linear[n].out_features))
+    width = min(linear[narrowest].in_features, linear[narrowest].out_features)
+    if lora.r >= width:
+        raise TraitlensError(
+            f"lora.r: {lora.r} is not below the width of {narrowest} in {spec.name} ({linear[narrowest].in_features} "
+            f"-> {linear[narrowest].out_features}): the adapter would not be low-rank. Use lora.r below {width}.")
 
 
 def load_base(spec: BaseModelSpec, dtype: str = "float32") -> tuple[Any, Any]:
