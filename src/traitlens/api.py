@@ -31,6 +31,7 @@ from traitlens.config.schema import Source, Target
 from traitlens.config.schema import Study as StudyConfig
 from traitlens.errors import TraitlensError
 from traitlens.progress import working
+from traitlens.recipes.forecast import ProbeForecast, record_measured
 from traitlens.store.db import FORECAST_FIELDS
 
 PROBE_KINDS = ("short", "gradient", "combined")  # `Study.forecast`'s probe kinds
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from traitlens.execution.local import RunSummary
     from traitlens.config.jobs import Plan
     from traitlens.forecast.cost import StudyCost
+    from traitlens.forecast.quality import ForecastQuality
     from traitlens.models.scorer import Scorer
     from traitlens.store.db import Store
     from traitlens.store.doctor import Finding
@@ -135,37 +137,6 @@ class Recommendation:
     ranking: pd.DataFrame
     quality: pd.DataFrame
     forecast_cells: int = 0  # cells of the fitted matrix that came from a stored forecast, not a measurement
-
-
-@dataclass
-class ProbeForecast:
-    """`Study.forecast`: the probe kind (`probe`), the share of the full study's compute it
-    spent (`spent`; `tokens` of `full_tokens`), the forecast (`delta`, sources x targets) with
-    its interval bounds (`low`, `high`: NaN until finished studies in the store calibrate
-    them). The short probe's `delta` is extrapolated to the full step count; `study`, `last`
-    and `results` are its longer probe study, that study's own deltas and its results. The
-    gradient probe's `delta` is an affinity score (a cosine), which ranks sources per target.
-    The combination's `delta` is in delta units, read from its `components` by a ridge fitted
-    on the finished studies it was `learned_on`, which also set its intervals.
-
-    Example:
-        >>> probe = study.forecast(budget=0.2)
-        >>> probe.results.traits().loadings_.round(2)
-    """
-
-    probe: str
-    spent: float
-    tokens: int
-    full_tokens: int
-    delta: pd.DataFrame
-    low: pd.DataFrame
-    high: pd.DataFrame
-    study: Study | None = None
-    last: pd.DataFrame | None = None
-    results: Results | None = None
-    short: Study | None = None  # the short probe's half-length study; None where the budget paid for one length
-    components: tuple[tuple[str, float, float], ...] = ()  # the combination's stored probes: (probe, budget, spent)
-    learned_on: tuple[str, ...] = ()  # the finished studies the combination was fitted on
 
 
 class Study:
@@ -294,82 +265,52 @@ class Study:
             >>> probe = study.forecast(budget=0.1)
             >>> probe.spent, probe.delta.round(2)
         """
-        from traitlens.forecast.calibrate import stored_width
+        from traitlens.recipes import forecast as recipe
 
         if probe not in PROBE_KINDS:
             raise TraitlensError(f"probe {probe!r} is not one of {', '.join(PROBE_KINDS)}.")
         prepared = self._prepared()
         cost_of = self._cost_counter(prepared)
-        full = cost_of(self.config)
-        if probe == "combined":
-            result = self._combined_forecast(budget, full)  # with its own intervals
+        full, store = cost_of(self.config), self._store(create=True)
+        if probe == "short":
+            result = recipe.short_forecast(self.config, budget, full, cost_of, self._part_runner(make_scorer))
+        elif probe == "gradient":
+            result = recipe.gradient_forecast(self.config, budget, full, prepared, self.console)
         else:
-            result = (self._short_forecast(budget, full, cost_of, make_scorer) if probe == "short"
-                      else self._gradient_forecast(budget, full, prepared))
-            width = stored_width(self._store(create=True).forecasts(), probe, budget, self.name)
-            if width is not None:
-                result.low, result.high = result.delta - width, result.delta + width
-        store = self._store(create=True)
-        cells = pd.concat({column: frame.rename_axis(index="source", columns="target").stack(future_stack=True)
-                           for column, frame in (("delta", result.delta), ("low", result.low), ("high", result.high))},
-                          axis=1).reset_index().dropna(subset=["delta"]).assign(measured=float("nan"))
+            result = recipe.combined_forecast(self.config, budget, full, store, self.features)
         with store.locked(f"traitlens forecast {self._file}"):
-            store.put_forecast(self.name, probe, budget, result.spent, cells)
-            self._record_measured(store)
+            recipe.store_forecast(store, self.name, result, budget)
+            recipe.record_measured(store, self.name, self._measured)
         return result
 
-    def _short_forecast(self, budget: float, full: StudyCost, cost_of, make_scorer) -> ProbeForecast:
-        from traitlens.forecast.short import extrapolate, probe_study
+    def forecast_quality(self, result: ProbeForecast) -> ForecastQuality | None:
+        """How well a forecast matches the measured matrix, once the full study is finished (else
+        None): Spearman over all cells and per target, top-1 regret, trait congruence beside its
+        chance level, interval coverage.
 
-        planned = probe_study(self.config, budget, full, cost_of)
-        runs = {}
-        for config in filter(None, (planned.short, planned.long)):
+        Example:
+            >>> study.forecast_quality(study.forecast(budget=0.1)).spearman
+        """
+        from traitlens.forecast.quality import forecast_quality
+
+        measured = self._measured()
+        if measured is None:
+            return None
+        settings = self.config.analysis
+        return forecast_quality(result.delta, measured, len(self.results().traits().names), result.low, result.high,
+                                rotation=settings.rotation, standardize=settings.standardize)
+
+    def _part_runner(self, make_scorer=None):
+        """Run a variant of this study (a probe's or a pilot's part) through the ordinary pipeline
+        into this store: (the part as a Study, its results), refusing to go on past failed jobs."""
+        def run_part(config: StudyConfig) -> tuple[Study, Results]:
             part = Study(config, self.path, self.console)
             summary = part.run(analyze=False, make_scorer=make_scorer)
             if summary.failed:
-                raise TraitlensError(f"the probe's {len(summary.failed)} failed job(s) leave the forecast incomplete; "
-                                     f"`traitlens status` on the probe names them. Rerun the same command to retry.")
-            runs[config.name] = (part, part.results())
-        long, results = runs[planned.long.name]
-        last = results.matrix("delta")
-        delta = last
-        if planned.short:
-            delta = extrapolate(runs[planned.short.name][1].matrix("delta"), last, planned.short.training.max_steps,
-                                planned.long.training.max_steps, int(full.training["steps"].min()))
-        none = pd.DataFrame(float("nan"), index=delta.index, columns=delta.columns)
-        return ProbeForecast("short", planned.tokens / full.total, planned.tokens, full.total, delta, none, none.copy(),
-                             long, last, results, runs[planned.short.name][0] if planned.short else None)
-
-    def _gradient_forecast(self, budget: float, full: StudyCost, prepared) -> ProbeForecast:
-        from traitlens.analysis.results import study_diagonal
-        from traitlens.forecast.gradient import gradient_affinity, gradient_encodings, probe_size
-
-        encoded = gradient_encodings(self.config, *prepared)
-        examples, tokens = probe_size({**encoded[0], **{f"target {k}": v for k, v in encoded[1].items()}},
-                                      budget * full.total)
-        diagonal = study_diagonal(self.config) if self.config.analysis.mask_diagonal else set()
-        with working(self.console, f"gradient probe: {examples} examples per dataset"):
-            affinity = gradient_affinity(self.config, *encoded, examples, diagonal)
-        none = pd.DataFrame(float("nan"), index=affinity.index, columns=affinity.columns)
-        return ProbeForecast("gradient", tokens / full.total, tokens, full.total, affinity, none, none.copy())
-
-    def _combined_forecast(self, budget: float, full: StudyCost) -> ProbeForecast:
-        from traitlens.analysis.features import Features
-        from traitlens.forecast.combine import combine, components, stored_table
-
-        store = self._store()
-        stored = store.forecasts() if store is not None else pd.DataFrame(columns=FORECAST_FIELDS)
-        chosen = components(stored, self.name, budget)
-        finished = {}
-        for name in stored.loc[stored["measured"].notna() & (stored["study"] != self.name), "study"].unique():
-            features = store.analysis(name, "features")
-            table = stored_table(stored, name, chosen, Features.from_json(features[1]) if features else None)
-            if table is not None and table["delta"].notna().any():
-                finished[name] = table
-        forecast = combine(finished, stored_table(stored, self.name, chosen, self.features()))
-        spent = sum(s for *_, s in chosen)
-        return ProbeForecast("combined", spent, round(spent * full.total), full.total, forecast.delta, forecast.low,
-                             forecast.high, components=tuple(chosen), learned_on=tuple(finished))
+                raise TraitlensError(f"{len(summary.failed)} job(s) of {config.name} failed; `traitlens status` names "
+                                     "them. Rerun the same command to retry (finished jobs are kept).")
+            return part, part.results()
+        return run_part
 
     def _measured(self) -> pd.DataFrame | None:
         """The full study's delta matrix once every job is done, else None."""
@@ -483,19 +424,8 @@ class Study:
         with store.locked(f"traitlens run {self._file}"), \
                 working(self.console, "analysis: traits, profiles, explanation"):
             results = ensure_analyses(self.planned(), store)
-            self._record_measured(store)
+            record_measured(store, self.name, self._measured)
             return results
-
-    def _record_measured(self, store: Store) -> None:
-        """Write the measured deltas beside this study's stored forecasts, once it has them all:
-        those rows calibrate later forecasts' intervals (`forecast.calibrate`)."""
-        stored = store.forecasts(self.name)
-        if stored.empty or not stored["measured"].isna().any() or (measured := self._measured()) is None:
-            return
-        for (probe, budget, spent), cells in stored.groupby(["probe", "budget", "spent"]):
-            cells = cells.assign(measured=[measured.at[s, t] if s in measured.index and t in measured.columns
-                                           else float("nan") for s, t in zip(cells["source"], cells["target"])])
-            store.put_forecast(self.name, probe, budget, spent, cells)
 
     def stored(self, name: str) -> dict[str, Any] | None:
         """The stored JSON of an analysis (`traits`, `explain` or `features`), as the report
@@ -612,17 +542,15 @@ class Study:
         plan = plan_pilot(parts, full, cost_of, budget)
         ran: list[tuple[str, Results, list[dict[str, Any]]]] = []
 
+        run = self._part_runner(make_scorer)
+
         def run_part(config: StudyConfig) -> tuple[Results, list[dict[str, Any]]]:
-            part = Study(config, self.path, self.console)
-            summary = part.run(analyze=False, make_scorer=make_scorer)
-            if summary.failed:
-                raise TraitlensError(f"{len(summary.failed)} job(s) of the pilot's part {config.name} failed; "
-                                     f"rerun the same command to retry (finished jobs are kept).")
+            part, results = run(config)
             store = part._finished_store()
             adapters = [{"source": job.source, "seed": job.seed, "key": job.key, "meta": store.adapter_meta(job.key)}
                         for job in part.planned().train_jobs]
-            ran.append((config.name, part.results(), adapters))
-            return ran[-1][1], adapters
+            ran.append((config.name, results, adapters))
+            return results, adapters
 
         pilot = run_pilot(self.config, plan, full, run_part, goal, study_budget)
         page = Path(out) if out else self._finished_store().root / "report" / f"{self.name}-pilot.html"

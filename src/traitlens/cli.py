@@ -476,8 +476,6 @@ def forecast(study_file: Path, budget: float, probe: str) -> None:
     compute spent and the forecast; when the full study is finished, also how well the
     forecast matches it.
     """
-    from traitlens.forecast.quality import forecast_quality
-
     study = _load(study_file)
     result = study.forecast(budget, probe)
     spent = f"spent {result.tokens:,} of {result.full_tokens:,} forward tokens ({result.spent:.1%})."
@@ -502,13 +500,10 @@ def forecast(study_file: Path, budget: float, probe: str) -> None:
     else:
         width = float((result.high - result.delta).stack().median())
         console.print(f"95% intervals: forecast +- {width:.3f}, calibrated on finished studies' forecasts.")
-    measured = study._measured()
-    if measured is None:
+    quality = study.forecast_quality(result)
+    if quality is None:
         console.print("The full study is not finished: run it to see how well the forecast matches.")
         return
-    results = study.results()
-    quality = forecast_quality(result.delta, measured, len(results.traits().names), result.low, result.high,
-                               rotation=study.config.analysis.rotation, standardize=study.config.analysis.standardize)
     console.print(f"against the measured matrix: Spearman {quality.spearman:.2f} over all cells, "
                   f"{_num(quality.per_target['spearman'].median())} median per target (of 3 or more sources); top-1 regret "
                   f"{quality.regret:.3f}; trait congruence "
