@@ -16,7 +16,7 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -525,40 +525,21 @@ class Study:
             >>> pilot = study.pilot(lengths=[8, 24, 64], budget=15)
             >>> pilot.recommendation, pilot.own_task_
         """
-        from traitlens.recipes.pilot import (PILOT_SEEDS, pick_sources, pick_targets, pilot_parts, plan_pilot,
-                                             run_pilot)
-        from traitlens.report.pilot_page import write_pilot
+        from traitlens.recipes.pilot import pilot
 
         prepared = self._prepared()
-        cost_of = self._cost_counter(prepared)
-        full = cost_of(self.config)
-        sources = sources or pick_sources(self.config)
-        targets = targets or pick_targets(self.config, sources)
-        if lengths is None:
-            steps = int(full.training["steps"].min())
-            lengths = sorted({max(1, steps // 4), steps, 3 * steps})
-        parts = pilot_parts(self.config, sources, targets, lengths, list(seeds or PILOT_SEEDS), items, streams,
-                            smallest=min(len(prepared[0][name]) for name in sources if name in prepared[0]))
-        plan = plan_pilot(parts, full, cost_of, budget)
-        ran: list[tuple[str, Results, list[dict[str, Any]]]] = []
-
         run = self._part_runner(make_scorer)
 
         def run_part(config: StudyConfig) -> tuple[Results, list[dict[str, Any]]]:
             part, results = run(config)
             store = part._finished_store()
-            adapters = [{"source": job.source, "seed": job.seed, "key": job.key, "meta": store.adapter_meta(job.key)}
-                        for job in part.planned().train_jobs]
-            ran.append((config.name, results, adapters))
-            return results, adapters
+            return results, [{"source": job.source, "seed": job.seed, "key": job.key,
+                              "meta": store.adapter_meta(job.key)} for job in part.planned().train_jobs]
 
-        pilot = run_pilot(self.config, plan, full, run_part, goal, study_budget)
-        page = Path(out) if out else self._finished_store().root / "report" / f"{self.name}-pilot.html"
-        write_pilot(pilot, self.name, ran, {
-            "sources": sources, "targets": targets, "lengths": sorted(lengths), "seeds": list(seeds or PILOT_SEEDS),
-            "items": items, "streams": streams, "tokens": plan.tokens, "share": round(plan.share, 4),
-            "budget": budget, "study_budget": study_budget, "parts": [part.name for part in parts]}, page)
-        return replace(pilot, page=page)
+        page = Path(out) if out else self._store(create=True).root / "report" / f"{self.name}-pilot.html"
+        return pilot(self.config, prepared[0], self._cost_counter(prepared), run_part, page, sources=sources,
+                     targets=targets, lengths=lengths, seeds=seeds, items=items, budget=budget, goal=goal,
+                     study_budget=study_budget, streams=streams)
 
     def recommend(self, target: str | Path | Target | None = None, source: str | Path | Source | None = None
                   ) -> Recommendation:

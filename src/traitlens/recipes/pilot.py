@@ -4,7 +4,8 @@ targets, and recommend the length, seeds and items of the full study (docs/desig
 Read top to bottom: choose the sources and targets (`pick_sources`, `pick_targets`), build one
 ordinary study per length (`pilot_parts`), check their summed cost against the budget, run each
 part through the ordinary pipeline (resumable, into the study's store: each part's step count is
-in its jobs' keys), then measure and recommend (`analysis.pilot.summarise_pilot`).
+in its jobs' keys), then measure and recommend (`analysis.pilot.summarise_pilot`) and write the
+pilot's page (`pilot`, which `Study.pilot` calls).
 
 Every part trains with the study's own settings except its length (`max_steps`), its seeds and
 its seed streams; where the study holds out no validation slice, each part holds out 16 examples
@@ -16,14 +17,18 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from traitlens.analysis.pilot import Pilot, PilotPart, summarise_pilot
 from traitlens.analysis.results import Results, study_diagonal
 from traitlens.config.schema import BASE, Study, Validation
 from traitlens.errors import TraitlensError
 from traitlens.forecast.cost import StudyCost, length_design_cost
+from traitlens.report.pilot_page import write_pilot
 
 PILOT_SOURCES, PILOT_TARGETS, PILOT_SEEDS = 3, 3, (0, 1, 2)
 PILOT_HOLDOUT = 16  # examples per source held out for the validation loss, where the study holds none
@@ -109,18 +114,36 @@ def plan_pilot(parts: list[Study], full: StudyCost, cost_of: Callable[[Study], S
     return PilotPlan(parts, tokens, share)
 
 
-def run_pilot(study: Study, plan: PilotPlan, full: StudyCost,
-              run_part: Callable[[Study], tuple[Results, list[dict[str, Any]]]],
-              goal: float = 0.8, study_budget: float | None = None) -> Pilot:
-    """Run every part (`run_part`: the ordinary pipeline, returning the part's results and its
-    adapters' training records), then summarise and recommend, pricing designs as shares of the
-    full study."""
-    measured = []
+def pilot(study: Study, sources_data: dict[str, pd.DataFrame], cost_of: Callable[[Study], StudyCost],
+          run_part: Callable[[Study], tuple[Results, list[dict[str, Any]]]], page: Path, *,
+          sources: list[str] | None = None, targets: list[str] | None = None, lengths: list[int] | None = None,
+          seeds: list[int] | None = None, items: int | None = None, budget: float = 1.0, goal: float = 0.8,
+          study_budget: float | None = None, streams: str = "shared") -> Pilot:
+    """The whole pilot (`Study.pilot`): choose, build and price the parts, run each through
+    `run_part` (the ordinary pipeline: the part's results and its adapters' training records),
+    summarise and recommend, and write the page to `page`. `sources_data`: the study's prepared
+    sources (their sizes set the validation holdout)."""
+    full = cost_of(study)
+    sources = sources or pick_sources(study)
+    targets = targets or pick_targets(study, sources)
+    if lengths is None:  # a quarter, one and three times the study's own length
+        steps = int(full.training["steps"].min())
+        lengths = sorted({max(1, steps // 4), steps, 3 * steps})
+    seeds = list(seeds or PILOT_SEEDS)
+    parts = pilot_parts(study, sources, targets, lengths, seeds, items, streams,
+                        smallest=min(len(sources_data[name]) for name in sources if name in sources_data))
+    plan = plan_pilot(parts, full, cost_of, budget)
+    ran = []
     for part in plan.parts:
         results, adapters = run_part(part)
-        measured.append(PilotPart(part.training.max_steps, results, adapters))
+        ran.append((part.name, PilotPart(part.training.max_steps, results, adapters)))
     price = length_design_cost(full, len(study.training.seeds))
-    return summarise_pilot(measured, goal, price, study_budget)
+    summary = summarise_pilot([measured for _, measured in ran], goal, price, study_budget)
+    write_pilot(summary, study.name, [(name, m.results, m.adapters) for name, m in ran], {
+        "sources": sources, "targets": targets, "lengths": sorted(lengths), "seeds": seeds, "items": items,
+        "streams": streams, "tokens": plan.tokens, "share": round(plan.share, 4), "budget": budget,
+        "study_budget": study_budget, "parts": [part.name for part in parts]}, page)
+    return replace(summary, page=page)
 
 
 def _known(kind: str, given: list[str], known: list[str]) -> None:
