@@ -25,6 +25,7 @@ from traitlens.forecast.cost import TRAIN_PASSES, study_cost
 from traitlens.forecast.profiles import feature_forecast
 from traitlens.forecast.quality import forecast_quality
 from traitlens.forecast.short import probe_study
+from traitlens.recipes.recommend import transfer_for_recommending
 from traitlens.models.scorer import FakeScorer
 from traitlens.store import Store
 
@@ -497,8 +498,8 @@ def test_forecast_combined_reads_stored_probes_and_a_finished_study_in_the_same_
     assert set(stored["probe"]) == {"gradient", "combined"}  # the parts stay, the combination beside them
     # recommend reads the combination (in delta units), even beside a short forecast of the same budget
     store.put_forecast(study.name, "short", 0.2, 0.19, mine.assign(delta=9.0))
-    matrix, filled = study._transfer_for_recommending()
+    matrix, filled = transfer_for_recommending(None, study.forecasts(), "study.yaml")
     assert filled == 3 and matrix.at["movie", "amazon"] == pytest.approx(result.delta.at["movie", "amazon"])
     store.put_forecast(study.name, "short", 0.3, 0.29, mine.assign(delta=9.0))  # a larger budget wins
-    assert study._transfer_for_recommending()[0].at["movie", "amazon"] == 9.0
+    assert transfer_for_recommending(None, study.forecasts(), "study.yaml")[0].at["movie", "amazon"] == 9.0
     assert study.plan()["state"].eq("new").all()  # nothing was trained or scored

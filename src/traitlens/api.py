@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,10 +31,10 @@ from traitlens.config.schema import Study as StudyConfig
 from traitlens.errors import TraitlensError
 from traitlens.progress import working
 from traitlens.recipes.forecast import ProbeForecast, record_measured
+from traitlens.recipes.recommend import Recommendation
 from traitlens.store.db import FORECAST_FIELDS
 
 PROBE_KINDS = ("short", "gradient", "combined")  # `Study.forecast`'s probe kinds
-DELTA_PROBES = ("short", "combined")  # those whose forecast is in delta units (gradient's is a cosine)
 
 if TYPE_CHECKING:
     from traitlens.analysis.analyze import TraitAnalysis
@@ -119,24 +118,6 @@ def read_dataset(dataset: str, split: str | None = None) -> tuple[pd.DataFrame, 
     splits = catalog_splits(ref.value) if ref.kind == "catalog" else None
     split = split or (next(iter(splits)) if splits else "train")
     return prepare(DatasetSpec(name="shown", dataset=dataset, split=split), dataset), splits
-
-
-@dataclass
-class Recommendation:
-    """A new dataset's predicted transfer (`Study.recommend`): `ranking` of the study's
-    sources (for a new target) or targets (for a new source), best first; `quality`: the
-    Spearman correlation of predicted and observed transfer with each existing one held out.
-
-    Example:
-        >>> rec = study.recommend(target="new-target.yaml")
-        >>> rec.ranking.head(3)
-    """
-
-    name: str
-    by: str  # "target" or "source": which side the new dataset is on
-    ranking: pd.DataFrame
-    quality: pd.DataFrame
-    forecast_cells: int = 0  # cells of the fitted matrix that came from a stored forecast, not a measurement
 
 
 class Study:
@@ -555,47 +536,14 @@ class Study:
             >>> rec = study.recommend(target="new-target.yaml")
             >>> rec.ranking.head(3), rec.quality
         """
-        from traitlens.analysis.explain import recommend as rank
-        from traitlens.config.load import load_spec
-        from traitlens.data.load import prepare, prepare_study
-        from traitlens.recipes.features import base_scorer, study_features
+        from traitlens.recipes.recommend import recommend, transfer_for_recommending
 
         if (target is None) == (source is None):
             raise TraitlensError("give exactly one of target (a target spec) or source (a source spec).")
-        by, given, kind = ("target", target, Target) if target is not None else ("source", source, Source)
-        spec = given if isinstance(given, kind) else load_spec(given, kind)
-        matrix, forecast_cells = self._transfer_for_recommending()
-        plan = self.planned()
-        sources, targets = prepare_study(self.config)
-        side = targets if by == "target" else sources
-        if spec.name in side:
-            raise TraitlensError(f"{by} {spec.name!r} is already in the study; give the new one another name.")
-        side[spec.name] = prepare(spec, f"{by} {spec.name}")
-        features = study_features(plan.study, sources, targets, base_scorer(plan.study), extra=[spec])
-        ranking, quality = rank(features.pairs(matrix), spec.name, by)
-        return Recommendation(spec.name, by, ranking, quality, forecast_cells)
-
-    def _transfer_for_recommending(self) -> tuple[pd.DataFrame, int]:
-        """The measured delta matrix with its missing cells filled from the stored forecast in
-        delta units (short or combined) of the largest budget, and how many cells that filled."""
+        by, given = ("target", target) if target is not None else ("source", source)
         results = self.results() if self._store() is not None else None
-        measured = results.matrix("delta") if results is not None and results.cells["source"].notna().any() else None
-        stored = self.forecasts()
-        stored = stored[stored["probe"].isin(DELTA_PROBES)]
-        if stored.empty:
-            if measured is None:
-                raise TraitlensError(f"no adapter cells and no forecast yet: run `traitlens run {self._file}` or "
-                                     f"`traitlens forecast {self._file}` first.")
-            return measured, 0
-        # The largest budget; at equal budgets the combination, fitted on measured cells.
-        probe, budget = max(zip(stored["probe"], stored["budget"]), key=lambda pair: (pair[1], pair[0] == "combined"))
-        latest = stored[(stored["probe"] == probe) & (stored["budget"] == budget)]
-        forecast = latest.pivot(index="source", columns="target", values="delta").rename_axis(index=None, columns=None)
-        if measured is None:
-            return forecast, int(forecast.notna().sum().sum())
-        filled = measured.combine_first(forecast)
-        return filled, int((filled.notna() & measured.reindex_like(filled).isna()).sum().sum())
-
+        matrix, filled = transfer_for_recommending(results, self.forecasts(), self._file)
+        return recommend(self.planned(), given, by, matrix, filled)
 
     def compare(self, a: str, b: str, target: str, metric: str | None = None) -> dict[str, Any]:
         """Whether B scores differently from A on `target` (B minus A), item by item: sources
