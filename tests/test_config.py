@@ -213,6 +213,8 @@ def test_a_store_that_is_a_file_is_refused(write_study, tmp_path):
     (tmp_path / "not-a-dir").write_text("x")
     with pytest.raises(ConfigError, match="is a file, not a directory"):
         load_study(write_study(MINIMAL + f"store: {tmp_path / 'not-a-dir'}\n"))
+    with pytest.raises(ConfigError, match="not-a-dir is a file, so .*not-a-dir/sub/store cannot be created under it"):
+        load_study(write_study(MINIMAL + f"store: {tmp_path / 'not-a-dir' / 'sub' / 'store'}\n"))
 
 
 def test_a_bad_value_is_shown_cut_short(write_study, tmp_path):

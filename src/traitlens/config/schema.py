@@ -371,6 +371,10 @@ class Study(Strict):
     def _store_usable(cls, value: Path) -> Path:
         if value.exists() and not value.is_dir():
             raise ValueError(f"{value} is a file, not a directory; point store at a directory (it is created)")
+        blocking = next((parent for parent in value.parents if parent.exists() and not parent.is_dir()), None)
+        if blocking is not None:
+            raise ValueError(f"{blocking} is a file, so {value} cannot be created under it; point store at a "
+                             "directory outside it")
         return value
 
     @field_validator("base", mode="before")
