@@ -170,3 +170,22 @@ targets:
         result = subprocess.run([sys.executable, "-m", "traitlens", *command], capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
     return folder / "out.html"
+
+
+def train_killed_after_checkpoint(job, store, table, step: int):
+    """Train until the checkpoint of `step` is written, then die as a killed process would;
+    return the checkpoint folder."""
+    from traitlens.train import loop
+    from traitlens.train.loop import train_adapter
+
+    real_checkpoint = loop._checkpoint
+
+    def checkpoint_then_die(folder, model, optimizer, scheduler, state, device):
+        real_checkpoint(folder, model, optimizer, scheduler, state, device)
+        if state["step"] == step:
+            raise KeyboardInterrupt("killed")
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(loop, "_checkpoint", checkpoint_then_die)
+        train_adapter(job, store, table)
+    return store.artifacts / "checkpoints" / job.key / "latest"

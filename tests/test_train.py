@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from conftest import TINY_TRAIN
+from conftest import TINY_TRAIN, train_killed_after_checkpoint
 from traitlens.config import load_study
 from traitlens.errors import CheckpointWarning
 from traitlens.data.load import prepare_study
@@ -94,28 +94,12 @@ def test_same_seed_same_curve_and_weights(tiny_study):
     assert json.loads((path_c / ADAPTER_META_FILE).read_text())["loss_curve"] != meta_a["loss_curve"]
 
 
-def _train_killed_after_checkpoint(job, study, store, table, step: int):
-    """Train until the checkpoint of `step` is written, then die as a killed process would;
-    return the checkpoint folder."""
-    real_checkpoint = loop._checkpoint
-
-    def checkpoint_then_die(folder, model, optimizer, scheduler, state, device):
-        real_checkpoint(folder, model, optimizer, scheduler, state, device)
-        if state["step"] == step:
-            raise KeyboardInterrupt("killed")
-
-    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
-        patch.setattr(loop, "_checkpoint", checkpoint_then_die)
-        train_adapter(job, store, table)
-    return store.artifacts / "checkpoints" / job.key / "latest"
-
-
 def test_killed_run_resumes_from_checkpoint_with_the_same_result(tiny_study):
     study, [job], store, table = tiny_study(store="whole")
     whole = train_adapter(job, store, table)
 
     study, [job], store, table = tiny_study(store="killed")
-    latest = _train_killed_after_checkpoint(job, study, store, table, step=4)
+    latest = train_killed_after_checkpoint(job, store, table, step=4)
     record = store.jobs([job.key])[job.key]
     assert record.state == "failed" and "killed" in record.error
     assert (latest / loop.STATE_JSON).exists() and (latest / loop.STATE_TENSORS).exists()
@@ -580,7 +564,7 @@ def test_a_checkpoint_whose_files_changed_is_not_resumed(tiny_study):
     study, [job], store, table = tiny_study(store="whole")
     whole = train_adapter(job, store, table)
     study, [job], store, table = tiny_study(store="swapped")
-    latest = _train_killed_after_checkpoint(job, study, store, table, step=4)
+    latest = train_killed_after_checkpoint(job, store, table, step=4)
     tensors = load_file(latest / loop.STATE_TENSORS)
     save_file({k: v * 2 if v.is_floating_point() else v for k, v in tensors.items()}, latest / loop.STATE_TENSORS)
     with pytest.warns(CheckpointWarning, match="differ from their checksums"):

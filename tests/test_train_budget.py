@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import TINY_TRAIN
+from conftest import TINY_TRAIN, train_killed_after_checkpoint
 from traitlens.config import load_study
 from traitlens.config.schema import Training
 from traitlens.data.load import prepare_study
@@ -131,7 +131,7 @@ def test_early_stopping_records_the_stop_and_keeps_the_best_weights(budget_study
     assert meta["validation"]["stopped_at"] == 5 and meta["validation"]["best_step"] == 2
     # the weights are those of step 2: the checkpoint of step 2 of an identical run that goes on
     job, store, table = budget_study("{holdout: 8, every: 1, patience: 3}", "reference")
-    latest = _kill_after_checkpoint(job, store, table, step=2)
+    latest = train_killed_after_checkpoint(job, store, table, step=2)
     step_two = {k.removeprefix("base_model.model."): v for k, v in _weights(latest).items()}
     final = {k.removeprefix("base_model.model."): v for k, v in _weights(path).items()}
     assert final.keys() == step_two.keys() and all((final[k] == step_two[k]).all() for k in final)
@@ -141,24 +141,10 @@ def test_a_killed_early_stopping_run_resumes_to_the_same_adapter(budget_study, p
     job, store, table = budget_study("{holdout: 8, every: 1, patience: 3}", "whole")
     whole = train_adapter(job, store, table)
     job, store, table = budget_study("{holdout: 8, every: 1, patience: 3}", "killed")
-    _kill_after_checkpoint(job, store, table, step=4)  # after the best (2), before the stop (5)
+    train_killed_after_checkpoint(job, store, table, step=4)  # after the best (2), before the stop (5)
     resumed = train_adapter(job, store, table)
     assert _meta(resumed)["resumed_from_step"] == 4
     for key in ("validation", "loss_curve", "steps"):
         assert _meta(resumed)[key] == _meta(whole)[key]
     a, b = _weights(whole), _weights(resumed)
     assert all((a[k] == b[k]).all() for k in a)
-
-
-def _kill_after_checkpoint(job, store, table, step: int):
-    real_checkpoint = loop._checkpoint
-
-    def checkpoint_then_die(folder, model, optimizer, scheduler, state, device):
-        real_checkpoint(folder, model, optimizer, scheduler, state, device)
-        if state["step"] == step:
-            raise KeyboardInterrupt("killed")
-
-    with pytest.MonkeyPatch.context() as patch, pytest.raises(KeyboardInterrupt):
-        patch.setattr(loop, "_checkpoint", checkpoint_then_die)
-        train_adapter(job, store, table)
-    return store.artifacts / "checkpoints" / job.key / "latest"
