@@ -342,24 +342,9 @@ class Study:
             >>> summary = study.run()
             >>> summary.ran, summary.failed
         """
-        from traitlens.data.load import prepare_study
-        from traitlens.execution.local import run_plan
-        from traitlens.models.load import check_base
+        from traitlens.recipes.run import run_jobs
 
-        config, plan = self.config, self.planned()
-        sources, targets = prepare_study(config)
-        check_base(config.base, config.lora)  # before hours of training find out
-        store = self._store(create=True)
-        if config.execution.executor == "ray":
-            from traitlens.execution.distributed import run_plan_ray as execute
-        else:
-            execute = run_plan
-        extra = {"only": only} if only else {}
-        if make_scorer is not None:
-            extra["make_scorer"] = make_scorer
-        with store.locked(f"traitlens run {self._file}"):
-            store.save_study(config.name, config.model_dump(mode="json"))
-            summary = execute(plan, store, sources, targets, self.console, **extra)
+        summary = run_jobs(self.planned(), self.console, self._file, only, make_scorer)
         if analyze and only is None and self.ready_for_analysis(summary):
             self.analyze()
         return summary
@@ -566,22 +551,14 @@ class Study:
             >>> study.report("quickstart.html")
             >>> study.report("report.html", export="studies/traits-offline/report-data")
         """
-        from traitlens.recipes.analyses import ensure_analyses, report_inputs
-        from traitlens.report.page import build_report
+        from traitlens.recipes.analyses import report_from_export, write_report
 
         if export is not None:
-            from traitlens.report.from_export import inputs_from_export
-
-            with working(self.console, "analysis from the export: traits, explanation"):
-                inputs = inputs_from_export(self.config, Path(export))
-            return build_report(inputs, Path(out) if out else Path(export).with_name(f"{self.name}.html"))
-
-        store, plan = self._finished_store(), self.planned()
-        with store.locked(f"traitlens report {self._file}"):
-            with working(self.console, "analysis: traits, explanation"):
-                fresh = ensure_analyses(plan, store, features=False)
-            inputs = report_inputs(plan, store, fresh if fresh is not None else results)
-            return build_report(inputs, Path(out) if out else store.root / "report" / f"{self.name}.html")
+            page = Path(out) if out else Path(export).with_name(f"{self.name}.html")
+            return report_from_export(self.config, Path(export), page, self.console)
+        store = self._finished_store()
+        page = Path(out) if out else store.root / "report" / f"{self.name}.html"
+        return write_report(self.planned(), store, page, self._file, self.console, results)
 
     def doctor(self, repair: bool = False) -> tuple[list[Finding], list[Finding]]:
         """Check the store (database integrity, adapter checksums, interrupted jobs, leftover

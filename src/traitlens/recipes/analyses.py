@@ -4,12 +4,14 @@ inputs so an unchanged study reuses them.
 Three analyses are stored: `traits` (cells + analysis settings), `features` (the datasets and
 the base model: the only one that loads a model) and `explain` (cells + settings + features).
 So changing an analysis setting recomputes traits and explanation from stored tables alone.
+The report is written from what is stored (`write_report`), or from an export (`report_from_export`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -22,12 +24,16 @@ from traitlens.analysis.results import CELL_COLUMNS, Results, study_diagonal, ta
 from traitlens.data.catalog import corpus_of
 from traitlens.errors import TraitlensError
 from traitlens.config.jobs import Plan
+from traitlens.config.schema import Study
 from traitlens.faults import crash_point
 from traitlens.models.scorer import Scorer
+from traitlens.progress import working
 from traitlens.store.db import Store, adapter_file_meta
 from traitlens.store.keys import content_key
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from traitlens.report.page import ReportInputs
 
 
@@ -173,3 +179,26 @@ def report_inputs(plan: Plan, store: Store, results: Results | None = None) -> R
             examples[job.target] = cell["meta"]["example"]
     return ReportInputs(study, results, stored[1], stored[0], explained[1] if current else None, adapters,
                         examples, plan.jobs[0].spec["base"], store.root, store.forecasts(study.name))
+
+
+def write_report(plan: Plan, store: Store, page: Path, file: str, console: Console,
+                 results: Results | None = None) -> Path:
+    """The study's report from its store (`Study.report`): stale traits and explanation
+    recomputed from stored tables (never a model), then the page and its data folder.
+    `results`: the study's results where the caller has just read them."""
+    from traitlens.report.page import build_report
+
+    with store.locked(f"traitlens report {file}"):
+        with working(console, "analysis: traits, explanation"):
+            fresh = ensure_analyses(plan, store, features=False)
+        return build_report(report_inputs(plan, store, fresh if fresh is not None else results), page)
+
+
+def report_from_export(config: Study, export: Path, page: Path, console: Console) -> Path:
+    """The study's report rebuilt from its item-level export, the store gone."""
+    from traitlens.report.from_export import inputs_from_export
+    from traitlens.report.page import build_report
+
+    with working(console, "analysis from the export: traits, explanation"):
+        inputs = inputs_from_export(config, export)
+    return build_report(inputs, page)
