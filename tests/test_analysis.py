@@ -364,8 +364,11 @@ def test_two_studies_of_one_structure_match_and_a_different_structure_does_not()
     moved = other.cells[other.cells["disagree"]]
     assert len(moved) > 5 and moved["target"].isin(["t1", "t4"]).mean() > 0.75  # the two targets whose trait changed
     with pytest.raises(TraitlensError, match="share 0 complete source"):
-        renamed = a.cells.assign(source=a.cells["source"].map(lambda s: s + "x" if isinstance(s, str) else s))
-        compare_studies(a, replace(a, cells=renamed.assign(model=renamed["source"].fillna("base"))))
+        rename = {m: (m if s is None or s != s else s + "x") for m, s in zip(a.cells["model"], a.cells["source"])}
+        renamed = a.cells.assign(model=a.cells["model"].map(rename),
+                                 source=a.cells["source"].map(lambda s: s + "x" if isinstance(s, str) else s))
+        outputs = {t: {rename[m]: items for m, items in by_model.items()} for t, by_model in a.outputs.items()}
+        compare_studies(a, replace(a, cells=renamed, outputs=outputs, scores={}))
 
 
 def test_a_target_no_adapter_moves_does_not_break_the_comparison():

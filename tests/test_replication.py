@@ -14,6 +14,7 @@ import pytest
 
 from traitlens.analysis.reliability import COMPONENTS, Deltas, g_study, plan_reliability, reliability, variance_components
 from traitlens.analysis.results import Results
+from traitlens.errors import TraitlensError
 from traitlens.analysis.traits import PCATraits, congruence_null, seed_split_count, unique_names
 from traitlens.analysis.uncertainty import ITEMS_ONLY, SEEDS_AND_ITEMS, compare_models, crossed_mean, sign_flip_p, \
     source_uncertainty
@@ -223,3 +224,23 @@ def test_the_reliability_verdict_says_what_was_and_was_not_measured():
     assert reliability_summary(json_ready(variance_components(one).to_dict("records")))["one_seed"]
     counted = json_ready(variance_components(one.scored("balanced_accuracy")).to_dict("records"))
     assert reliability_summary(counted)["verdict"].startswith("No target's cells could be decomposed")
+
+
+def test_the_matrix_follows_the_study_s_view_unless_told_otherwise():
+    results = seeded_results(np.random.default_rng(5), 0.1)
+    zscore = replace(results, settings=results.settings.model_copy(update={"view": "zscore"}))
+    pd.testing.assert_frame_equal(zscore.matrix(), zscore.matrix("zscore"))
+    pd.testing.assert_frame_equal(results.matrix(), results.matrix("delta"))
+    assert not zscore.matrix().equals(zscore.matrix("delta"))
+
+
+def test_results_built_by_hand_are_scored_at_once_and_refuse_cells_without_items():
+    rng = np.random.default_rng(6)
+    scored = seeded_results(rng, 0.1)
+    plain = Results(scored.cells.drop(columns="score"), scored.outputs, set(), {"t": ["x"]}, labels={"t": ["a", "b"]})
+    assert plain.metric == "accuracy" and set(plain.scores) == {"t"} and "score" in plain.cells
+    plain.matrix()  # no KeyError on the first analysis
+    with pytest.raises(TraitlensError, match="1 cell\\(s\\) have no item records in `outputs`, e.g. model 's0/s0'"):
+        Results(scored.cells, {"t": {k: v for k, v in scored.outputs["t"].items() if k != "s0/s0"}}, set(), {"t": ["x"]})
+    with pytest.raises(TraitlensError, match="cells lack column\\(s\\) metrics"):
+        Results(scored.cells.drop(columns="metrics"), scored.outputs, set(), {"t": ["x"]})

@@ -61,6 +61,22 @@ class Results:
     features: Features | None = None
     shared_corpus: set[tuple[str, str]] = field(default_factory=set)
 
+    def __post_init__(self) -> None:
+        """Consistent from the start: the cell table has its columns, every cell has item
+        records, and the cells are scored under `metric` (here, where no scores were given)."""
+        missing = [column for column in CELL_COLUMNS if column not in self.cells.columns]
+        if missing:
+            raise TraitlensError(f"Results: cells lack column(s) {', '.join(missing)}; a cell table has "
+                                 f"{', '.join(CELL_COLUMNS)}")
+        absent = [(m, t) for m, t in zip(self.cells["model"], self.cells["target"]) if m not in self.outputs.get(t, {})]
+        if absent:
+            raise TraitlensError(f"Results: {len(absent)} cell(s) have no item records in `outputs`, e.g. model "
+                                 f"{absent[0][0]!r} on target {absent[0][1]!r}")
+        if not self.scores and self.outputs:
+            scored = self.scored(self.metric)
+            object.__setattr__(self, "cells", scored.cells)
+            object.__setattr__(self, "scores", scored.scores)
+
     @property
     def models(self) -> list[str]:
         """The models with cells: the base, then each adapter.
@@ -140,10 +156,11 @@ class Results:
         out = replace(self, settings=settings)
         return out.scored(settings.metric) if settings.metric != self.metric else out
 
-    def matrix(self, view: str = "delta", metric: str | None = None, mask_diagonal: bool | None = None
+    def matrix(self, view: str | None = None, metric: str | None = None, mask_diagonal: bool | None = None
                ) -> pd.DataFrame:
         """The transfer matrix: raw (models x targets, the base included) or a view of the
-        adapters against the base (delta, relative_delta, zscore), seeds averaged.
+        adapters against the base (delta, relative_delta, zscore), seeds averaged. Each
+        argument left out is the study's analysis setting (`view`, `metric`, `mask_diagonal`).
 
         Example:
             >>> res.matrix("raw", metric="accuracy")
@@ -151,6 +168,7 @@ class Results:
         from traitlens.analysis.views import VIEWS, raw_matrix
         from traitlens.analysis.views import view as view_of
 
+        view = view or self.settings.view
         if view not in VIEWS:
             raise TraitlensError(f"view {view!r} is not one of {', '.join(VIEWS)}.")
         results = self.scored(metric) if metric and metric != self.metric else self
