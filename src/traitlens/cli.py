@@ -559,15 +559,17 @@ def pilot(study_file: Path, sources: tuple[str, ...], targets: tuple[str, ...], 
                          study_budget, streams, out)
     _print_frame("by training length", result.lengths_.set_index("steps").round(4))
     if len(result.own_task_):
+        own = result.own_task_.set_index(["steps", "source"])
         _print_frame("own-task gain (interval: seeds + items)",
-                     result.own_task_.set_index(["steps", "source"])[["target", "delta", "low", "high",
-                                                                     "validation_drop", "learned"]].round(4))
+                     own[["target", "delta", "low", "high", "validation_drop"]].round(4)
+                     .assign(learned=own["learned"].map({True: "yes", False: "no"})))
     rec = result.recommendation
     if "steps" in rec:
         verdict = "reaches" if rec["reached"] else "does not reach"
+        cost = f"{rec['cost']:.1f} times" if rec["cost"] >= 1 else f"{rec['cost']:.2f} of"
         console.print(f"recommended: {rec['steps']} steps, {rec['seeds']} seeds, {rec['items']} items per target: "
                       f"reliability {rec['reliability']:.2f} on the worst target ({rec['worst_target']}), which "
-                      f"{verdict} the goal {goal}, at {rec['cost']:.2f} of the full study's cost as configured.")
+                      f"{verdict} the goal {goal}, at {cost} the full study's cost as configured.")
     if rec.get("note"):
         console.print(f"[yellow]note[/] {rec['note']}")
     console.print(f"pilot page: {result.page}")
