@@ -29,7 +29,8 @@ from traitlens.version import __version__
 _PUBLIC = {"load": "traitlens.api", "load_items": "traitlens.api", "Study": "traitlens.api",
            "catalog": "traitlens.api", "read_dataset": "traitlens.api", "compare_studies": "traitlens.api",
            "StudyComparison": "traitlens.analysis.compare",
-           "Results": "traitlens.api", "Recommendation": "traitlens.api", "ProbeForecast": "traitlens.api",
+           "Results": "traitlens.api", "Recommendation": "traitlens.recipes.recommend",
+           "ProbeForecast": "traitlens.recipes.forecast", "Pilot": "traitlens.analysis.pilot",
            "TraitAnalysis": "traitlens.analysis.analyze", "Traits": "traitlens.analysis.traits", "Explanation": "traitlens.analysis.explain",
            "Features": "traitlens.analysis.features",
            "ConfigError": "traitlens.errors", "TraitlensError": "traitlens.errors"}

@@ -23,21 +23,19 @@ import pandas as pd
 from rich.console import Console
 
 from traitlens.analysis.read_export import load_items
-from traitlens.analysis.pilot import Pilot
 from traitlens.analysis.results import Results
 from traitlens.config import load_study
 from traitlens.config.schema import Source, Target
 from traitlens.config.schema import Study as StudyConfig
 from traitlens.errors import TraitlensError
 from traitlens.progress import working
-from traitlens.recipes.forecast import ProbeForecast, record_measured
-from traitlens.recipes.recommend import Recommendation
 from traitlens.store.db import FORECAST_FIELDS
 
 PROBE_KINDS = ("short", "gradient", "combined")  # `Study.forecast`'s probe kinds
 
 if TYPE_CHECKING:
     from traitlens.analysis.analyze import TraitAnalysis
+    from traitlens.analysis.pilot import Pilot
     from traitlens.analysis.compare import StudyComparison
     from traitlens.analysis.explain import Explanation
     from traitlens.analysis.features import Features
@@ -47,10 +45,12 @@ if TYPE_CHECKING:
     from traitlens.forecast.cost import StudyCost
     from traitlens.forecast.quality import ForecastQuality
     from traitlens.models.scorer import Scorer
+    from traitlens.recipes.forecast import ProbeForecast
+    from traitlens.recipes.recommend import Recommendation
     from traitlens.store.db import Store
     from traitlens.store.doctor import Finding
 
-__all__ = ["Recommendation", "Results", "Study", "catalog", "compare_studies", "load", "load_items", "read_dataset"]
+__all__ = ["Results", "Study", "catalog", "compare_studies", "load", "load_items", "read_dataset"]
 MIN_SOURCES = 3  # a run ends with the analyses only when it has this many sources: traits need three
 
 
@@ -385,6 +385,7 @@ class Study:
             >>> study.analyze(); study.stored("explain")["verdict"]
         """
         from traitlens.recipes.analyses import ensure_analyses
+        from traitlens.recipes.forecast import record_measured
 
         store = self._finished_store()
         with store.locked(f"traitlens run {self._file}"), \

@@ -54,7 +54,12 @@ class Pilot:
     interval), its mean validation-loss drop, and whether it learned. `components_`: per length
     and target, the G-study row. `lengths_`: per length, the sources that learned and the
     components averaged over targets. `designs_`: every (length, seeds, items) with its worst
-    target's reliability and its cost. `recommendation`: the chosen design and why."""
+    target's reliability and its cost. `recommendation`: the chosen design and why.
+
+    Example:
+        >>> pilot = study.pilot(lengths=[8, 24, 64], budget=15)
+        >>> pilot.recommendation["steps"], pilot.own_task_.query("not learned")
+    """
 
     goal: float
     own_task_: pd.DataFrame
