@@ -96,11 +96,9 @@ def summarise_pilot(parts: list[PilotPart], goal: float = 0.8,
         gains = own_task(part.results, source_uncertainty(part.results, components=table))
         seeds_of = part.results.cells[part.results.cells["source"].notna()].groupby("source")["seed"].nunique()
         for row in gains.itertuples():
-            variance = ("seeds + items" if seeds_of.get(row.source, 1) > 1
-                        else "items only: training noise not measured")
             own.append({"steps": part.steps, "source": row.source, "target": row.target,
                         "seeds": int(seeds_of.get(row.source, 1)), "delta": row.delta, "low": row.low,
-                        "high": row.high, "variance": variance, "validation_drop": drops.get(row.source, np.nan),
+                        "high": row.high, "variance": row.variance, "validation_drop": drops.get(row.source, np.nan),
                         "learned": bool(row.low > 0)})
         comps.append(table.assign(steps=part.steps))
         decomposed = table.dropna(subset=["source"]) if "source" in table else table.iloc[:0]
