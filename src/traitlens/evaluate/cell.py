@@ -100,7 +100,7 @@ def score_cells(jobs: list[Job], scorer: Scorer, table: pd.DataFrame,
             ready.append(job)
         except Exception as exc:  # this adapter fails; the target's other models go on
             outcomes[job.key] = ("error", exc)
-    groups = [ready] if getattr(scorer, "mixed", False) and len(ready) > 1 else [[job] for job in ready]
+    groups = [ready] if scorer.mixed and len(ready) > 1 else [[job] for job in ready]
     for group in groups:
         label = group[0].label if len(group) == 1 else f"eval {len(group)} models on {target.name}"
         meter = StepMeter(progress, label, len(items) * len(group), unit="items")
@@ -121,7 +121,7 @@ def score_cells(jobs: list[Job], scorer: Scorer, table: pd.DataFrame,
         for job, result in zip(group, results):
             meta = {"template": target.template.model_dump(mode="json"), "example": example,
                     "target": job.settings.fingerprint, "adapter": job.needs, "dtype": job.settings.evaluation.dtype,
-                    "device": str(getattr(scorer, "device", "cpu")), "mixed_batch": len(group) > 1}
+                    "device": str(scorer.device), "mixed_batch": len(group) > 1}
             outcomes[job.key] = ("ok", (cell_metrics(result, label_set(target, items)), result, meta))
     return [outcomes[job.key] for job in jobs]
 

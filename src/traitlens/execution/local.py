@@ -78,7 +78,7 @@ def run_plan(plan: Plan, store: Store, sources: dict[str, pd.DataFrame], targets
         progress.set_total(len(todo) - summary.blocked)
         scorer = make_scorer(runnable[0].settings) if runnable else None
         # A scorer that mixes adapters in one batch gets each target's models together.
-        mixed = getattr(scorer, "mixed", False)
+        mixed = scorer is not None and scorer.mixed
         groups = ([[j for j in runnable if j.target == t] for t in dict.fromkeys(j.target for j in runnable)]
                   if mixed else [[job] for job in runnable])
         for group in groups:

@@ -48,6 +48,7 @@ class Scorer(Protocol):
     # Whether executors should send one target's models together (`*_mixed`) rather than one
     # model at a time: the scorer knows which is faster on its device.
     mixed: bool
+    device: object  # where it computes (a torch.device, or "cpu"): recorded with every cell it scores
     on_rows: Callable[[int], None] | None  # called with the rows each batch answered (progress)
 
     def use_adapter(self, key: str | None, path: Path | None = None) -> None:
@@ -73,6 +74,7 @@ class FakeScorer:
     """
 
     tokenizer = None
+    device = "cpu"
 
     def __init__(self, bias: dict[str | None, str] | None = None, base_identity: dict | None = None,
                  mixed: bool = False):

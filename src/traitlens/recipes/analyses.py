@@ -107,14 +107,15 @@ def run_features(plan: Plan, store: Store, scorer: Scorer | None = None) -> Feat
     base, else computed (reading every dataset and loading the base model, as `scorer` unless
     one is given, and the embedding model) and stored (the caller holds the lock)."""
     from traitlens.data.load import prepare_study
-    from traitlens.recipes.features import base_scorer, study_features
+    from traitlens.execution.local import default_scorer
+    from traitlens.recipes.features import study_features
 
     key = features_key(plan)
     stored = store.analysis(plan.study.name, "features")
     if stored is not None and stored[0] == key:
         return Features.from_json(stored[1])
     sources, targets = prepare_study(plan.study)
-    features = study_features(plan.study, sources, targets, scorer or base_scorer(plan.study))
+    features = study_features(plan.study, sources, targets, scorer or default_scorer(plan.eval_jobs[0].settings))
     store.put_analysis(plan.study.name, "features", key, features.to_json())
     return features
 

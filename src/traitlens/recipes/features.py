@@ -49,11 +49,3 @@ def study_features(study: Study, sources: dict[str, pd.DataFrame], targets: dict
     lengths = {side: {name: answer_lengths(table, scorer.tokenizer) for name, table in tables.items()}
                for side, tables in (("sources", sources), ("targets", targets))}
     return Features(source_profiles, target_profiles, groups, lengths)
-
-
-def base_scorer(study: Study) -> Scorer:
-    """The study's base model as a scorer, in its evaluation settings, for the features."""
-    from traitlens.models.hf import HFScorer
-
-    return HFScorer(study.base, dtype=study.evaluation.dtype, batch_size=study.evaluation.batch_size,
-                    device=study.execution.device)

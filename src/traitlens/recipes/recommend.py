@@ -18,7 +18,8 @@ from traitlens.config.load import load_spec
 from traitlens.config.schema import Source, Target
 from traitlens.data.load import prepare, prepare_study
 from traitlens.errors import TraitlensError
-from traitlens.recipes.features import base_scorer, study_features
+from traitlens.execution.local import default_scorer
+from traitlens.recipes.features import study_features
 
 DELTA_PROBES = ("short", "combined")  # forecasts in delta units (the gradient probe's is a cosine)
 
@@ -73,6 +74,6 @@ def recommend(plan: Plan, given: str | Path | Target | Source, by: str, matrix: 
     if spec.name in side:
         raise TraitlensError(f"{by} {spec.name!r} is already in the study; give the new one another name.")
     side[spec.name] = prepare(spec, f"{by} {spec.name}")
-    features = study_features(plan.study, sources, targets, base_scorer(plan.study), extra=[spec])
+    features = study_features(plan.study, sources, targets, default_scorer(plan.eval_jobs[0].settings), extra=[spec])
     ranking, quality = rank(features.pairs(matrix), spec.name, by)
     return Recommendation(spec.name, by, ranking, quality, forecast_cells)
