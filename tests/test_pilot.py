@@ -134,6 +134,9 @@ def test_the_pilot_command_prints_the_recommendation_and_refuses_bad_lengths(pil
     bad = subprocess.run([sys.executable, "-m", "traitlens", "pilot", str(pilot_study), "--lengths", "2,x"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "--lengths" in bad.stderr and "Traceback" not in bad.stderr
+    unknown = subprocess.run([sys.executable, "-m", "traitlens", "pilot", str(pilot_study), "--source", "movi"],
+                             capture_output=True, text=True)
+    assert unknown.returncode == 2 and "did you mean 'movie'" in unknown.stderr and "Traceback" not in unknown.stderr
     over = subprocess.run([sys.executable, "-m", "traitlens", "pilot", str(pilot_study), "--lengths", "1,2",
                            "--seeds", "0,1", "--budget", "0.01"], capture_output=True, text=True)
     assert over.returncode == 2 and "raise --budget to" in over.stderr and "Traceback" not in over.stderr

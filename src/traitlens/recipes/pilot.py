@@ -131,7 +131,8 @@ def pilot(study: Study, sources_data: dict[str, pd.DataFrame], cost_of: Callable
         lengths = sorted({max(1, steps // 4), steps, 3 * steps})
     seeds = list(seeds or PILOT_SEEDS)
     parts = pilot_parts(study, sources, targets, lengths, seeds, items, streams,
-                        smallest=min(len(sources_data[name]) for name in sources if name in sources_data))
+                        smallest=min((len(sources_data[name]) for name in sources if name in sources_data),
+                                     default=None))
     plan = plan_pilot(parts, full, cost_of, budget)
     ran = []
     for part in plan.parts:
