@@ -45,6 +45,12 @@ class StudyCost:
     def total(self) -> int:
         return int(self.training["cost"].sum() + self.evaluation["cost"].sum())
 
+    @property
+    def without_base(self) -> int:
+        """The total less the base model's evaluation: what a variant of a study adds when it
+        scores the same items as another (their base cells have the same keys and run once)."""
+        return self.total - int(self.evaluation.loc[self.evaluation["model"] == BASE, "cost"].sum())
+
 
 def study_cost(study: Study, sources: dict[str, pd.DataFrame], targets: dict[str, pd.DataFrame],
                tokenizer: Any) -> StudyCost:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from traitlens.config.schema import BASE, Study
+from traitlens.config.schema import Study
 from traitlens.errors import TraitlensError
 from traitlens.forecast.cost import StudyCost
 
@@ -57,7 +57,7 @@ def probe_study(study: Study, budget: float, full: StudyCost, cost_of: Callable[
         while True:
             long = _scaled(study, budget, fraction, steps, items)
             short = _half(long) if curve and long.training.max_steps >= 2 else None
-            tokens = cost_of(long).total + (_without_base(cost_of(short)) if short else 0)
+            tokens = cost_of(long).total + (cost_of(short).without_base if short else 0)
             if tokens <= budget * full.total and (short or not curve):
                 return _more_items(Probe(long, short, tokens), items, budget * full.total, cost_of)
             if long.training.max_steps <= (2 if curve else 1) and all(t.limit <= MIN_ITEMS for t in long.targets):
@@ -78,7 +78,7 @@ def _more_items(probe: Probe, items, limit: float, cost_of: Callable[[Study], St
             return probe  # every target at the full study's items
         long = probe.long.model_copy(update={"targets": targets})
         short = probe.short.model_copy(update={"targets": targets}) if probe.short else None
-        tokens = cost_of(long).total + (_without_base(cost_of(short)) if short else 0)
+        tokens = cost_of(long).total + (cost_of(short).without_base if short else 0)
         if tokens > limit:
             return probe
         probe = Probe(long, short, tokens)
@@ -108,10 +108,6 @@ def extrapolate(short: pd.DataFrame, long: pd.DataFrame, short_steps: int, long_
         shrunk = slope.mean() + reliability * (slope - slope.mean())
         out.loc[pair.index, target] = pair["long"] + growth * shrunk
     return out
-
-
-def _without_base(cost: StudyCost) -> int:
-    return cost.total - int(cost.evaluation.loc[cost.evaluation["model"] == BASE, "cost"].sum())
 
 
 def _scaled(study: Study, budget: float, fraction: float, steps: int, items) -> Study:

@@ -25,7 +25,7 @@ import pandas as pd
 
 from traitlens.analysis.pilot import Pilot, PilotPart, summarise_pilot
 from traitlens.analysis.results import Results, study_diagonal
-from traitlens.config.schema import BASE, Study, Validation
+from traitlens.config.schema import Study, Validation
 from traitlens.errors import TraitlensError
 from traitlens.forecast.cost import StudyCost, length_design_cost
 from traitlens.report.pilot_page import write_pilot
@@ -104,8 +104,7 @@ def plan_pilot(parts: list[Study], full: StudyCost, cost_of: Callable[[Study], S
                budget: float) -> PilotPlan:
     """The pilot's cost, refused when over `budget` x the full study's."""
     costs = [cost_of(part) for part in parts]
-    base = [int(c.evaluation.loc[c.evaluation["model"] == BASE, "cost"].sum()) for c in costs]
-    tokens = sum(c.total for c in costs) - sum(base[1:])
+    tokens = costs[0].total + sum(cost.without_base for cost in costs[1:])  # the same items: base cells run once
     share = tokens / max(full.total, 1)
     if share > budget:
         raise TraitlensError(
