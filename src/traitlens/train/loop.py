@@ -8,6 +8,7 @@ a checkpoint resumes there and ends with the same adapter as an uninterrupted ru
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -79,10 +80,19 @@ class Schedule:
 
     def micro_batches(self, step: int) -> list[np.ndarray]:
         epoch, within = divmod(step, self.steps_per_epoch)
-        order = np.random.default_rng([self.seed, epoch]).permutation(self.examples)
+        order = _epoch_order(self.examples, self.seed, epoch)
         per_step = self.batch_size * self.accumulation
         chosen = order[within * per_step:(within + 1) * per_step]
         return [chosen[i:i + self.batch_size] for i in range(0, len(chosen), self.batch_size)]
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_order(examples: int, seed: int, epoch: int) -> np.ndarray:
+    """An epoch's order, drawn once: every step of the epoch (and the cost counter and a token
+    budget, which walk all steps) reads it rather than drawing the permutation again."""
+    order = np.random.default_rng([seed, epoch]).permutation(examples)
+    order.flags.writeable = False  # shared between callers
+    return order
 
 
 HOLDOUT_STREAM = 7919  # the validation holdout's draw: its own stream, the same for every seed
@@ -306,15 +316,11 @@ def _optimizer(trainee: _Trainee, settings: Training, steps: int):
 def _step(trainee: _Trainee, micro_batches: list[list[Encoded]], state: dict) -> tuple[float, int]:
     """One optimizer step's forward and backward passes (gradients accumulated, the loss
     normalised over the whole step): (summed loss, loss tokens)."""
-    import torch
-
     batches = _passes(micro_batches, trainee.pass_limit)
     loss_tokens = sum(e.loss_tokens for batch in batches for e in batch)
     step_loss = 0.0
     for batch in batches:
-        with torch.autocast(trainee.device.type, dtype=torch.bfloat16, enabled=trainee.bf16):
-            logits, targets = loss_logits(trainee.decoder, trainee.lm, batch, trainee.pad, trainee.pack_width)
-        loss = torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+        loss, _ = _summed_loss(trainee, batch)
         (loss / max(loss_tokens, 1)).backward()
         step_loss += loss.item()
         state["tokens"] += sum(len(e.input_ids) for e in batch)
@@ -350,13 +356,20 @@ def _validation_loss(trainee: _Trainee, held: list[Encoded], batch_size: int) ->
     total = tokens = 0.0
     with torch.no_grad():
         for start in range(0, len(held), batch_size):
-            with torch.autocast(trainee.device.type, dtype=torch.bfloat16, enabled=trainee.bf16):
-                logits, targets = loss_logits(trainee.decoder, trainee.lm, held[start:start + batch_size],
-                                              trainee.pad, trainee.pack_width)
-            total += torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum").item()
-            tokens += targets.numel()
+            loss, count = _summed_loss(trainee, held[start:start + batch_size])
+            total, tokens = total + loss.item(), tokens + count
     trainee.peft.train()
     return total / max(tokens, 1)
+
+
+def _summed_loss(trainee: _Trainee, batch: list[Encoded]):
+    """(the batch's cross-entropy summed over its loss tokens, how many there are), the matmuls
+    in bfloat16 where the run trains in it; the one loss of training and validation."""
+    import torch
+
+    with torch.autocast(trainee.device.type, dtype=torch.bfloat16, enabled=trainee.bf16):
+        logits, targets = loss_logits(trainee.decoder, trainee.lm, batch, trainee.pad, trainee.pack_width)
+    return torch.nn.functional.cross_entropy(logits.float(), targets, reduction="sum"), targets.numel()
 
 
 def _record_validation(state: dict, loss: float, validation, weights: dict) -> bool:
