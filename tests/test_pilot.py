@@ -102,6 +102,10 @@ def test_sources_and_targets_are_spread_out_and_named_ones_are_checked(pilot_stu
         pilot_parts(config, ["movi"], ["movie"], [2], [0, 1], None)
     with pytest.raises(TraitlensError, match="--seeds must be 2 or more"):
         pilot_parts(config, ["movie"], ["movie"], [2], [0], None)
+    with pytest.raises(TraitlensError, match="--lengths / --seeds: seeds: Value error, seeds must be distinct"):
+        pilot_parts(config, ["movie"], ["movie"], [2], [0, 0], None)
+    with pytest.raises(TraitlensError, match="--lengths / --seeds: max_steps: Input should be less than or equal"):
+        pilot_parts(config, ["movie"], ["movie"], [20_000_000], [0, 1], None)
     assert isinstance(parts[0], Study)
 
 

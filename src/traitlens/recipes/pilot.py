@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
 from traitlens.analysis.pilot import Pilot, PilotPart, summarise_pilot
 from traitlens.analysis.results import Results, study_diagonal
-from traitlens.config.schema import Study, Validation
+from traitlens.config.schema import Study, Training, Validation
 from traitlens.errors import TraitlensError
 from traitlens.forecast.cost import StudyCost, length_design_cost
 from traitlens.report.pilot_page import write_pilot
@@ -88,9 +89,13 @@ def pilot_parts(study: Study, sources: list[str], targets: list[str], lengths: l
     for steps in sorted(lengths):
         holdout = PILOT_HOLDOUT if smallest is None else max(1, min(PILOT_HOLDOUT, smallest // 5))
         validation = study.training.validation or Validation(holdout=holdout, every=max(1, steps // 4))
-        training = study.training.model_copy(update={
-            "max_steps": steps, "max_tokens": None, "seeds": list(seeds), "seed_streams": streams,
-            "validation": validation})
+        try:  # validated like the YAML (model_copy would skip the schema's checks of seeds and steps)
+            training = Training.model_validate(study.training.model_dump() | {
+                "max_steps": steps, "max_tokens": None, "seeds": list(seeds), "seed_streams": streams,
+                "validation": validation})
+        except ValidationError as exc:
+            raise TraitlensError("--lengths / --seeds: " + "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())) from None
         chosen = [t.model_copy(update={"limit": items or t.limit or study.evaluation.limit})
                   for t in study.targets if t.name in targets]
         suffix = "" if streams == "shared" else "-own-streams"
