@@ -217,13 +217,13 @@ def test_short_training_probe_keeps_to_its_budget_and_never_touches_measured_cel
     # The budget covers both lengths, the base scored once: recount it from the two probe studies.
     half = config.model_copy(update={"name": config.name + "-half", "training": config.training.model_copy(
         update={"max_steps": config.training.max_steps // 2, "warmup_steps": config.training.warmup_steps // 2})})
-    counts = [study._cost_counter()(c) for c in (config, half)]
+    counts = [study._ws.cost_of()(c) for c in (config, half)]
     base = counts[1].evaluation.query("model == 'base'")["cost"].sum()
     assert probe.tokens == counts[0].total + counts[1].total - base
     # What the budget left bought items: a tenth more per target would not have fitted.
     grow = lambda c: c.model_copy(update={"targets": [t.model_copy(update={"limit": min(40, -(-11 * t.limit // 10))})
                                                       for t in c.targets]})
-    more = [study._cost_counter()(grow(c)) for c in (config, half)]
+    more = [study._ws.cost_of()(grow(c)) for c in (config, half)]
     assert more[0].total + more[1].total - more[1].evaluation.query("model == 'base'")["cost"].sum() \
         > 0.5 * probe.full_tokens
     assert probe.delta.shape == (2, 2) and probe.delta.notna().sum().sum() == 3  # movie on movie is masked
@@ -314,7 +314,7 @@ targets:
     measured = study.results().matrix("delta")
 
     # The probes train adapters under keys of their own: tell the scorer whose they are.
-    planned = probe_study(study.config, 0.4, study.cost(), study._cost_counter())
+    planned = probe_study(study.config, 0.4, study.cost(), study._ws.cost_of())
     assert planned.short is not None  # the learning curve is exercised
     for config in (planned.long, planned.short):
         adapters.update({job.key: job.source for job in plan_study(config).train_jobs})

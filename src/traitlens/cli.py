@@ -99,8 +99,8 @@ def run(study_file: Path, dry_run: bool) -> None:
         return
     summary = study.run(analyze=False)
     _print_matrix(study)
-    if study.ready_for_analysis(summary):
-        _summarize(study, study_file)
+    if (end := study.conclude(summary)) is not None:
+        _summarize(end, study_file)
     _finish(summary)
 
 
@@ -119,15 +119,12 @@ def train(study_file: Path, source_names: tuple[str, ...], seeds: tuple[int, ...
     _finish(_load(study_file).train(source_names, seeds))
 
 
-def _summarize(study, study_file: Path) -> None:
-    """The end of a run: traits, the explanation's verdict, the report. Analyses whose inputs
-    have not changed since they were stored are reused, so a finished study reruns quickly."""
-    try:
-        results = study.analyze()
-    except TraitlensError as exc:  # e.g. no adapter finished: the matrix stands on its own
-        console.print(f"[yellow]no analysis[/]: {exc}")
+def _summarize(end, study_file: Path) -> None:
+    """The end of a run (`Study.conclude`): traits, the explanation's verdict, the report."""
+    if end.skipped:
+        console.print(f"[yellow]no analysis[/]: {end.skipped}")
         return
-    traits, explained = study.stored("traits"), study.stored("explain")
+    traits, explained = end.traits, end.explanation
     _print_checks(traits)
     if traits.get("no_traits"):
         console.print(f"[yellow]no traits[/]: {traits['no_traits']}")
@@ -141,7 +138,7 @@ def _summarize(study, study_file: Path) -> None:
     console.print(f"why: {explained['verdict']} (`traitlens explain {study_file}`)")
     if explained.get("recommendation_verdict"):
         console.print(f"recommendations: {explained['recommendation_verdict']}")
-    console.print(f"report: {study.report(results=results)}")
+    console.print(f"report: {end.page}")
 
 
 def _print_checks(analysis: dict) -> None:
@@ -694,9 +691,7 @@ def _load(study_file: Path):
     """The study named on the command line, with this command's console for progress."""
     from traitlens.api import load
 
-    study = load(study_file)
-    study.console = console
-    return study
+    return load(study_file, console)
 
 
 def _print_matrix(study) -> None:

@@ -4,13 +4,14 @@ inputs so an unchanged study reuses them.
 Three analyses are stored: `traits` (cells + analysis settings), `features` (the datasets and
 the base model: the only one that loads a model) and `explain` (cells + settings + features).
 So changing an analysis setting recomputes traits and explanation from stored tables alone.
-The report is written from what is stored (`write_report`), or from an export (`report_from_export`).
+The report is written from what is stored (`write_report`), or from an export (`report_from_export`);
+`report` picks one for `Study.report`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,8 @@ from traitlens.store.keys import content_key
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from traitlens.execution.local import RunSummary
+    from traitlens.recipes.workspace import Workspace
     from traitlens.report.page import ReportInputs
 
 
@@ -180,6 +183,55 @@ def report_inputs(plan: Plan, store: Store, results: Results | None = None) -> R
             examples[job.target] = cell["meta"]["example"]
     return ReportInputs(study, results, stored[1], stored[0], explained[1] if current else None, adapters,
                         examples, plan.jobs[0].spec["base"], store.root, store.forecasts(study.name))
+
+
+@dataclass(frozen=True)
+class Conclusion:
+    """A run's end (`Study.conclude`): the stored `traits` and `explanation` as the report reads
+    them, and the report's `page`; or, where no analysis could be computed (e.g. no adapter
+    finished), why not (`skipped`)."""
+
+    traits: dict | None = None
+    explanation: dict | None = None
+    page: Path | None = None
+    skipped: str | None = None
+
+
+def conclude(ws: Workspace, summary: RunSummary) -> Conclusion | None:
+    """What `traitlens run` ends with once every job is done and the study has enough sources
+    (else None): the analyses brought up to date, then the report."""
+    from traitlens.recipes.run import ready_for_analysis
+
+    if not ready_for_analysis(ws.config, summary):
+        return None
+    try:
+        results = analyze(ws)
+    except TraitlensError as exc:  # the matrix stands on its own
+        return Conclusion(skipped=str(exc))
+    return Conclusion(ws.stored("traits"), ws.stored("explain"), report(ws, None, results, None))
+
+
+def analyze(ws: Workspace) -> Results | None:
+    """`Study.analyze`, a full run's last step: the analyses brought up to date, and the
+    measured deltas written beside the study's stored forecasts."""
+    from traitlens.recipes.forecast import record_measured
+
+    def work(plan: Plan, store: Store) -> Results | None:
+        results = ensure_analyses(plan, store)
+        record_measured(store, plan.study.name, ws.measured)
+        return results
+    return ws.locked("run", work, "analysis: traits, profiles, explanation")
+
+
+def report(ws: Workspace, out: str | Path | None, results: Results | None, export: str | Path | None) -> Path:
+    """`Study.report`: from the store, or from the item-level `export` where the store is gone;
+    the page at `out` (default: report/<study>.html in the store, or beside the export)."""
+    if export is not None:
+        page = Path(out) if out else Path(export).with_name(f"{ws.config.name}.html")
+        return report_from_export(ws.config, Path(export), page, ws.console)
+    store = ws.finished_store()
+    page = Path(out) if out else store.root / "report" / f"{ws.config.name}.html"
+    return write_report(ws.plan(), store, page, ws.file, ws.console, results)
 
 
 def write_report(plan: Plan, store: Store, page: Path, file: str, console: Console,

@@ -14,6 +14,7 @@ import pandas as pd
 
 from traitlens.analysis.results import Results, study_diagonal
 from traitlens.config.schema import Study as StudyConfig
+from traitlens.errors import TraitlensError
 from traitlens.forecast.calibrate import stored_width
 from traitlens.forecast.cost import StudyCost
 from traitlens.progress import working
@@ -22,7 +23,11 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from traitlens.analysis.features import Features
+    from traitlens.forecast.quality import ForecastQuality
+    from traitlens.recipes.workspace import Workspace
     from traitlens.store.db import Store
+
+PROBE_KINDS = ("short", "gradient", "combined")
 
 
 @dataclass
@@ -54,6 +59,41 @@ class ProbeForecast:
     short: Any = None  # the half-length probe as a `traitlens.Study`; None where the budget paid for one length
     components: tuple[tuple[str, float, float], ...] = ()  # the combination's stored probes: (probe, budget, spent)
     learned_on: tuple[str, ...] = ()  # the finished studies the combination was fitted on
+
+
+def forecast(ws: Workspace, budget: float, probe: str, run_part: Callable[[StudyConfig], tuple[Any, Results]],
+             features: Callable[[], Features]) -> ProbeForecast:
+    """The whole forecast (`Study.forecast`): the probe within `budget` of the full study's
+    compute, its cells stored beside the study's, and the measured deltas beside them where the
+    study is finished. `run_part`: runs a probe study (the short probe); `features`: the study's
+    dataset features (the combination)."""
+    if probe not in PROBE_KINDS:
+        raise TraitlensError(f"probe {probe!r} is not one of {', '.join(PROBE_KINDS)}.")
+    prepared = ws.prepared()
+    cost_of = ws.cost_of(prepared)
+    full, store = cost_of(ws.config), ws.store(create=True)
+    if probe == "short":
+        result = short_forecast(ws.config, budget, full, cost_of, run_part)
+    elif probe == "gradient":
+        result = gradient_forecast(ws.config, budget, full, prepared, ws.console)
+    else:
+        result = combined_forecast(ws.config, budget, full, store, features)
+    with store.locked(f"traitlens forecast {ws.file}"):
+        store_forecast(store, ws.config.name, result, budget)
+        record_measured(store, ws.config.name, ws.measured)
+    return result
+
+
+def quality(ws: Workspace, result: ProbeForecast) -> ForecastQuality | None:
+    """`Study.forecast_quality`: `result` against the finished matrix (None until finished),
+    the trait congruence with as many traits as the study's own analysis finds."""
+    from traitlens.forecast.quality import forecast_quality
+
+    if (measured := ws.measured()) is None:
+        return None
+    settings = ws.config.analysis
+    return forecast_quality(result.delta, measured, len(ws.results().traits().names), result.low, result.high,
+                            rotation=settings.rotation, standardize=settings.standardize)
 
 
 def short_forecast(config: StudyConfig, budget: float, full: StudyCost, cost_of: Callable[[StudyConfig], StudyCost],

@@ -19,9 +19,8 @@ import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from pydantic import ValidationError
 
 from traitlens.analysis.pilot import Pilot, PilotPart, summarise_pilot
@@ -30,6 +29,11 @@ from traitlens.config.schema import Study, Training, Validation
 from traitlens.errors import TraitlensError
 from traitlens.forecast.cost import StudyCost, length_design_cost
 from traitlens.report.pilot_page import write_pilot
+from traitlens.store.db import Store
+
+if TYPE_CHECKING:
+    from traitlens.config.jobs import Plan
+    from traitlens.recipes.workspace import Workspace
 
 PILOT_SOURCES, PILOT_TARGETS, PILOT_SEEDS = 3, 3, (0, 1, 2)
 PILOT_HOLDOUT = 16  # examples per source held out for the validation loss, where the study holds none
@@ -118,15 +122,16 @@ def plan_pilot(parts: list[Study], full: StudyCost, cost_of: Callable[[Study], S
     return PilotPlan(parts, tokens, share)
 
 
-def pilot(study: Study, sources_data: dict[str, pd.DataFrame], cost_of: Callable[[Study], StudyCost],
-          run_part: Callable[[Study], tuple[Results, list[dict[str, Any]]]], page: Path, *,
+def pilot(ws: Workspace, run_part: Callable[[Study], tuple[Any, Results]], page: Path | None, *,
           sources: list[str] | None = None, targets: list[str] | None = None, lengths: list[int] | None = None,
           seeds: list[int] | None = None, items: int | None = None, budget: float = 1.0, goal: float = 0.8,
           study_budget: float | None = None, streams: str = "shared") -> Pilot:
     """The whole pilot (`Study.pilot`): choose, build and price the parts, run each through
-    `run_part` (the ordinary pipeline: the part's results and its adapters' training records),
-    summarise and recommend, and write the page to `page`. `sources_data`: the study's prepared
-    sources (their sizes set the validation holdout)."""
+    `run_part` (the ordinary pipeline: the part as a `traitlens.Study`, and its results), read
+    its adapters' training records, summarise and recommend, and write the page to `page`
+    (default: in the store's report/)."""
+    study, prepared = ws.config, ws.prepared()
+    cost_of = ws.cost_of(prepared)
     full = cost_of(study)
     sources = sources or pick_sources(study)
     targets = targets or pick_targets(study, sources)
@@ -135,12 +140,14 @@ def pilot(study: Study, sources_data: dict[str, pd.DataFrame], cost_of: Callable
         lengths = sorted({max(1, steps // 4), steps, 3 * steps})
     seeds = list(seeds or PILOT_SEEDS)
     parts = pilot_parts(study, sources, targets, lengths, seeds, items, streams,
-                        smallest=min((len(sources_data[name]) for name in sources if name in sources_data),
+                        smallest=min((len(prepared[0][name]) for name in sources if name in prepared[0]),
                                      default=None))
     plan = plan_pilot(parts, full, cost_of, budget)
+    page = page or ws.store(create=True).root / "report" / f"{study.name}-pilot.html"
     ran = []
     for part in plan.parts:
-        results, adapters = run_part(part)
+        ran_part, results = run_part(part)
+        adapters = adapter_records(ran_part.planned(), Store(part.store))
         ran.append((part.name, PilotPart(part.training.max_steps, results, adapters)))
     price = length_design_cost(full, len(study.training.seeds))
     summary = summarise_pilot([measured for _, measured in ran], goal, price, study_budget)
@@ -149,6 +156,12 @@ def pilot(study: Study, sources_data: dict[str, pd.DataFrame], cost_of: Callable
         "streams": streams, "tokens": plan.tokens, "share": round(plan.share, 4), "budget": budget,
         "study_budget": study_budget, "parts": [part.name for part in parts]}, page)
     return replace(summary, page=page)
+
+
+def adapter_records(plan: Plan, store: Store) -> list[dict[str, Any]]:
+    """Each trained adapter of a part with its training record (validation curve included)."""
+    return [{"source": job.source, "seed": job.seed, "key": job.key, "meta": store.adapter_meta(job.key)}
+            for job in plan.train_jobs]
 
 
 def _known(kind: str, given: list[str], known: list[str]) -> None:

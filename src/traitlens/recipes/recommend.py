@@ -20,6 +20,7 @@ from traitlens.data.load import prepare, prepare_study
 from traitlens.errors import TraitlensError
 from traitlens.execution.local import default_scorer
 from traitlens.recipes.features import study_features
+from traitlens.recipes.workspace import Workspace
 
 DELTA_PROBES = ("short", "combined")  # forecasts in delta units (the gradient probe's is a cosine)
 
@@ -60,6 +61,18 @@ def transfer_for_recommending(results: Results | None, stored: pd.DataFrame, fil
         return forecast, int(forecast.notna().sum().sum())
     filled = measured.combine_first(forecast)
     return filled, int((filled.notna() & measured.reindex_like(filled).isna()).sum().sum())
+
+
+def recommend_for(ws: Workspace, target: str | Path | Target | None, source: str | Path | Source | None
+                  ) -> Recommendation:
+    """`Study.recommend`: exactly one of `target` or `source`, ranked on the measured matrix
+    with its missing cells filled from the stored forecast."""
+    if (target is None) == (source is None):
+        raise TraitlensError("give exactly one of target (a target spec) or source (a source spec).")
+    by, given = ("target", target) if target is not None else ("source", source)
+    results = ws.results() if ws.store() is not None else None
+    matrix, filled = transfer_for_recommending(results, ws.forecasts(), ws.file)
+    return recommend(ws.plan(), given, by, matrix, filled)
 
 
 def recommend(plan: Plan, given: str | Path | Target | Source, by: str, matrix: pd.DataFrame,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from traitlens.store.db import Store
 
@@ -24,6 +25,20 @@ class Finding:
     subject: str
     problem: str
     repair: str | None  # what --repair does; None when it is the user's to do
+
+
+class Checkup(NamedTuple):
+    """`Study.doctor`: what was `found`, and what is `left` for the user (without repairing:
+    everything found)."""
+
+    found: list[Finding]
+    left: list[Finding]
+
+
+def checkup(store: Store, fix: bool = False) -> Checkup:
+    """Examine the store and, with `fix`, repair what is safe; hold the store's lock."""
+    findings = examine(store)
+    return Checkup(findings, repair(store, findings) if fix else findings)
 
 
 def examine(store: Store) -> list[Finding]:
