@@ -158,7 +158,7 @@ targets:
     from traitlens.data.load import prepare_study
     from traitlens.execution.local import run_plan
     from traitlens.execution.plan import plan_study
-    from traitlens.models.scorer import FakeScorer
+    from traitlens.models.fake import FakeScorer
     from traitlens.store import Store
 
     study = load_study(path)

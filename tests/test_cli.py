@@ -140,7 +140,7 @@ def test_traits_command_reads_the_store(write_study, tiny_model):
     from traitlens.data.load import prepare_study
     from traitlens.execution.local import run_plan
     from traitlens.execution.plan import plan_study
-    from traitlens.models.scorer import FakeScorer
+    from traitlens.models.fake import FakeScorer
     from traitlens.store import Store
 
     sections = MORE_SOURCES.replace("targets:\n", """\

@@ -13,7 +13,7 @@ from traitlens.evaluate.cell import AdapterGuardError, evaluate_cell
 from traitlens.evaluate.metrics import cell_metrics, final_number, numbers_equal, parse_label
 from traitlens.evaluate.targets import evaluate_target, select_items
 from traitlens.execution.plan import plan_study
-from traitlens.models.scorer import FakeScorer
+from traitlens.models.fake import FakeScorer
 from traitlens.store import Store
 from traitlens.store.db import ADAPTER_META_FILE
 

@@ -26,7 +26,7 @@ from traitlens.forecast.profiles import feature_forecast
 from traitlens.forecast.quality import forecast_quality
 from traitlens.forecast.short import probe_study
 from traitlens.recipes.recommend import transfer_for_recommending
-from traitlens.models.scorer import FakeScorer
+from traitlens.models.fake import FakeScorer
 from traitlens.store import Store
 
 

@@ -19,7 +19,8 @@ from traitlens.execution.local import run_plan
 from traitlens.execution.plan import plan_study
 from traitlens.models import device as hw
 from traitlens.models.device import Hardware, HardwareWarning, resolve_dtype
-from traitlens.models.scorer import ChoiceRequest, FakeScorer, GenerateRequest
+from traitlens.models.fake import FakeScorer
+from traitlens.models.scorer import ChoiceRequest, GenerateRequest
 from traitlens.progress import JobProgress, StepMeter
 from traitlens.store import Store
 

@@ -18,7 +18,7 @@ from traitlens.analysis.pilot import PilotPart, recommend, summarise_pilot
 from traitlens.analysis.results import Results
 from traitlens.config.schema import Study
 from traitlens.errors import TraitlensError
-from traitlens.models.scorer import FakeScorer
+from traitlens.models.fake import FakeScorer
 from traitlens.recipes.pilot import pick_sources, pick_targets, pilot_parts
 from traitlens.train import loop
 

@@ -17,7 +17,7 @@ from traitlens.data.load import prepare_study
 from traitlens.errors import TraitlensError
 from traitlens.execution.local import run_plan
 from traitlens.execution.plan import plan_study
-from traitlens.models.scorer import FakeScorer
+from traitlens.models.fake import FakeScorer
 from traitlens.report.page import SECTIONS
 from traitlens.store import Store
 
