@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from traitlens.evaluate.metrics import label_count_metric
+
 METRICS = ("accuracy", "balanced_accuracy", "macro_f1", "calibrated_accuracy", "margin", "calibrated_margin")
 LOGPROB_METRICS = ("calibrated_accuracy", "margin", "calibrated_margin")
 COUNT_METRICS = ("balanced_accuracy", "macro_f1")  # not means over items: computed from label counts
@@ -103,7 +105,7 @@ class ItemScores:
         gold = self.gold[draws]  # B x n
         out = np.empty((len(predicted), len(draws)))
         for i, prediction in enumerate(predicted):
-            out[i] = _count_metric(self.metric, gold, prediction[draws], len(self.labels))
+            out[i] = label_count_metric(self.metric, gold, prediction[draws], len(self.labels))
         return out
 
     def full(self) -> dict[str, float]:
@@ -126,24 +128,6 @@ class ItemScores:
         null = np.array([np.diff(self.score([0, 1], everything, np.where(s, [pb, pa], [pa, pb]))[:, 0])[0]
                          for s in swap])
         return float((1 + (np.abs(null) >= abs(observed) - 1e-12).sum()) / (len(null) + 1))
-
-
-def _count_metric(metric: str, gold: np.ndarray, predicted: np.ndarray, n_labels: int) -> np.ndarray:
-    """Balanced accuracy (mean recall over the labels present in gold) or macro-F1 (mean F1
-    over every label, 0 where a label is neither gold nor predicted, as scikit-learn's
-    `zero_division=0`) per row of `gold` / `predicted` (B x n)."""
-    per_label = []
-    for k in range(n_labels):
-        is_gold, is_pred = gold == k, predicted == k
-        tp = (is_gold & is_pred).sum(axis=1)
-        if metric == "balanced_accuracy":
-            support = is_gold.sum(axis=1)
-            per_label.append(np.where(support > 0, tp / np.maximum(support, 1), np.nan))
-        else:
-            denominator = is_gold.sum(axis=1) + is_pred.sum(axis=1)
-            per_label.append(np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0))
-    with np.errstate(invalid="ignore"):
-        return np.nanmean(np.array(per_label), axis=0) if per_label else np.zeros(len(gold))
 
 
 def paired_values_test(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,

@@ -53,7 +53,10 @@ def cell_metrics(items: list[dict[str, Any]], labels: list[str] | None) -> dict[
             "max": float(lengths.max())}
     if labels:
         golds = [item["gold"] for item in items]
-        metrics["macro_f1"] = _macro_f1(golds, predictions, labels)
+        index = {label: k for k, label in enumerate(labels)}  # an invalid or unknown answer: -1, wrong
+        metrics["macro_f1"] = float(label_count_metric(
+            "macro_f1", np.array([[index.get(g, -1) for g in golds]]),
+            np.array([[index.get(p, -1) for p in predictions]]), len(labels))[0])
         counts = Counter(predictions)
         metrics["predicted_distribution"] = {label: counts[label] / len(items)
                                              for label in [*labels, INVALID] if counts[label] or label != INVALID}
@@ -64,7 +67,19 @@ def cell_metrics(items: list[dict[str, Any]], labels: list[str] | None) -> dict[
     return metrics
 
 
-def _macro_f1(golds: list[str], predictions: list[str], labels: list[str]) -> float:
-    from sklearn.metrics import f1_score
-
-    return float(f1_score(golds, predictions, labels=labels, average="macro", zero_division=0))
+def label_count_metric(metric: str, gold: np.ndarray, predicted: np.ndarray, n_labels: int) -> np.ndarray:
+    """Balanced accuracy (mean recall over the labels present in gold) or macro-F1 (mean F1
+    over every label, 0 where a label is neither gold nor predicted, as scikit-learn's
+    `zero_division=0`) per row of `gold` / `predicted` (B x n)."""
+    per_label = []
+    for k in range(n_labels):
+        is_gold, is_pred = gold == k, predicted == k
+        tp = (is_gold & is_pred).sum(axis=1)
+        if metric == "balanced_accuracy":
+            support = is_gold.sum(axis=1)
+            per_label.append(np.where(support > 0, tp / np.maximum(support, 1), np.nan))
+        else:
+            denominator = is_gold.sum(axis=1) + is_pred.sum(axis=1)
+            per_label.append(np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0))
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(np.array(per_label), axis=0) if per_label else np.zeros(len(gold))
