@@ -80,7 +80,7 @@ def load(export: Path) -> dict:
     probes = {(probe, budget): (cells.pivot(index="source", columns="target", values="delta").reindex_like(measured),
                                 float(cells["spent"].iloc[0]))
               for (probe, budget), cells in stored.groupby(["probe", "budget"])}
-    return {"results": results, "measured": measured, "probes": probes, "n_traits": len(results.traits().names)}
+    return {"results": results, "measured": measured, "probes": probes, "n_traits": len(results.traits().names_)}
 
 
 def _quality_row(study: dict, name: str, budget: float, spent: float, delta, low, high, measured=None) -> dict:

@@ -226,7 +226,7 @@ def test_trait_names():
 def test_analyze_end_to_end_is_json_ready():
     result = analyze(hand_results(), Analysis(bootstrap_samples=50, n_traits=1))
     assert list(result.matrix.index) == ["movie", "tweets", "math"]
-    assert result.names[0].startswith("sentiment") or result.names[0].startswith("arithmetic")
+    assert result.names_[0].startswith("sentiment") or result.names_[0].startswith("arithmetic")
     stored = result.to_json()
     json.dumps(stored, allow_nan=False)
     assert stored["traits"][0]["refits"] == 50 and 0 <= stored["traits"][0]["median_congruence"] <= 1

@@ -101,7 +101,7 @@ def test_results_of_a_stored_study(report, tmp_path):
     traits = res.traits(n_traits=1)
     assert traits.loadings_.shape == (4, 1) and traits.scores_.shape == (3, 1)
     assert traits.explained_variance_ratio_.iloc[0] > 0
-    assert "median_congruence" in traits.stability
+    assert "median_congruence" in traits.stability_
     with pytest.raises(traitlens.TraitlensError, match="rotation"):
         res.traits(rotation="sideways")
     why = res.explain(traits)

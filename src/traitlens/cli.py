@@ -264,14 +264,14 @@ def _print_traits(result, settings: Analysis) -> None:
 
 
 def _print_trait_tables(result, settings) -> None:
-    console.print(f"[bold]{len(result.names)} trait(s)[/] from {settings.method} ({settings.rotation}) on "
+    console.print(f"[bold]{len(result.names_)} trait(s)[/] from {settings.method} ({settings.rotation}) on "
                   f"the {settings.view} matrix of {len(result.matrix)} sources x {result.matrix.shape[1]} targets"
                   + (" (diagonal masked)" if settings.mask_diagonal else "")
                   + ("" if settings.standardize else ", targets not standardised") + ".")
-    if result.trait_count.get("method") != "fixed":
-        console.print(f"count: {trait_count_text(result.trait_count)}")
-    for trait, name in zip(result.loadings_.columns, result.names):
-        stable = result.stability.loc[trait]
+    if result.trait_count_.get("method") != "fixed":
+        console.print(f"count: {trait_count_text(result.trait_count_)}")
+    for trait, name in zip(result.loadings_.columns, result.names_):
+        stable = result.stability_.loc[trait]
         across = (f"; across seeds {stable['seed_congruence']:.2f} (chance 95%: {stable['seed_null_95']:.2f}): "
                   f"{stable['across_seeds']}" if "across_seeds" in stable else "; across seeds: one seed, not measured")
         console.print(f"  {trait}: [bold]{name}[/] - {result.explained_variance_ratio_[trait]:.0%} of variance; median congruence "

@@ -229,21 +229,21 @@ def h5(calibrated: Items, rng) -> tuple[pd.DataFrame, str]:
 def h6(results) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, str]:
     traits = results.traits()
     loadings = traits.loadings_.round(2)
-    loadings.columns = [f"{c} ({n})" for c, n in zip(loadings.columns, traits.names)]
-    stability = traits.stability.round(2).rename_axis("trait").reset_index()
+    loadings.columns = [f"{c} ({n})" for c, n in zip(loadings.columns, traits.names_)]
+    stability = traits.stability_.round(2).rename_axis("trait").reset_index()
     stability.insert(1, "explained", traits.explained_variance_ratio_.round(3).to_numpy())
     is_base = results.cells["source"].isna()
     seeds = [replace(results, cells=results.cells[is_base | (results.cells["seed"] == s)]) for s in (0, 1)]
     by_seed = traitlens.compare_studies(seeds[0], seeds[1], samples=REFITS).traits.round(3)
     # "Loads mainly on nyt-digits": its largest absolute loading, on the unrounded loadings.
     digits = any(traits.loadings_[col].abs().idxmax() == "nyt-digits" for col in traits.loadings_.columns)
-    stable = (traits.stability["median_congruence"] >= 0.85).all()
-    outcome = ("contradicted" if len(traits.names) < 2 or not digits
-               else "supported" if stable and any("sentiment" in n for n in traits.names) else "cannot tell")
+    stable = (traits.stability_["median_congruence"] >= 0.85).all()
+    outcome = ("contradicted" if len(traits.names_) < 2 or not digits
+               else "supported" if stable and any("sentiment" in n for n in traits.names_) else "cannot tell")
     first = by_seed["congruence"].iloc[0]
     seeds_met = "met" if first >= 0.9 else "not met"
     return (loadings.rename_axis("target").reset_index(), stability, by_seed,
-            f"{len(traits.names)} trait(s): {outcome}; seed 0 against seed 1, first trait {first:.2f} "
+            f"{len(traits.names_)} trait(s): {outcome}; seed 0 against seed 1, first trait {first:.2f} "
             f"(predicted at least 0.9: {seeds_met})")
 
 
@@ -371,10 +371,10 @@ def metric_reliability(results) -> pd.DataFrame:
 
 def traits_across_seeds(results) -> tuple[pd.DataFrame, str]:
     traits = results.traits(trait_count="split")
-    count = traits.trait_count
-    table = traits.stability[["median_congruence", "null_95", "seed_congruence", "seed_null_median", "seed_null_95",
+    count = traits.trait_count_
+    table = traits.stability_[["median_congruence", "null_95", "seed_congruence", "seed_null_median", "seed_null_95",
                               "across_seeds"]].round(2).rename_axis("trait").reset_index()
-    table.insert(1, "name", traits.names)
+    table.insert(1, "name", traits.names_)
     steps = ", ".join(f"{o:.2f} vs {t:.2f}" for o, t in zip(count["observed"], count["threshold"]))
     return table, (f"Seed split counts {count['reproducible']} trait(s) above the seeds' own noise (eigenvalue vs "
                    f"its 95% null, by rank: {steps}).")

@@ -32,7 +32,7 @@ class TraitAnalysis:
 
     Example:
         >>> traits = res.traits()
-        >>> traits.loadings_.round(2), traits.stability["median_congruence"]
+        >>> traits.loadings_.round(2), traits.stability_["median_congruence"]
     """
 
     metric: str  # the analysis metric asked for
@@ -47,12 +47,12 @@ class TraitAnalysis:
     loadings_: pd.DataFrame  # targets x traits
     scores_: pd.DataFrame  # sources x traits
     explained_variance_ratio_: pd.Series  # per trait
-    names: list[str]
-    stability: pd.DataFrame
+    names_: list[str]  # a name per trait, from its strongest loadings
+    stability_: pd.DataFrame  # per trait: congruence over items, sources and seeds, beside its chance level
     side_effects: pd.DataFrame
     asymmetry: pd.DataFrame
     dropped: list[str]  # sources left out for missing cells, targets no adapter moves
-    trait_count: dict[str, Any]  # how the count was chosen, its evidence, whether it is saturated
+    trait_count_: dict[str, Any]  # how the count was chosen, its evidence, whether it is saturated
     reliability: pd.DataFrame  # per target: variance components, ranking reliability (analysis.reliability)
     no_traits: str | None = None  # why there are no traits, when the matrix is too small or flat
 
@@ -70,9 +70,9 @@ class TraitAnalysis:
             "diagnostics": {"targets": self.targets.to_dict("records"), "own_task": self.own_task.to_dict("records")},
             "traits": [{"trait": trait, "name": name, "explained": float(self.explained_variance_ratio_[trait]),
                         "loadings": self.loadings_[trait].to_dict(), "scores": self.scores_[trait].to_dict(),
-                        **self.stability.loc[trait].to_dict()}
-                       for trait, name in zip(self.loadings_.columns, self.names)],
-            "trait_count": self.trait_count, "reliability": self.reliability.to_dict("records"),
+                        **self.stability_.loc[trait].to_dict()}
+                       for trait, name in zip(self.loadings_.columns, self.names_)],
+            "trait_count": self.trait_count_, "reliability": self.reliability.to_dict("records"),
             "side_effects": self.side_effects.to_dict("records"),
             "asymmetry": self.asymmetry.to_dict("records"), "dropped": self.dropped,
             "no_traits": self.no_traits,
@@ -119,8 +119,8 @@ def analyze(results: Results, settings: Analysis) -> TraitAnalysis:
     except ValueError as exc:  # the effects still stand; the report shows them without traits
         return TraitAnalysis(
             **effects, loadings_=pd.DataFrame(index=matrix.columns), scores_=pd.DataFrame(index=matrix.index),
-            explained_variance_ratio_=pd.Series(dtype=float), names=[], stability=pd.DataFrame(), dropped=dropped,
-            trait_count={}, no_traits=f"{exc}. Add sources or targets, or more items per target.")
+            explained_variance_ratio_=pd.Series(dtype=float), names_=[], stability_=pd.DataFrame(), dropped=dropped,
+            trait_count_={}, no_traits=f"{exc}. Add sources or targets, or more items per target.")
     # Refits keep the full-data trait count, so their traits can be matched one to one.
     refit = lambda matrix_: model(traits.n_traits_).fit(matrix_).loadings_
     stability = trait_stability(traits.loadings_, lambda cells_: refit(matrix_of(cells_)), refit, cells,
@@ -132,10 +132,10 @@ def analyze(results: Results, settings: Analysis) -> TraitAnalysis:
     return TraitAnalysis(
         **effects, loadings_=traits.loadings_, scores_=traits.scores_,
         explained_variance_ratio_=traits.explained_variance_ratio_,
-        names=unique_names([name_trait(traits.loadings_[t], results.abilities) for t in traits.loadings_.columns],
+        names_=unique_names([name_trait(traits.loadings_[t], results.abilities) for t in traits.loadings_.columns],
                            traits.loadings_),
-        stability=stability, dropped=dropped + traits.dropped_targets_,
-        trait_count=count | {"n_traits": traits.n_traits_, "largest_possible": limit, "saturated": saturated})
+        stability_=stability, dropped=dropped + traits.dropped_targets_,
+        trait_count_=count | {"n_traits": traits.n_traits_, "largest_possible": limit, "saturated": saturated})
 
 
 def _seed_matrices(results: Results, matrix_of, matrix: pd.DataFrame) -> dict[int, pd.DataFrame] | None:

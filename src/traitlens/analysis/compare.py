@@ -95,8 +95,8 @@ def compare_studies(a: Results, b: Results, samples: int | None = None, seed: in
     null = _chance(b, targets, refit_b, ref_a.to_numpy(), a.settings.seed)
     null_95 = np.nanquantile(null, 0.95, axis=0)
     traits = pd.DataFrame({
-        "trait_a": ref_a.columns, "name_a": fitted["a"].names,
-        "name_b": [fitted["b"].names[c] for c in columns],
+        "trait_a": ref_a.columns, "name_a": fitted["a"].names_,
+        "name_b": [fitted["b"].names_[c] for c in columns],
         "congruence": phi,
         "low": bounds[0] if bounds is not None else np.nan, "high": bounds[1] if bounds is not None else np.nan,
         "refits": len(congruences), "null_median": np.nanmedian(null, axis=0), "null_95": null_95,

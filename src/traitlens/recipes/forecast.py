@@ -92,7 +92,7 @@ def quality(ws: Workspace, result: ProbeForecast) -> ForecastQuality | None:
     if (measured := ws.measured()) is None:
         return None
     settings = ws.config.analysis
-    return forecast_quality(result.delta, measured, len(ws.results().traits().names), result.low, result.high,
+    return forecast_quality(result.delta, measured, len(ws.results().traits().names_), result.low, result.high,
                             rotation=settings.rotation, standardize=settings.standardize)
 
 
