@@ -322,8 +322,8 @@ def test_asymmetry_has_intervals_and_compare_models_tests_a_contrast():
     assert (row.a, row.b) == ("movie", "math") and row.low <= row.difference <= row.high and 0 <= row.p <= 1
     assert row.difference == pytest.approx(row.a_to_b - row.b_to_a) and row.high > row.low
     contrast = compare_models(results, "math", "movie", "movie", samples=300)
-    assert contrast["difference"] > 0.3 and contrast["low"] > 0 and contrast["p"] < 0.001
-    assert contrast["seeds_a"] == 1 and compare_models(results, "base", "tweets", "amazon", samples=300)["seeds_b"] == 2
+    assert contrast.difference > 0.3 and contrast.low > 0 and contrast.p < 0.001
+    assert contrast.seeds_a == 1 and compare_models(results, "base", "tweets", "amazon", samples=300).seeds_b == 2
     with pytest.raises(ValueError, match="neither a source nor a model"):
         compare_models(results, "base", "nosuch", "movie")
 

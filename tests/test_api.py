@@ -107,7 +107,7 @@ def test_results_of_a_stored_study(report, tmp_path):
     why = res.explain(traits)
     assert list(why.groups["group"]) and set(why.groups.columns) >= {"group", "r2", "null_95", "p"}
     assert why.verdict and not why.correlations.empty and not why.recommendations.empty
-    assert res.compare("base", "movie", target="amazon")["items"] == 40
+    assert res.compare("base", "movie", target="amazon").items == 40
     again = traitlens.load_items(res.export(tmp_path / "export").parent)
     assert again.matrix("raw").to_numpy() == pytest.approx(res.matrix("raw").to_numpy())
 

@@ -102,11 +102,11 @@ def test_contrasts_paired_by_seed_are_tested_over_adapters():
     rng = np.random.default_rng(3)
     results = seeded_results(rng, 0.5, sources=2, seeds=4)
     row = compare_models(results, "s0", "s1", "t")
-    assert row["seed_pairs"] == 4 and row["variance"] == SEEDS_AND_ITEMS
-    assert row["p"] >= 1 / 16  # four seed pairs: an exact sign-flip cannot go below 2/16
+    assert row.seed_pairs == 4 and row.variance == SEEDS_AND_ITEMS
+    assert row.p >= 1 / 16  # four seed pairs: an exact sign-flip cannot go below 2/16
     one = compare_models(replace(results, cells=results.cells[results.cells["seed"].isna()
                                                              | (results.cells["seed"] == 0)]), "s0", "s1", "t")
-    assert one["variance"] == ITEMS_ONLY and (row["high"] - row["low"]) > (one["high"] - one["low"])
+    assert one.variance == ITEMS_ONLY and (row.high - row.low) > (one.high - one.low)
 
 
 def test_sign_flip_is_exact_and_crossed_mean_counts_units_and_items():

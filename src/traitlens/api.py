@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from traitlens.analysis.explain import Explanation
     from traitlens.analysis.features import Features
     from traitlens.analysis.reliability import Reliability
+    from traitlens.analysis.uncertainty import Contrast
     from traitlens.execution.local import RunSummary
     from traitlens.config.jobs import Plan
     from traitlens.forecast.cost import StudyCost
@@ -288,7 +289,7 @@ class Study:
         from traitlens.recipes.recommend import recommend_for
         return recommend_for(self._ws, target, source)
 
-    def compare(self, a: str, b: str, target: str, metric: str | None = None) -> dict[str, Any]:
+    def compare(self, a: str, b: str, target: str, metric: str | None = None) -> Contrast:
         """Whether B scores differently from A on `target`, item by item (`Results.compare`).
         >>> study.compare("movie-balanced", "movie-skewed", target="amazon")"""
         return self.results(metric).compare(a, b, target)

@@ -410,10 +410,10 @@ def compare_cells(study_file: Path, a: str, b: str, target: str, metric: str | N
     and a hierarchical bootstrap when a side has several seeds.
     """
     row = _load(study_file).compare(a, b, target, metric)
-    console.print(f"{b} - {a} on {target} ({row['metric']}, {row['items']} items): {row['difference']:+.3f} "
-                  f"[{row['low']:+.3f}, {row['high']:+.3f}], p={row['p']:.3g} "
-                  f"({a} {row['a_score']:.3f}, {row['seeds_a']} seed(s); {b} {row['b_score']:.3f}, "
-                  f"{row['seeds_b']} seed(s))")
+    console.print(f"{b} - {a} on {target} ({row.metric}, {row.items} items): {row.difference:+.3f} "
+                  f"[{row.low:+.3f}, {row.high:+.3f}], p={row.p:.3g} "
+                  f"({a} {row.a_score:.3f}, {row.seeds_a} seed(s); {b} {row.b_score:.3f}, "
+                  f"{row.seeds_b} seed(s))")
 
 
 @cli.command("compare")

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from traitlens.analysis.analyze import TraitAnalysis
     from traitlens.analysis.explain import Explanation
     from traitlens.analysis.features import Features
+    from traitlens.analysis.uncertainty import Contrast
     from traitlens.analysis.reliability import Reliability
 
 
@@ -229,12 +230,12 @@ class Results:
         results = self.scored(metric) if metric and metric != self.metric else self
         return plan_reliability(variance_components(results, seed=self.settings.seed), goal, cost)
 
-    def compare(self, a: str, b: str, target: str, metric: str | None = None) -> dict[str, Any]:
+    def compare(self, a: str, b: str, target: str, metric: str | None = None) -> Contrast:
         """A paired test of B against A on one target (B minus A): sources (seeds averaged),
         single adapters ("movie/s1") or "base".
 
         Example:
-            >>> res.compare("movie-balanced", "movie-skewed", target="amazon")["p"]
+            >>> res.compare("movie-balanced", "movie-skewed", target="amazon").p
         """
         from traitlens.analysis.uncertainty import compare_models
 

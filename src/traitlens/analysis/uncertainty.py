@@ -21,6 +21,7 @@ since a study tests many cells at once.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -146,8 +147,36 @@ def _corrected(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
     return table
 
 
+@dataclass(frozen=True)
+class Contrast:
+    """A paired test of B against A on one target (`Results.compare`): their scores under
+    `metric` on `items` items, `difference` (B minus A) with its interval (`low`, `high`) and
+    `p`, the adapters on each side (`seeds_a`, `seeds_b`), the seed pairs it was tested over
+    (0: resampled instead) and what the interval counts (`variance`).
+
+    Example:
+        >>> res.compare("movie-balanced", "movie-skewed", target="amazon").p
+    """
+
+    a: str
+    b: str
+    target: str
+    metric: str
+    a_score: float
+    b_score: float
+    difference: float
+    low: float
+    high: float
+    p: float
+    items: int
+    seeds_a: int
+    seeds_b: int
+    seed_pairs: int
+    variance: str
+
+
 def compare_models(results: Results, a: str, b: str, target: str, samples: int = 1000, alpha: float = 0.05,
-                   seed: int = 0) -> dict[str, float | str | int]:
+                   seed: int = 0) -> Contrast:
     """A paired test of two rows of the matrix on one target (b - a), for designed contrasts
     such as balanced vs skewed: `a` and `b` are sources (their seeds averaged) or single models
     ("movie/s1", or "base"). Sources trained with the same two or more seeds are paired by seed
@@ -170,6 +199,7 @@ def compare_models(results: Results, a: str, b: str, target: str, samples: int =
     out = {"a": a, "b": b, "target": target, "metric": scores.metric, "a_score": a_score, "b_score": b_score,
            "difference": b_score - a_score, "items": scores.n_items, "seeds_a": len(groups[a]),
            "seeds_b": len(groups[b])}
+    named = lambda **rest: Contrast(**(out | rest))
     shared = sorted(set(seeds[a]) & set(seeds[b]))
     rng = np.random.default_rng(seed)
     if len(shared) > 1 and scores.values is not None:
@@ -178,8 +208,8 @@ def compare_models(results: Results, a: str, b: str, target: str, samples: int =
         difference, variance, df = crossed_mean(differences)
         half = stats.t.ppf(1 - alpha / 2, df) * np.sqrt(variance)
         p = sign_flip_p(differences.mean(axis=1), rng)
-        return out | {"difference": difference, "low": difference - half, "high": difference + half, "p": p,
-                      "seed_pairs": len(shared), "variance": SEEDS_AND_ITEMS}
+        return named(difference=float(difference), low=float(difference - half), high=float(difference + half),
+                     p=p, seed_pairs=len(shared), variance=SEEDS_AND_ITEMS)
     draws = rng.integers(0, scores.n_items, (samples, scores.n_items))
     values = scores.score([scores.row(m) for m in groups[a] + groups[b]], draws)
     boot = _seed_mean(values[len(groups[a]):], rng) - _seed_mean(values[:len(groups[a])], rng)
@@ -188,7 +218,7 @@ def compare_models(results: Results, a: str, b: str, target: str, samples: int =
     else:
         p, what = bootstrap_p(boot), SEEDS_BOOTSTRAP
     low, high = np.nanquantile(boot, [alpha / 2, 1 - alpha / 2])
-    return out | {"low": float(low), "high": float(high), "p": p, "seed_pairs": 0, "variance": what}
+    return named(low=float(low), high=float(high), p=p, seed_pairs=0, variance=what)
 
 
 def crossed_mean(x: np.ndarray) -> tuple[float, float, float]:
