@@ -95,6 +95,7 @@ def test_results_of_a_stored_study(report, tmp_path):
     assert delta.loc["movie"].to_numpy() == pytest.approx((raw.loc["movie"] - raw.loc["base"]).to_numpy())
     items = res.items
     assert len(items) == sum(len(r) for by_model in res.outputs.values() for r in by_model.values())
+    assert res.cells["seed"].dtype == items["seed"].dtype == "Int64"  # one dtype for one column
     scored = items.dropna(subset=["value"]).groupby(["model", "target"])["value"].mean()
     cells = res.cells.set_index(["model", "target"])["score"]
     assert scored.to_numpy() == pytest.approx(cells.loc[scored.index].to_numpy())  # items average to cells

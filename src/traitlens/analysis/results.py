@@ -64,7 +64,8 @@ class Results:
 
     def __post_init__(self) -> None:
         """Consistent from the start: the cell table has its columns, every cell has item
-        records, and the cells are scored under `metric` (here, where no scores were given)."""
+        records, seeds are integers (missing for the base) as in `items`, and the cells are
+        scored under `metric` (here, where no scores were given)."""
         missing = [column for column in CELL_COLUMNS if column not in self.cells.columns]
         if missing:
             raise TraitlensError(f"Results: cells lack column(s) {', '.join(missing)}; a cell table has "
@@ -73,6 +74,8 @@ class Results:
         if absent:
             raise TraitlensError(f"Results: {len(absent)} cell(s) have no item records in `outputs`, e.g. model "
                                  f"{absent[0][0]!r} on target {absent[0][1]!r}")
+        if self.cells["seed"].dtype != "Int64":  # the base has none; the same dtype as in `items`
+            object.__setattr__(self, "cells", self.cells.astype({"seed": "Int64"}))
         if not self.scores and self.outputs:
             scored = self.scored(self.metric)
             object.__setattr__(self, "cells", scored.cells)
