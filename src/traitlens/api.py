@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from traitlens.forecast.cost import StudyCost
     from traitlens.forecast.quality import ForecastQuality
     from traitlens.models.scorer import Scorer
-    from traitlens.recipes.analyses import Conclusion
+    from traitlens.recipes.report import Conclusion
     from traitlens.recipes.forecast import ProbeForecast
     from traitlens.recipes.recommend import Recommendation
     from traitlens.store.doctor import Checkup
@@ -226,7 +226,7 @@ class Study:
         """What `traitlens run` ends with after `run(analyze=False)`: the analyses and the report,
         once every job is done and there are three sources or more (else None).
         >>> study.conclude(study.run(analyze=False)).page"""
-        from traitlens.recipes.analyses import conclude
+        from traitlens.recipes.report import conclude
         return conclude(self._ws, summary)
 
     def stored(self, name: str) -> dict[str, Any] | None:
@@ -299,7 +299,7 @@ class Study:
         """Write the HTML report and its data folder, never loading a model; `export`: rebuild it
         from this study's item-level export instead of its store. Returns the page's path.
         >>> study.report("quickstart.html")"""
-        from traitlens.recipes.analyses import report
+        from traitlens.recipes.report import report
         return report(self._ws, out, results, export)
 
     def doctor(self, repair: bool = False) -> Checkup:

@@ -4,15 +4,13 @@ inputs so an unchanged study reuses them.
 Three analyses are stored: `traits` (cells + analysis settings), `features` (the datasets and
 the base model: the only one that loads a model) and `explain` (cells + settings + features).
 So changing an analysis setting recomputes traits and explanation from stored tables alone.
-The report is written from what is stored (`write_report`), or from an export (`report_from_export`);
-`report` picks one for `Study.report`.
+`analyze` is what a full run ends with (`Study.analyze`); the report is `recipes/report.py`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import pandas as pd
@@ -25,19 +23,13 @@ from traitlens.analysis.results import CELL_COLUMNS, Results, study_diagonal, ta
 from traitlens.data.catalog import corpus_of
 from traitlens.errors import TraitlensError
 from traitlens.config.jobs import Plan
-from traitlens.config.schema import Study
 from traitlens.faults import crash_point
 from traitlens.models.scorer import Scorer
-from traitlens.progress import working
-from traitlens.store.db import Store, adapter_file_meta
+from traitlens.store.db import Store
 from traitlens.store.keys import content_key
 
 if TYPE_CHECKING:
-    from rich.console import Console
-
-    from traitlens.execution.local import RunSummary
     from traitlens.recipes.workspace import Workspace
-    from traitlens.report.page import ReportInputs
 
 
 def collect(plan: Plan, store: Store, metric: str | None = None) -> Results:
@@ -162,55 +154,6 @@ def ensure_analyses(plan: Plan, store: Store, features: bool = True) -> Results 
     return results
 
 
-def report_inputs(plan: Plan, store: Store, results: Results | None = None) -> ReportInputs:
-    """What the report shows, read from the store: the stored traits (compute them first:
-    `ensure_analyses`), the explanation only where it is current for these cells, settings and
-    features, each adapter's training record, one example prompt per target."""
-    from traitlens.report.page import ReportInputs
-
-    study = plan.study
-    stored = store.analysis(study.name, "traits")
-    if stored is None:
-        raise TraitlensError("no trait analysis in the store yet: run `traitlens run` (or `traitlens traits`) first.")
-    results = collect(plan, store) if results is None else results
-    explained = store.analysis(study.name, "explain")
-    current = explained is not None and explained[0] == analysis_key("explain", plan, results.cells["key"])
-    adapters = [{"source": job.source, "seed": job.seed, "key": job.key, "meta": meta} for job in plan.train_jobs
-                if (path := store.adapter_path(job.key)) is not None and (meta := adapter_file_meta(path)) is not None]
-    examples = {}
-    for job in plan.eval_jobs:
-        if job.target not in examples and (cell := store.cell(job.key)) is not None:
-            examples[job.target] = cell["meta"]["example"]
-    return ReportInputs(study, results, stored[1], stored[0], explained[1] if current else None, adapters,
-                        examples, plan.jobs[0].spec["base"], store.root, store.forecasts(study.name))
-
-
-@dataclass(frozen=True)
-class Conclusion:
-    """A run's end (`Study.conclude`): the stored `traits` and `explanation` as the report reads
-    them, and the report's `page`; or, where no analysis could be computed (e.g. no adapter
-    finished), why not (`skipped`)."""
-
-    traits: dict | None = None
-    explanation: dict | None = None
-    page: Path | None = None
-    skipped: str | None = None
-
-
-def conclude(ws: Workspace, summary: RunSummary) -> Conclusion | None:
-    """What `traitlens run` ends with once every job is done and the study has enough sources
-    (else None): the analyses brought up to date, then the report."""
-    from traitlens.recipes.run import ready_for_analysis
-
-    if not ready_for_analysis(ws.config, summary):
-        return None
-    try:
-        results = analyze(ws)
-    except TraitlensError as exc:  # the matrix stands on its own
-        return Conclusion(skipped=str(exc))
-    return Conclusion(ws.stored("traits"), ws.stored("explain"), report(ws, None, results, None))
-
-
 def analyze(ws: Workspace) -> Results | None:
     """`Study.analyze`, a full run's last step: the analyses brought up to date, and the
     measured deltas written beside the study's stored forecasts."""
@@ -221,37 +164,3 @@ def analyze(ws: Workspace) -> Results | None:
         record_measured(store, plan.study.name, ws.measured)
         return results
     return ws.locked("run", work, "analysis: traits, profiles, explanation")
-
-
-def report(ws: Workspace, out: str | Path | None, results: Results | None, export: str | Path | None) -> Path:
-    """`Study.report`: from the store, or from the item-level `export` where the store is gone;
-    the page at `out` (default: report/<study>.html in the store, or beside the export)."""
-    if export is not None:
-        page = Path(out) if out else Path(export).with_name(f"{ws.config.name}.html")
-        return report_from_export(ws.config, Path(export), page, ws.console)
-    store = ws.finished_store()
-    page = Path(out) if out else store.root / "report" / f"{ws.config.name}.html"
-    return write_report(ws.plan(), store, page, ws.file, ws.console, results)
-
-
-def write_report(plan: Plan, store: Store, page: Path, file: str, console: Console,
-                 results: Results | None = None) -> Path:
-    """The study's report from its store (`Study.report`): stale traits and explanation
-    recomputed from stored tables (never a model), then the page and its data folder.
-    `results`: the study's results where the caller has just read them."""
-    from traitlens.report.page import build_report
-
-    with store.locked(f"traitlens report {file}"):
-        with working(console, "analysis: traits, explanation"):
-            fresh = ensure_analyses(plan, store, features=False)
-        return build_report(report_inputs(plan, store, fresh if fresh is not None else results), page)
-
-
-def report_from_export(config: Study, export: Path, page: Path, console: Console) -> Path:
-    """The study's report rebuilt from its item-level export, the store gone."""
-    from traitlens.report.from_export import inputs_from_export
-    from traitlens.report.page import build_report
-
-    with working(console, "analysis from the export: traits, explanation"):
-        inputs = inputs_from_export(config, export)
-    return build_report(inputs, page)

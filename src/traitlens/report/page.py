@@ -21,7 +21,6 @@ from traitlens.analysis.features import Features
 from traitlens.analysis.metrics import DESCRIPTIONS
 from traitlens.analysis.pilot import validation_drops
 from traitlens.analysis.results import Results
-from traitlens.analysis.uncertainty import score_intervals
 from traitlens.config.schema import BASE, Study
 from traitlens.faults import crash_point
 from traitlens.report import figures
@@ -38,8 +37,9 @@ PROFILE_COLUMNS = ("size", "n_classes", "class_entropy_norm", "majority_share", 
 
 @dataclass
 class ReportInputs:
-    """Everything a report shows, as read from the store (`recipes.analyses.report_inputs`):
-    the report itself opens no store and loads no model."""
+    """Everything a report shows, as read from the store or recomputed from an export
+    (`recipes.report`): the report itself opens no store, loads no model and computes no
+    analysis."""
 
     study: Study  # the config
     results: Results  # the finished cells and their items (with the datasets' features, if computed)
@@ -50,8 +50,9 @@ class ReportInputs:
     examples: dict[str, str]  # target -> one rendered prompt
     base_identity: dict[str, Any]
     store: Path
+    intervals: pd.DataFrame  # every cell's score with its interval (`analysis.uncertainty.score_intervals`)
     forecasts: pd.DataFrame | None = None  # the study's stored forecast cells (`Store.forecasts`)
-    from_export: bool = False  # rebuilt from an item-level export, the store gone (`report.from_export`)
+    from_export: bool = False  # rebuilt from an item-level export, the store gone (`recipes.report.inputs_from_export`)
 
 
 ADAPTERS_FILE = "adapters.json"  # each adapter's training record, so a report rebuilt from the export keeps them
@@ -115,8 +116,7 @@ def build_report(inputs: ReportInputs, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(environment.get_template("template.html.j2").render(context), encoding="utf-8")
     crash_point("report")
-    intervals = score_intervals(results, study.analysis.bootstrap_samples, alpha, study.analysis.seed)
-    _export(out.with_name(f"{out.stem}-data"), inputs, raw, delta, intervals, loadings, scores)
+    _export(out.with_name(f"{out.stem}-data"), inputs, raw, delta, inputs.intervals, loadings, scores)
     return out
 
 
