@@ -407,7 +407,7 @@ def compare_cells(study_file: Path, a: str, b: str, target: str, metric: str | N
     ("movie/s1") or "base": the test for designed contrasts such as a balanced vs a skewed
     variant of one corpus. Paired over the target's items: McNemar's exact test for 0/1 scores,
     a sign-flip test for margins, a swap permutation test for balanced accuracy and macro-F1,
-    and a hierarchical bootstrap when a side has several seeds.
+    and a hierarchical bootstrap when a side has several seeds. In Python: `Study.compare`.
     """
     row = _load(study_file).compare(a, b, target, metric)
     console.print(f"{b} - {a} on {target} ({row.metric}, {row.items} items): {row.difference:+.3f} "
@@ -427,7 +427,7 @@ def compare(study_a: Path, study_b: Path, samples: int | None) -> None:
     Fits each study's traits on the sources and targets both have (matched by name; B at A's
     trait count), matches B's traits to A's and prints their Tucker congruence with an interval
     from resampling every target's items, the loadings that differ, and the cells whose
-    deltas disagree (BH q < alpha).
+    deltas disagree (BH q < alpha). In Python: `traitlens.compare_studies`.
     """
     from traitlens.api import compare_studies
     from traitlens.progress import working
@@ -581,7 +581,8 @@ def analyze_export(export: Path, metric: str | None, n_traits: str | None) -> No
 
     EXPORT is a report's data folder (`<report>-data/`, holding items.parquet and items.json)
     or its items.parquet. Every metric is recomputed from the items, so the analysis can be
-    redone under another metric or trait count years later.
+    redone under another metric or trait count years later. In Python:
+    `traitlens.load_items(EXPORT).traits()`.
     """
     from traitlens.api import load_items
     from traitlens.progress import working
