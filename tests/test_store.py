@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -11,7 +12,8 @@ import pytest
 
 from traitlens.errors import StoreLockedError, TraitlensError
 from traitlens.store import Store, content_key
-from traitlens.store.db import SCHEMA_VERSION
+from traitlens.store.db import SCHEMA_VERSION, UNVERIFIED, DamagedArtifactError
+from traitlens.store.doctor import checkup
 from traitlens.store.keys import canonical_json
 
 ITEMS = [
@@ -110,7 +112,7 @@ def test_newer_store_schema_is_refused(tmp_path):
         Store(tmp_path)
 
 
-def test_a_schema_1_store_is_upgraded_and_its_unchecksummed_adapters_still_read(tmp_path):
+def test_a_schema_1_store_is_upgraded_and_its_unchecksummed_adapters_wait_for_repair(tmp_path):
     store = Store(tmp_path)
     store.start_job("a1", "train", "train movie", {}, worker="test")
     scratch = store.scratch_dir("a1")
@@ -123,8 +125,60 @@ def test_a_schema_1_store_is_upgraded_and_its_unchecksummed_adapters_still_read(
     with sqlite3.connect(tmp_path / "results.sqlite") as conn:
         assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == str(SCHEMA_VERSION)
         assert conn.execute("SELECT files_json FROM adapters").fetchall() == [(None,)]
-    assert upgraded.adapter_problems("a1") == []  # nothing recorded to check against
-    assert upgraded.verified_adapter("a1") == store.adapter_path("a1")
+    assert upgraded.adapter_problems("a1") == [UNVERIFIED]  # nothing recorded to check against
+    with pytest.raises(DamagedArtifactError, match="doctor --repair"):  # never scored unverified
+        upgraded.verified_adapter("a1")
+    assert store.adapter_path("a1").is_dir()  # refused, not deleted: the user chooses
+    found, left = checkup(upgraded, fix=True)
+    assert [f.kind for f in found] == ["adapter"] and not left
+    assert upgraded.adapter_path("a1") is None and upgraded.jobs(["a1"])["a1"].state == "failed"  # retrained next
+
+
+def test_a_recorded_folder_outside_the_store_is_never_read_or_deleted(tmp_path):
+    store = Store(tmp_path / "store")
+    store.start_job("a1", "train", "train movie", {}, worker="test")
+    scratch = store.scratch_dir("a1")
+    (scratch / "adapter_model.safetensors").write_bytes(b"weights")
+    store.put_adapter("a1", "movie", 0, scratch, {})
+    outside = tmp_path / "precious"
+    outside.mkdir()
+    (outside / "thesis.tex").write_text("years of work")
+    with sqlite3.connect(tmp_path / "store" / "results.sqlite") as conn:  # a hand edit, or a bad disk
+        conn.execute("UPDATE adapters SET path = ?", (os.path.relpath(outside, tmp_path / "store"),))
+    store = Store(tmp_path / "store")
+    assert store.adapter_path("a1") is None
+    assert "not inside the store" in store.adapter_problems("a1")[0]
+    found, left = checkup(store, fix=True)
+    assert [f.kind for f in found] == ["adapter"] and not left
+    assert (outside / "thesis.tex").read_text() == "years of work"  # repair forgot the row, deleted nothing
+    assert store.jobs(["a1"])["a1"].state == "failed"  # the next run retrains it
+
+
+def test_repair_deletes_no_scratch_folder_that_leads_outside_the_store(tmp_path):
+    store = Store(tmp_path / "store")
+    outside = tmp_path / "elsewhere"
+    (outside / "keep").mkdir(parents=True)
+    (store.artifacts / "tmp").symlink_to(outside, target_is_directory=True)
+    found, left = checkup(store, fix=True)
+    assert found and all("not inside the store" in f.problem for f in left)
+    assert (outside / "keep").is_dir()
+
+
+def test_done_jobs_without_their_rows_are_requeued_on_open(tmp_path):
+    store = Store(tmp_path)
+    store.start_job("a1", "train", "train movie", {}, worker="test")
+    scratch = store.scratch_dir("a1")
+    (scratch / "adapter_model.safetensors").write_bytes(b"weights")
+    store.put_adapter("a1", "movie", 0, scratch, {})
+    for key in ("c1", "c2"):
+        store.start_job(key, "eval", f"eval base on {key}", {}, worker="test")
+        store.put_cell(key, "base", key, {"accuracy": 1.0}, ITEMS, {})
+    with sqlite3.connect(tmp_path / "results.sqlite") as conn:  # another tool dropped results
+        conn.execute("DROP TABLE items")
+        conn.execute("DELETE FROM adapters")
+    states = {key: record.state for key, record in Store(tmp_path).jobs(["a1", "c1", "c2"]).items()}
+    assert states == {"a1": "failed", "c1": "failed", "c2": "failed"}  # redone by the next run, not "done"
+    assert Store(tmp_path).cell("c1") is None
 
 
 def test_second_writer_is_told_who_holds_the_lock(tmp_path):

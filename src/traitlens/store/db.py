@@ -113,6 +113,10 @@ FORECAST_FIELDS = ["study", "probe", "budget", "source", "target", "delta", "low
 ITEM_FIELDS = ("gold", "prediction", "score", "choice_logprobs", "generated", "generated_tokens")
 
 
+UNVERIFIED = ("no checksums were recorded for its files (stored before traitlens kept them, or the row was "
+              "edited), so they cannot be verified")
+
+
 class DamagedArtifactError(TraitlensError):
     """A stored file that is missing or not what was written."""
 
@@ -165,7 +169,20 @@ class Store:
                 if "files_json" not in columns:  # schema 1: its adapters have no checksums yet
                     conn.execute("ALTER TABLE adapters ADD COLUMN files_json TEXT")
                 conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            self._reconcile(conn)
         self._verified: set[str] = set()  # adapters whose files matched their checksums in this process
+
+    @staticmethod
+    def _reconcile(conn: sqlite3.Connection) -> None:
+        """A job marked done must have the rows that prove it: its adapter, or its cell with
+        items. Rows lost to a crash of another tool, a hand edit or a bad disk would otherwise
+        be reported as done forever; such a job is marked failed, so the next run redoes it."""
+        lost = ("(kind = 'train' AND key NOT IN (SELECT key FROM adapters)) OR (kind = 'eval' AND "
+                "(key NOT IN (SELECT key FROM cells) OR key NOT IN (SELECT DISTINCT cell_key FROM items)))")
+        conn.execute("DELETE FROM cells WHERE key IN (SELECT key FROM jobs WHERE state = 'done' AND kind = 'eval' "
+                     "AND key NOT IN (SELECT DISTINCT cell_key FROM items))")
+        conn.execute(f"UPDATE jobs SET state = 'failed', error = 'marked done, but its result rows are missing "
+                     f"from the store (found on opening it); the next run redoes it' WHERE state = 'done' AND ({lost})")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -256,18 +273,20 @@ class Store:
         return final
 
     def adapter_problems(self, key: str) -> list[str]:
-        """What is wrong with a stored adapter's files: missing, or not what was written
-        (checked against the SHA-256 recorded when it was stored). Empty when it is sound, or
-        when it was stored before checksums were kept (nothing to check against)."""
+        """What is wrong with a stored adapter: a recorded folder outside the store's adapters,
+        files missing or not what was written (checked against the SHA-256 recorded when it was
+        stored), or no checksums to check against (unverified). Empty when it is sound."""
         with self._connect() as conn:
             row = conn.execute("SELECT path, files_json FROM adapters WHERE key = ?", (key,)).fetchone()
         if row is None:
             return ["not in the store"]
-        folder = self.root / row[0]
+        folder = self._inside(row[0])
+        if folder is None:
+            return [f"its recorded folder {row[0]!r} is not inside the store's {self.artifacts / 'adapters'}"]
         if not folder.is_dir():
             return [f"folder {folder} is missing"]
         if row[1] is None:
-            return []
+            return [UNVERIFIED]
         recorded = json.loads(row[1])
         problems = [f"{name} is missing" for name in recorded if not (folder / name).is_file()]
         found = file_digests(folder)
@@ -278,20 +297,24 @@ class Store:
 
     def verified_adapter(self, key: str) -> Path | None:
         """The adapter's folder once its files match their checksums (checked once per process);
-        None when the store has no such adapter. A damaged adapter is requeued, so the next run
-        retrains it, and `DamagedArtifactError` says so; it is never scored."""
-        path = self.adapter_path(key)
-        if path is None:  # never stored (or requeued): the caller says so
-            return None
+        None when the store has no such adapter. A damaged adapter (or one whose recorded folder
+        is outside the store) is requeued, so the next run retrains it, and `DamagedArtifactError`
+        says so; an unverifiable one (no checksums) is refused with the fix. Neither is scored."""
+        with self._connect() as conn:
+            if conn.execute("SELECT 1 FROM adapters WHERE key = ?", (key,)).fetchone() is None:
+                return None  # never stored (or requeued): the caller says so
         if key not in self._verified:
             problems = self.adapter_problems(key)
+            if problems == [UNVERIFIED]:
+                raise DamagedArtifactError(f"adapter {key[:12]}: {UNVERIFIED}; it is not scored. `traitlens doctor "
+                                           "--repair` requeues it, and the next run retrains it.")
             if problems:
                 self.requeue(key, f"damaged adapter: {'; '.join(problems)}")
                 raise DamagedArtifactError(
                     f"adapter {key[:12]} is damaged ({'; '.join(problems)}); it was removed and its training "
                     "job requeued: rerun to retrain it.")
             self._verified.add(key)
-        return path
+        return self.adapter_path(key)
 
     def requeue(self, key: str, reason: str) -> None:
         """Forget a finished adapter (its row and files) and mark its training job failed with
@@ -301,8 +324,9 @@ class Store:
             row = conn.execute("SELECT path FROM adapters WHERE key = ?", (key,)).fetchone()
             conn.execute("DELETE FROM adapters WHERE key = ?", (key,))
             conn.execute("UPDATE jobs SET state = 'failed', error = ? WHERE key = ?", (reason, key))
-        if row is not None:
-            shutil.rmtree(self.root / row[0], ignore_errors=True)
+        folder = self._inside(row[0]) if row is not None else None
+        if folder is not None:  # a recorded path leading elsewhere is forgotten, never deleted
+            shutil.rmtree(folder, ignore_errors=True)
         self._verified.discard(key)
 
     def scratch_dir(self, key: str) -> Path:
@@ -318,9 +342,19 @@ class Store:
         shutil.rmtree(self.artifacts / "tmp", ignore_errors=True)
 
     def adapter_path(self, key: str) -> Path | None:
+        """The adapter's folder; None when it is not stored, or when its recorded path leads
+        outside the store's adapters (`adapter_problems` names that)."""
         with self._connect() as conn:
             row = conn.execute("SELECT path FROM adapters WHERE key = ?", (key,)).fetchone()
-        return self.root / row[0] if row else None
+        return self._inside(row[0]) if row else None
+
+    def _inside(self, recorded: str) -> Path | None:
+        """A path read from the database, resolved, if it is a folder under artifacts/adapters;
+        else None. The database is data: a path in it must never lead a read or a delete
+        outside the store."""
+        root = (self.artifacts / "adapters").resolve()
+        folder = (self.root / recorded).resolve()
+        return self.root / recorded if folder != root and folder.is_relative_to(root) else None
 
     def adapter_meta(self, key: str) -> dict[str, Any] | None:
         """What training recorded with the adapter (settings, dtype, device, placement)."""

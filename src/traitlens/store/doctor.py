@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 import sqlite3
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 from traitlens.store.db import Store
@@ -50,7 +51,6 @@ def examine(store: Store) -> list[Finding]:
             adapters = [row[0] for row in conn.execute("SELECT key FROM adapters ORDER BY key")]
             running = conn.execute("SELECT key, label FROM jobs WHERE state = 'running'").fetchall()
             done = {row[0] for row in conn.execute("SELECT key FROM jobs WHERE state = 'done'")}
-            unchecked = conn.execute("SELECT count(*) FROM adapters WHERE files_json IS NULL").fetchone()[0]
     except sqlite3.DatabaseError as exc:
         return [Finding("database", str(store.root / "results.sqlite"), f"cannot be read: {exc}",
                         None)]
@@ -62,9 +62,6 @@ def examine(store: Store) -> list[Finding]:
         problems = store.adapter_problems(key)
         if problems:
             findings.append(Finding("adapter", key, "; ".join(problems), "requeue it: the next run retrains it"))
-    if unchecked:
-        findings.append(Finding("adapter", f"{unchecked} adapter(s)", "stored before checksums were kept; their files "
-                                "cannot be verified", None))
     for key, label in running:
         findings.append(Finding("job", label, "marked running, but no run holds the store: it was interrupted",
                                 "mark it failed: the next run redoes it"))
@@ -90,6 +87,13 @@ def repair(store: Store, findings: list[Finding]) -> list[Finding]:
             with sqlite3.connect(store.root / "results.sqlite") as conn:
                 conn.execute("UPDATE jobs SET state = 'failed', error = 'interrupted (found by traitlens doctor)' "
                              "WHERE label = ? AND state = 'running'", (finding.subject,))
-        else:  # scratch and checkpoint folders of no running job
+        elif _inside_store(store, Path(finding.subject)):  # scratch and checkpoint folders of no running job
             shutil.rmtree(finding.subject, ignore_errors=True)
+        else:  # e.g. artifacts/tmp made a link to elsewhere: never delete outside the store
+            left.append(Finding(finding.kind, finding.subject, f"{finding.problem}, but it is not inside the store "
+                                f"{store.root}: not deleted", None))
     return left
+
+
+def _inside_store(store: Store, folder: Path) -> bool:
+    return not folder.is_symlink() and folder.resolve().is_relative_to(store.root.resolve())
