@@ -98,6 +98,12 @@ def test_classification_target_needs_labels_and_names_are_unique(write_study):
     assert "name(s) 'movie' used more than once" in joined
 
 
+def test_labels_that_differ_only_by_spaces_are_refused(write_study):
+    text = MINIMAL.replace("labels: [negative, positive]", "labels: [negative, 'negative ', positive]")
+    problems = problems_of(write_study(text))  # every spec that lists them
+    assert problems and all(".labels" in p and "'negative '" in p and "without surrounding spaces" in p for p in problems)
+
+
 def test_duplicate_yaml_key_is_an_error(write_study):
     text = MINIMAL.replace("  max_steps: 4", "  max_steps: 4\n  max_steps: 5")
     [problem] = problems_of(write_study(text))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -108,6 +109,35 @@ def test_list_options_and_integer_answers_become_letters(tmp_path):
     path.write_text('{"q": "2+2?", "choices": ["3", "4"], "gold": 1}\n')
     table = prepare(spec(str(path), columns={"input": "q", "answer": "gold", "options": "choices"}), "s")
     assert table.loc[0, "options"] == "A. 3\nB. 4" and table.loc[0, "answer"] == "B"
+
+
+@pytest.mark.parametrize("options, why", [
+    ("7", "a int, not a list of option texts"),
+    ('{"a": 1}', "a dict, not a list of option texts"),
+    ('["x", ["y"]]', "an option is a list, not text"),
+    ('["only"]', "1 options"),
+    (json.dumps([f"o{i}" for i in range(27)]), "27 options"),
+])
+def test_malformed_options_name_the_row_and_field(tmp_path, options, why):
+    path = tmp_path / "mc.jsonl"
+    path.write_text('{"q": "fine?", "choices": ["3", 4, 5.5], "gold": 1}\n'
+                    f'{{"q": "broken?", "choices": {options}, "gold": 0}}\n')
+    with pytest.raises(TraitlensError, match=r"s\.options: 1 row\(s\) of .*mc\.jsonl.*row 1: " + re.escape(why)):
+        prepare(spec(str(path), columns={"input": "q", "answer": "gold", "options": "choices"}), "s")
+
+
+def test_missing_options_on_a_multiple_choice_target_are_named_not_a_traceback(tmp_path):
+    from traitlens.config.schema import Study
+    from traitlens.data.load import prepare_study
+
+    path = tmp_path / "mc.jsonl"
+    path.write_text('{"q": "a?", "choices": null, "gold": "A"}\n{"q": "b?", "choices": "A. x\\nB. y", "gold": "B"}\n')
+    study = Study.model_validate({
+        "name": "s", "base": "b", "sources": [{"name": "src", "dataset": str(path), "columns": {"input": "q", "answer": "gold"}}],
+        "targets": [{"name": "mc", "dataset": str(path), "kind": "multiple_choice", "abilities": ["x"],
+                     "columns": {"input": "q", "answer": "gold", "options": "choices"}}]})
+    with pytest.raises(TraitlensError, match=r"targets\[0\] \(mc\): 1 of 2 items have an answer that is not one of"):
+        prepare_study(study)
 
 
 # --- transforms ------------------------------------------------------------------------------

@@ -134,6 +134,11 @@ class DatasetSpec(Strict):
         twice = sorted({label for label in value or [] if value.count(label) > 1})
         if twice:  # a repeated label is a class with no items, which skews macro-F1 and chance
             raise ValueError(f"label(s) {', '.join(map(repr, twice))} listed more than once; list each label once")
+        stripped = [label.strip() for label in value or []]
+        blurred = sorted({label for label in value or [] if label != label.strip() or stripped.count(label.strip()) > 1})
+        if blurred:  # answers are read stripped, so " positive" could never be told from "positive"
+            raise ValueError(f"label(s) {', '.join(map(repr, blurred))} differ from another only by spaces, or start or "
+                             "end with one; write each label without surrounding spaces")
         return value
 
 

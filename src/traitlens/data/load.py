@@ -12,6 +12,7 @@ import re
 import string
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from traitlens.config.schema import DatasetSpec, Study
@@ -22,6 +23,7 @@ from traitlens.data.transforms import apply_transform
 from traitlens.errors import TraitlensError
 
 OPTIONAL_COLUMNS = ("passage", "options")
+MAX_OPTIONS = len(string.ascii_uppercase)  # options are lettered A-Z
 OPTION_LINE = re.compile(r"^([A-Z])\.\s*(.*)$", flags=re.M)  # "A. text": one option of a multiple-choice item
 
 
@@ -114,8 +116,8 @@ def _canonical(raw: pd.DataFrame, spec: DatasetSpec, field: str) -> pd.DataFrame
             problems.append(f"{field}.columns.{name}: column {column!r} is not in {spec.dataset}.{hint}")
         raise TraitlensError("\n".join(problems) + f"\nIts columns are: {', '.join(available)}.")
     table = pd.DataFrame({name: raw[column] for name, column in mapping.items()})
-    if "options" in table and table["options"].map(lambda v: isinstance(v, (list, tuple))).any():
-        table = _letter_options(table)
+    if "options" in table:
+        table = _letter_options(table, spec, field)
     # Unlabelled rows (e.g. hidden test answers) cannot be trained or scored on.
     keep = table["input"].notna() & table["answer"].notna()
     table = table[keep].copy()
@@ -125,15 +127,39 @@ def _canonical(raw: pd.DataFrame, spec: DatasetSpec, field: str) -> pd.DataFrame
     return table.reset_index(drop=True)
 
 
-def _letter_options(table: pd.DataFrame) -> pd.DataFrame:
-    """Options given as a list become "A. ...\\nB. ..."; an integer answer becomes its letter."""
-    letters = string.ascii_uppercase
+def _letter_options(table: pd.DataFrame, spec: DatasetSpec, field: str) -> pd.DataFrame:
+    """Options given as a list become "A. ...\\nB. ..."; an integer answer becomes its letter.
+    Options already written as text are kept; any other value is refused, naming its rows."""
     table = table.copy()
-    table["answer"] = [letters[a] if isinstance(a, int) and not isinstance(a, bool) and
-                       0 <= a < len(o) else a for a, o in zip(table["answer"], table["options"])]
-    table["options"] = ["\n".join(f"{letters[i]}. {text}" for i, text in enumerate(o))
-                        for o in table["options"]]
+    table["options"] = table["options"].map(lambda v: list(v) if isinstance(v, (tuple, np.ndarray)) else v)
+    problems = [(row, why) for row, value in table["options"].items() if (why := _option_problem(value))]
+    if problems:
+        shown = "; ".join(f"row {row}: {why}" for row, why in problems[:5])
+        raise TraitlensError(
+            f"{field}.options: {len(problems)} row(s) of {spec.dataset} have unusable options ({shown}"
+            f"{'; ...' if len(problems) > 5 else ''}). Give each item a list of 2 to {MAX_OPTIONS} option texts, "
+            "or the text 'A. ...' with one option per line.")
+    letters = string.ascii_uppercase
+    listed = table["options"].map(lambda v: isinstance(v, list))
+    table["answer"] = [letters[a] if is_list and isinstance(a, int) and not isinstance(a, bool) and 0 <= a < len(o)
+                       else a for a, o, is_list in zip(table["answer"], table["options"], listed)]
+    table["options"] = [("\n".join(f"{letters[i]}. {_as_text(text)}" for i, text in enumerate(o)) if is_list else o)
+                        for o, is_list in zip(table["options"], listed)]
     return table
+
+
+def _option_problem(value: object) -> str | None:
+    """Why one item's options cannot be used, or None."""
+    if isinstance(value, str):
+        return None if value.strip() else "empty options"
+    if value is None or (isinstance(value, float) and value != value):
+        return None  # no options: fine for other kinds; a multiple-choice item is refused by `_check_options`
+    if not isinstance(value, list):
+        return f"a {type(value).__name__}, not a list of option texts"
+    if not 2 <= len(value) <= MAX_OPTIONS:
+        return f"{len(value)} options (2 to {MAX_OPTIONS} can be lettered A-Z)"
+    odd = [type(v).__name__ for v in value if isinstance(v, bool) or not isinstance(v, (str, int, float))]
+    return f"an option is a {odd[0]}, not text" if odd else None
 
 
 def _as_text(value: object) -> str:
@@ -153,8 +179,10 @@ def _check_labels(table: pd.DataFrame, spec: DatasetSpec, field: str) -> None:
 
 def _check_options(table: pd.DataFrame, field: str) -> None:
     """Every multiple-choice answer must be one of its item's option letters ("A. ..." lines)."""
-    bad = [(row.input, row.answer) for row in table.itertuples()
-           if row.answer not in {letter for letter, _ in OPTION_LINE.findall(getattr(row, "options", "") or "")}]
+    def letters(options: object) -> set[str]:
+        return {letter for letter, _ in OPTION_LINE.findall(options)} if isinstance(options, str) else set()
+
+    bad = [(row.input, row.answer) for row in table.itertuples() if row.answer not in letters(getattr(row, "options", None))]
     if bad:
         text, answer = bad[0]
         raise TraitlensError(
