@@ -271,3 +271,14 @@ def test_recommend_on_a_missing_study_names_the_file(tmp_path):
     run = subprocess.run([sys.executable, "-m", "traitlens", "recommend", str(tmp_path / "nope.yaml")],
                          capture_output=True, text=True)
     assert run.returncode == 2 and "nope.yaml: no such file" in run.stderr + run.stdout
+
+
+@pytest.mark.parametrize("store, said", [
+    ("~nosuchuser-traitlens/store", "names no home directory on this machine"),
+    ("/proc/traitlens-store", "virtual file system"),
+    ("/tmp/" + "x" * 300 + "/store", "longer than the file system allows"),
+])
+def test_unusable_store_paths_are_named_not_tracebacks(write_study, store, said):
+    text = MINIMAL + f"store: {store}\n"  # MINIMAL names no store
+    with pytest.raises(TraitlensError, match=said):
+        load_study(write_study(text))

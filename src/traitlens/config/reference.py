@@ -37,7 +37,11 @@ def resolve_path(text: str, base_dir: Path) -> str:
     """A relative path in a study file means relative to that file, not to the working dir."""
     if "\x00" in text:  # no file system takes one; os.path would raise a bare ValueError
         raise TraitlensError(f"path {text!r} contains a NUL character; no file can have that name.")
-    path = Path(text).expanduser()
+    try:
+        path = Path(text).expanduser()
+    except RuntimeError:  # "~name/..." where no such user (or no home) exists on this machine
+        raise TraitlensError(f"path {text!r}: {text.split('/')[0]!r} names no home directory on this machine; "
+                             "write the path out in full.") from None
     return str(path if path.is_absolute() else (base_dir / path).resolve())
 
 

@@ -349,6 +349,9 @@ class Execution(Strict):
         return self
 
 
+NAME_MAX, PATH_MAX = 255, 4096  # Linux's limits, in bytes, on one name and on a whole path
+
+
 class Study(Strict):
     """One experiment: a base, sources to train on, targets to evaluate, and how."""
 
@@ -374,6 +377,13 @@ class Study(Strict):
     @field_validator("store")
     @classmethod
     def _store_usable(cls, value: Path) -> Path:
+        too_long = next((part for part in value.parts if len(part.encode()) > NAME_MAX), None)
+        if too_long is not None or len(str(value).encode()) > PATH_MAX:
+            raise ValueError(f"{str(value)[:80]}... is longer than the file system allows ({NAME_MAX} bytes a name, "
+                             f"{PATH_MAX} a path); choose a shorter store path")
+        if value.is_relative_to("/proc") or value.is_relative_to("/sys") or value.is_relative_to("/dev"):
+            raise ValueError(f"{value} is in a virtual file system ({value.parts[1]}), where nothing can be stored; "
+                             "point store at a directory on a disk")
         if value.exists() and not value.is_dir():
             raise ValueError(f"{value} is a file, not a directory; point store at a directory (it is created)")
         blocking = next((parent for parent in value.parents if parent.exists() and not parent.is_dir()), None)
