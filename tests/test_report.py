@@ -232,3 +232,26 @@ def test_heatmap_stars_follow_the_matrix_cell_not_any_seed():
     assert "movie/s0" in figure["data"][0]["hovertext"][0][0]  # but each seed is in the hover
     starred = figures.delta_heatmap(delta, raw, averaged.assign(q=0.01, significant=True), seeds, 0.05)
     assert starred["data"][0]["text"] == [["+0.100 *"]]
+
+
+@pytest.mark.parametrize("damage, said", [
+    (lambda d: (d / "items.json").write_text("{bad"), "items.json: cannot be read as JSON"),
+    (lambda d: (d / "items.json").write_text("[1]"), "items.json: not an export's metadata"),
+    (lambda d: (d / "items.parquet").write_bytes(b""), "items.parquet: cannot be read as Parquet"),
+    (lambda d: (d / "items.parquet").write_bytes((d / "items.parquet").read_bytes()[:1000]),
+     "items.parquet: cannot be read as Parquet"),
+])
+def test_a_damaged_export_is_named_not_a_traceback(tmp_path, damage, said):
+    """A committed export (the quickstart pilot's), damaged as a bad copy or a half sync would."""
+    from pathlib import Path
+
+    import traitlens
+
+    export = tmp_path / "export"
+    shutil.copytree(Path(__file__).parents[1] / "studies/quickstart-pilot/shared/pilot-data/quickstart-pilot-24", export)
+    traitlens.load_items(export)  # sound before the damage
+    damage(export)
+    with pytest.raises(TraitlensError, match=said):
+        traitlens.load_items(export)
+    result = subprocess.run([sys.executable, "-m", "traitlens", "analyze", str(export)], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr and said in result.stderr

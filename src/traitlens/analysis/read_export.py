@@ -33,8 +33,7 @@ def load_items(path: str | Path) -> Results:
     if not (folder / ITEMS_FILE).exists() or not (folder / META_FILE).exists():
         raise TraitlensError(f"{folder} is not an item-level export: it needs {ITEMS_FILE} and {META_FILE} "
                              "(written by `traitlens report` into the report's -data folder).")
-    meta = json.loads((folder / META_FILE).read_text())
-    table = pd.read_parquet(folder / ITEMS_FILE)
+    meta, table = _read_export(folder)
     missing = set(COLUMNS) - set(table.columns)
     if missing:
         raise TraitlensError(f"{folder / ITEMS_FILE}: missing column(s) {', '.join(sorted(missing))}")
@@ -60,6 +59,25 @@ def load_items(path: str | Path) -> Results:
                       study=meta["study"], kinds=meta["kinds"], features=_features(folder),
                       shared_corpus={tuple(pair) for pair in meta.get("shared_corpus", [])})
     return results.scored(settings.metric)
+
+
+def _read_export(folder: Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The export's metadata and item table; a damaged or truncated file is named with the fix."""
+    fix = "rewrite the export with `traitlens report` (or restore it from where it was committed)"
+    try:
+        meta = json.loads((folder / META_FILE).read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise TraitlensError(f"{folder / META_FILE}: cannot be read as JSON ({exc}); {fix}.") from None
+    required = ("labels", "analysis", "diagonal", "abilities", "families", "study", "kinds")
+    if not isinstance(meta, dict) or (absent := [key for key in required if key not in meta]):
+        raise TraitlensError(f"{folder / META_FILE}: not an export's metadata (missing "
+                             f"{', '.join(absent) if isinstance(meta, dict) else 'everything'}); {fix}.")
+    try:
+        table = pd.read_parquet(folder / ITEMS_FILE)
+    except Exception as exc:  # pyarrow raises its own classes for an empty, truncated or foreign file
+        raise TraitlensError(f"{folder / ITEMS_FILE}: cannot be read as Parquet ({type(exc).__name__}: "
+                             f"{str(exc)[:160]}); {fix}.") from None
+    return meta, table
 
 
 def _features(folder: Path) -> Features | None:
