@@ -227,3 +227,41 @@ def test_lock_released_when_holder_dies(tmp_path):
         except StoreLockedError:
             assert time.time() < deadline, "lock not released after its holder was killed"
             time.sleep(0.1)
+
+
+def test_a_disk_io_error_on_a_full_disk_is_named_as_a_full_disk(tmp_path, monkeypatch):
+    """SQLite reports a WAL write on a full disk as "disk I/O error"; the store says what it is."""
+    import errno
+    import shutil
+
+    from traitlens.store import db
+
+    store = Store(tmp_path)
+
+    class FullDisk:
+        def __init__(self, real):
+            self.real = real
+
+        def execute(self, sql, *args):
+            if sql.startswith("INSERT"):
+                raise sqlite3.OperationalError("disk I/O error")
+            return self.real.execute(sql, *args)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def close(self):
+            self.real.close()
+
+    connect = sqlite3.connect
+    monkeypatch.setattr(db.sqlite3, "connect", lambda *a, **k: FullDisk(connect(*a, **k)))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(100, 100, 0))
+    with pytest.raises(OSError, match="no space left on the device holding the store") as raised:
+        store.start_job("k", "eval", "eval base on movie", {}, worker="test")
+    assert raised.value.errno == errno.ENOSPC
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 0, 10**12))
+    with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):  # space left: another cause, kept
+        store.start_job("k", "eval", "eval base on movie", {}, worker="test")

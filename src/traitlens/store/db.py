@@ -7,6 +7,7 @@ moved into place with an atomic rename, so a crash never leaves a half-written r
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -113,6 +114,7 @@ FORECAST_FIELDS = ["study", "probe", "budget", "source", "target", "delta", "low
 ITEM_FIELDS = ("gold", "prediction", "score", "choice_logprobs", "generated", "generated_tokens")
 
 
+LOW_SPACE = 64 << 20  # bytes free under which a store's failed write is put down to a full disk
 UNVERIFIED = ("no checksums were recorded for its files (stored before traitlens kept them, or the row was "
               "edited), so they cannot be verified")
 
@@ -192,6 +194,12 @@ class Store:
             conn.execute("PRAGMA foreign_keys = ON")
             with conn:  # one transaction: committed on success, rolled back on any error
                 yield conn
+        except sqlite3.OperationalError as exc:
+            # A write into the WAL on a full disk fails as "disk I/O error", which hides the cause.
+            if "disk I/O error" in str(exc) and shutil.disk_usage(self.root).free < LOW_SPACE:
+                raise OSError(errno.ENOSPC, f"no space left on the device holding the store {self.root} "
+                                            f"(SQLite: {exc})", str(self.root)) from exc
+            raise
         finally:
             conn.close()
 
