@@ -121,8 +121,8 @@ def _canonical(raw: pd.DataFrame, spec: DatasetSpec, field: str) -> pd.DataFrame
     # Unlabelled rows (e.g. hidden test answers) cannot be trained or scored on.
     keep = table["input"].notna() & table["answer"].notna()
     table = table[keep].copy()
-    table["answer"] = table["answer"].map(_as_text)
-    table["input"] = table["input"].map(str)
+    table["answer"] = table["answer"].map(_as_text).astype(str)  # astype: an empty column keeps its dtype
+    table["input"] = table["input"].astype(str)
     table = table[(table["answer"] != "") & (table["input"].str.strip() != "")]
     return table.reset_index(drop=True)
 
