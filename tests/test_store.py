@@ -112,12 +112,17 @@ def test_newer_store_schema_is_refused(tmp_path):
         Store(tmp_path)
 
 
+def _store_adapter(store: Store, key: str) -> None:
+    """A finished adapter of one file, stored as training stores one."""
+    store.start_job(key, "train", "train movie", {}, worker="test")
+    scratch = store.scratch_dir(key)
+    (scratch / "adapter_model.safetensors").write_bytes(b"weights")
+    store.put_adapter(key, "movie", 0, scratch, {})
+
+
 def test_a_schema_1_store_is_upgraded_and_its_unchecksummed_adapters_wait_for_repair(tmp_path):
     store = Store(tmp_path)
-    store.start_job("a1", "train", "train movie", {}, worker="test")
-    scratch = store.scratch_dir("a1")
-    (scratch / "adapter_model.safetensors").write_bytes(b"weights")
-    store.put_adapter("a1", "movie", 0, scratch, {})
+    _store_adapter(store, "a1")
     with sqlite3.connect(tmp_path / "results.sqlite") as conn:  # as traitlens 0.1 left it
         conn.execute("ALTER TABLE adapters DROP COLUMN files_json")
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
@@ -136,10 +141,7 @@ def test_a_schema_1_store_is_upgraded_and_its_unchecksummed_adapters_wait_for_re
 
 def test_a_recorded_folder_outside_the_store_is_never_read_or_deleted(tmp_path):
     store = Store(tmp_path / "store")
-    store.start_job("a1", "train", "train movie", {}, worker="test")
-    scratch = store.scratch_dir("a1")
-    (scratch / "adapter_model.safetensors").write_bytes(b"weights")
-    store.put_adapter("a1", "movie", 0, scratch, {})
+    _store_adapter(store, "a1")
     outside = tmp_path / "precious"
     outside.mkdir()
     (outside / "thesis.tex").write_text("years of work")
@@ -166,10 +168,7 @@ def test_repair_deletes_no_scratch_folder_that_leads_outside_the_store(tmp_path)
 
 def test_done_jobs_without_their_rows_are_requeued_on_open(tmp_path):
     store = Store(tmp_path)
-    store.start_job("a1", "train", "train movie", {}, worker="test")
-    scratch = store.scratch_dir("a1")
-    (scratch / "adapter_model.safetensors").write_bytes(b"weights")
-    store.put_adapter("a1", "movie", 0, scratch, {})
+    _store_adapter(store, "a1")
     for key in ("c1", "c2"):
         store.start_job(key, "eval", f"eval base on {key}", {}, worker="test")
         store.put_cell(key, "base", key, {"accuracy": 1.0}, ITEMS, {})

@@ -16,8 +16,6 @@ sources, seeds and items.
 
 from __future__ import annotations
 
-import argparse
-import re
 import sys
 from pathlib import Path
 
@@ -30,8 +28,9 @@ from traitlens.analysis.uncertainty import sign_flip_p
 
 HERE = Path(__file__).resolve().parent
 FINDINGS = HERE / "FINDINGS.md"
-sys.path.insert(0, str(HERE.parents[1] / "benchmarks"))
-import forecast as forecast_benchmark  # noqa: E402  (benchmarks/ is not a package)
+sys.path[:0] = [str(HERE.parent), str(HERE.parents[1] / "benchmarks")]  # neither is a package
+import forecast as forecast_benchmark  # noqa: E402
+from findings import main as run, markdown  # noqa: E402
 
 SEED, DRAWS = 0, 2000
 BAND = 0.1  # DESIGN.md's negligible band, in nats
@@ -39,12 +38,6 @@ GOAL = 0.7  # H1: seed-split reliability a target must reach
 DESIGN = (36, 3, 100)  # the pilot's grid row this study ran: steps, seeds, items
 CORPORA, BALANCE, FORMAT = ("movie", "tweets", "amazon"), ("bal", "skew"), ("words", "digits")
 BINARY = ["movie", "amazon", "tweets", "nyt"]
-
-
-def markdown(frame: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(map(str, values)) + " |" for values in frame.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def interval(value: float, low: float, high: float, digits: int = 2, signed: bool = False) -> str:
@@ -287,20 +280,5 @@ def tables() -> dict[str, str]:
     return out
 
 
-BLOCK = re.compile(r"(<!-- reproduce:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n?<!-- /reproduce -->)", re.S)
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write", action="store_true", help="refresh the tables in FINDINGS.md")
-    args = parser.parse_args()
-    out = tables()
-    if args.write:
-        FINDINGS.write_text(BLOCK.sub(lambda m: m.group(1) + out[m.group("name")] + m.group(4), FINDINGS.read_text()))
-    for name, text in out.items():
-        print(f"<!-- reproduce:{name} -->\n{text}\n<!-- /reproduce -->\n")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(tables, FINDINGS, __doc__.split("\n\n")[0]))

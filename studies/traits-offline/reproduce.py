@@ -18,8 +18,6 @@ on all items (it is not re-estimated per resample).
 
 from __future__ import annotations
 
-import argparse
-import re
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -32,6 +30,8 @@ import traitlens
 
 HERE = Path(__file__).resolve().parent
 FINDINGS = HERE / "FINDINGS.md"
+sys.path.insert(0, str(HERE.parent))  # studies/ is not a package
+from findings import main as run, markdown  # noqa: E402
 SAMPLES, SEED = 1000, 0
 REFITS = 200  # item resamples for the comparisons, each of which refits both studies' traits
 SENTIMENT = ["movie", "amazon", "nyt-words", "nyt-digits"]
@@ -99,12 +99,6 @@ def verdict(low: float, high: float, sign: int, band: float) -> str:
 def row(name: str, estimate: tuple[float, float, float], digits: int = 3) -> dict[str, str]:
     value, low, high = estimate
     return {"contrast": name, "estimate": f"{value:+.{digits}f}", "interval": f"[{low:+.{digits}f}, {high:+.{digits}f}]"}
-
-
-def markdown(frame: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(map(str, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(map(str, values)) + " |" for values in frame.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def base_table(calibrated: Items, margin: Items) -> pd.DataFrame:
@@ -405,20 +399,5 @@ def reanalysis(results, copy, plain: Items, margin: Items, calibrated: Items) ->
     return out
 
 
-BLOCK = re.compile(r"(<!-- reproduce:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n?<!-- /reproduce -->)", re.S)
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--write", action="store_true", help="refresh the tables in FINDINGS.md")
-    args = parser.parse_args()
-    out = tables()
-    if args.write:
-        FINDINGS.write_text(BLOCK.sub(lambda m: m.group(1) + out[m.group("name")] + m.group(4), FINDINGS.read_text()))
-    for name, text in out.items():
-        print(f"<!-- reproduce:{name} -->\n{text}\n<!-- /reproduce -->\n")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(tables, FINDINGS, __doc__.split("\n\n")[0]))
