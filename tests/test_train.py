@@ -573,3 +573,30 @@ def test_a_checkpoint_whose_files_changed_is_not_resumed(tiny_study):
     assert meta["resumed_from_step"] is None
     a, b = _weights(whole), _weights(retrained)
     assert all((a[k] == b[k]).all() for k in a)
+
+
+@pytest.mark.parametrize("edit, said", [
+    (lambda state: state.update(step=999), "step 999 is not one of this job's"),
+    (lambda state: state["scheduler"].update(base_lrs=[1.0] * len(state["scheduler"]["base_lrs"])),
+     "scheduler's state is not this job's"),
+    (lambda state: state.update(curve=state["curve"][:1]), "1 losses for step 4"),
+])
+def test_an_edited_checkpoint_with_recomputed_checksums_is_not_resumed(tiny_study, edit, said):
+    """Checksums catch damage, not an edit whose author recomputed them; the state itself must
+    be one this job can reach, else the adapter trains from the start, naming the file."""
+    from traitlens.store.keys import file_digest
+
+    study, [job], store, table = tiny_study(store="whole")
+    whole = train_adapter(job, store, table)
+    study, [job], store, table = tiny_study(store="edited")
+    latest = train_killed_after_checkpoint(job, store, table, step=4)
+    state = json.loads((latest / loop.STATE_JSON).read_text())
+    edit(state)
+    (latest / loop.STATE_JSON).write_text(json.dumps(state))
+    (latest / loop.CHECKSUMS).write_text(json.dumps(
+        {p.name: file_digest(p) for p in latest.iterdir() if p.name != loop.CHECKSUMS}))
+    with pytest.warns(CheckpointWarning, match=f"{latest}.*{said}"):
+        retrained = train_adapter(job, store, table)
+    assert json.loads((retrained / ADAPTER_META_FILE).read_text())["resumed_from_step"] is None
+    a, b = _weights(whole), _weights(retrained)
+    assert all((a[k] == b[k]).all() for k in a)

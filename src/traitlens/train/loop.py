@@ -214,7 +214,7 @@ def _train_files(job: Job, table: pd.DataFrame, files: Path, checkpoints: Path,
     examples, held = [encoded[i] for i in plan.train_rows], [encoded[i] for i in plan.holdout_rows]
     trainee = _prepare(model, tokenizer.pad_token_id, run, examples, device)
     params, optimizer, scheduler = _optimizer(trainee, settings, plan.steps)
-    state = _resume(checkpoints, trainee.peft, optimizer, scheduler, device)
+    state = _resume(checkpoints, trainee.peft, optimizer, scheduler, device, plan.steps)
     validation = settings.validation
     measure = lambda: _record_validation(state, _validation_loss(trainee, held, settings.batch_size), validation,
                                          get_peft_model_state_dict(trainee.peft))
@@ -614,6 +614,20 @@ def _checkpoint(folder: Path, model, optimizer, scheduler, state: dict, device) 
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _check_resumable(saved: dict, scheduler, steps: int) -> None:
+    """A checkpoint whose checksums were recomputed after an edit passes them; its state must
+    still be one this job's settings can reach: a step within the plan, one loss per step, and
+    the scheduler of these settings at that step."""
+    step = saved["step"]
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 < step <= steps:
+        raise ValueError(f"step {step!r} is not one of this job's {steps} steps")
+    if not isinstance(saved["curve"], list) or len(saved["curve"]) != step:
+        raise ValueError(f"{len(saved['curve']) if isinstance(saved['curve'], list) else 'no'} losses for step {step}")
+    state = saved["scheduler"]
+    if not isinstance(state, dict) or state.get("last_epoch") != step or state.get("base_lrs") != scheduler.base_lrs:
+        raise ValueError("the scheduler's state is not this job's at that step (its step or learning rates differ)")
+
+
 def _split_tensors(value, prefix: str, tensors: dict | None = None):
     """(tensors by dotted path, the value with each tensor replaced by {"tensor": path})."""
     import torch
@@ -640,7 +654,7 @@ def _join_tensors(value, tensors: dict):
     return value
 
 
-def _resume(folder: Path, model, optimizer, scheduler, device) -> dict:
+def _resume(folder: Path, model, optimizer, scheduler, device, steps: int) -> dict:
     import torch
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
@@ -667,11 +681,12 @@ def _resume(folder: Path, model, optimizer, scheduler, device) -> dict:
         missing = {"step", "curve", "tokens", "passes", "seconds", "scheduler"} - saved.keys()
         if missing or "rng.cpu" not in tensors:
             raise ValueError(f"missing {', '.join(sorted(missing)) or 'rng.cpu'}")
+        _check_resumable(saved, scheduler, steps)
     except Exception as exc:  # a damaged checkpoint costs its steps, never the run
         warnings.warn(f"{latest}: a damaged checkpoint ({type(exc).__name__}: {str(exc)[:200]}); training this "
                       "adapter from the start.", CheckpointWarning, stacklevel=2)
         shutil.rmtree(latest, ignore_errors=True)
-        return _resume(folder, model, optimizer, scheduler, device)
+        return _resume(folder, model, optimizer, scheduler, device, steps)
     set_peft_model_state_dict(model, weights)
     optimizer.load_state_dict(optimizer_state)  # moves the state to the parameters' device
     scheduler.load_state_dict(saved["scheduler"])
