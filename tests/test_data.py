@@ -256,3 +256,8 @@ def test_catalog_splits_do_not_leak():
 def test_read_table_unknown_catalog_split():
     with pytest.raises(TraitlensError, match="has no split 'validation'; it has train, test"):
         read_table(spec("catalog:piqa", split="validation"), "t")
+
+
+def test_a_label_no_row_has_is_named(files):
+    with pytest.raises(TraitlensError, match=r"s\.labels: 'neutral' has no rows in .*data\.jsonl; remove it"):
+        prepare(spec(str(files["jsonl"]), labels=["negative", "neutral", "positive"]), "s")

@@ -175,6 +175,11 @@ def _check_labels(table: pd.DataFrame, spec: DatasetSpec, field: str) -> None:
         raise TraitlensError(
             f"{field}.labels: answers outside the label set {spec.labels}: {found}. Add them to "
             "`labels:`, or map them with a `relabel:` transform.")
+    unseen = [label for label in spec.labels if label not in set(table["answer"])]
+    if unseen:  # a class no item has: nothing can be right about it, and it skews chance and macro-F1
+        raise TraitlensError(
+            f"{field}.labels: {', '.join(map(repr, unseen))} has no rows in {spec.dataset}"
+            f"{' after its transforms' if spec.transforms else ''}; remove it from `labels:`, or check its spelling.")
 
 
 def _check_options(table: pd.DataFrame, field: str) -> None:
