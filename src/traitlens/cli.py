@@ -222,7 +222,9 @@ def doctor(study_file: Path, repair: bool) -> None:
             f"--repair would {finding.repair}" if finding.repair else "yours to fix")
         console.print(f"[yellow]{finding.kind}[/] {finding.subject}: {finding.problem} ({action})")
     if not findings:
-        console.print(f"store {study.config.store}: sound (database, adapters, jobs, temporary folders).")
+        console.print(f"store {study.config.store}: sound (database, adapters, jobs, temporary folders). Not "
+                      "checked: the scores in cells and items, which are trusted as the database holds them "
+                      "(docs/reliability.md).")
     elif left:
         raise SystemExit(1)
 
