@@ -261,3 +261,13 @@ def test_read_table_unknown_catalog_split():
 def test_a_label_no_row_has_is_named(files):
     with pytest.raises(TraitlensError, match=r"s\.labels: 'neutral' has no rows in .*data\.jsonl; remove it"):
         prepare(spec(str(files["jsonl"]), labels=["negative", "neutral", "positive"]), "s")
+
+
+def test_a_dataset_file_too_large_to_read_whole_is_refused(tmp_path):
+    from traitlens.data.load import MAX_DATASET_BYTES
+
+    path = tmp_path / "huge.jsonl"
+    with path.open("wb") as file:  # sparse: no disk is used
+        file.truncate(MAX_DATASET_BYTES + 1)
+    with pytest.raises(TraitlensError, match=r"s\.dataset: .*huge\.jsonl is 2\.0 GiB; .*over 2 GiB are refused"):
+        prepare(spec(str(path)), "s")

@@ -23,6 +23,7 @@ from traitlens.data.transforms import apply_transform
 from traitlens.errors import TraitlensError
 
 OPTIONAL_COLUMNS = ("passage", "options")
+MAX_DATASET_BYTES = 2 << 30
 MAX_OPTIONS = len(string.ascii_uppercase)  # options are lettered A-Z
 OPTION_LINE = re.compile(r"^([A-Z])\.\s*(.*)$", flags=re.M)  # "A. text": one option of a multiple-choice item
 
@@ -69,6 +70,10 @@ def _read_local(path: Path, split: str, field: str) -> pd.DataFrame:
         raise TraitlensError(f"{field}.dataset: file {path} does not exist; fix the path "
                              "(relative paths are relative to the study file).")
     path = found
+    if (size := path.stat().st_size) > MAX_DATASET_BYTES:  # every reader here loads the file whole
+        raise TraitlensError(f"{field}.dataset: {path} is {size / 2**30:.1f} GiB; a dataset file is read whole, "
+                             f"so files over {MAX_DATASET_BYTES >> 30} GiB are refused. Subsample it into a smaller "
+                             "file first (a study trains on a few hundred rows).")
     suffix = path.suffix.lower()
     try:
         if suffix == ".jsonl":
