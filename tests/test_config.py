@@ -282,3 +282,14 @@ def test_unusable_store_paths_are_named_not_tracebacks(write_study, store, said)
     text = MINIMAL + f"store: {store}\n"  # MINIMAL names no store
     with pytest.raises(TraitlensError, match=said):
         load_study(write_study(text))
+
+
+def test_an_include_that_is_a_pipe_or_a_loop_is_named(write_study, tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.yaml")
+    (tmp_path / "loop.yaml").symlink_to(tmp_path / "loop.yaml")
+    with pytest.raises(TraitlensError, match=r"included file 'pipe\.yaml' is not a regular file"):
+        load_study(write_study(MINIMAL.replace("sources:\n", "sources:\n  - pipe.yaml\n", 1), name="a.yaml"))
+    with pytest.raises(TraitlensError, match=r"path 'loop\.yaml' cannot be resolved"):
+        load_study(write_study(MINIMAL.replace("sources:\n", "sources:\n  - loop.yaml\n", 1), name="b.yaml"))

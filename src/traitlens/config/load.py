@@ -171,7 +171,8 @@ def _expand_includes(entries: list, section: str, path: Path, positions: dict[Lo
         include = Path(resolve_path(entry, path.parent))
         if not _is_file(include):
             where = positions.get((section, index), Position(str(path), 0))
-            problems.append(f"{where}: {section}[{index}]: included file {entry!r} not found "
+            what = "is not a regular file" if include.exists() else "not found"
+            problems.append(f"{where}: {section}[{index}]: included file {entry!r} {what} "
                             f"(looked for {include}); fix the path or write the entry inline")
             continue
         data, inner, inner_problems = _read_yaml(include, ())

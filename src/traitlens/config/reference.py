@@ -42,7 +42,10 @@ def resolve_path(text: str, base_dir: Path) -> str:
     except RuntimeError:  # "~name/..." where no such user (or no home) exists on this machine
         raise TraitlensError(f"path {text!r}: {text.split('/')[0]!r} names no home directory on this machine; "
                              "write the path out in full.") from None
-    return str(path if path.is_absolute() else (base_dir / path).resolve())
+    try:
+        return str(path if path.is_absolute() else (base_dir / path).resolve())
+    except (RuntimeError, OSError) as exc:  # a symlink loop (RuntimeError before Python 3.13), or a name too long
+        raise TraitlensError(f"path {text!r} cannot be resolved ({exc}); fix the path.") from None
 
 
 def split_file(path: Path, split: str) -> Path | None:
