@@ -179,10 +179,12 @@ class Store:
         """A job marked done must have the rows that prove it: its adapter, or its cell with
         items. Rows lost to a crash of another tool, a hand edit or a bad disk would otherwise
         be reported as done forever; such a job is marked failed, so the next run redoes it."""
-        lost = ("(kind = 'train' AND key NOT IN (SELECT key FROM adapters)) OR (kind = 'eval' AND "
-                "(key NOT IN (SELECT key FROM cells) OR key NOT IN (SELECT DISTINCT cell_key FROM items)))")
-        conn.execute("DELETE FROM cells WHERE key IN (SELECT key FROM jobs WHERE state = 'done' AND kind = 'eval' "
-                     "AND key NOT IN (SELECT DISTINCT cell_key FROM items))")
+        # EXISTS per done job walks the primary-key indexes: a store of a million items opens as fast.
+        no_items = "NOT EXISTS (SELECT 1 FROM items WHERE items.cell_key = jobs.key)"
+        lost = ("(kind = 'train' AND NOT EXISTS (SELECT 1 FROM adapters WHERE adapters.key = jobs.key)) OR "
+                "(kind = 'eval' AND (NOT EXISTS (SELECT 1 FROM cells WHERE cells.key = jobs.key) OR " + no_items + "))")
+        conn.execute(f"DELETE FROM cells WHERE key IN (SELECT key FROM jobs WHERE state = 'done' AND kind = 'eval' "
+                     f"AND {no_items})")
         conn.execute(f"UPDATE jobs SET state = 'failed', error = 'marked done, but its result rows are missing "
                      f"from the store (found on opening it); the next run redoes it' WHERE state = 'done' AND ({lost})")
 
