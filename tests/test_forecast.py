@@ -43,7 +43,7 @@ class WordTokenizer:
 
 def _word_study(tmp_path):
     """A two-seed study over 8 hand-countable rows: (config, its prepared sources and targets)."""
-    rows = [{"input": f"w{i} w w", "answer": "pos"} for i in range(8)]
+    rows = [{"input": f"w{i} w w", "answer": ("neg", "pos")[i % 2]} for i in range(8)]  # both labels in each split
     for split, part in (("train", rows[:5]), ("test", rows[5:])):
         (tmp_path / "data").mkdir(exist_ok=True)
         (tmp_path / "data" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in part))
