@@ -180,7 +180,8 @@ def _check_labels(table: pd.DataFrame, spec: DatasetSpec, field: str) -> None:
         raise TraitlensError(
             f"{field}.labels: answers outside the label set {spec.labels}: {found}. Add them to "
             "`labels:`, or map them with a `relabel:` transform.")
-    unseen = [label for label in spec.labels if label not in set(table["answer"])]
+    present = set(table["answer"])
+    unseen = [label for label in spec.labels if label not in present]
     if unseen:  # a class no item has: nothing can be right about it, and it skews chance and macro-F1
         raise TraitlensError(
             f"{field}.labels: {', '.join(map(repr, unseen))} has no rows in {spec.dataset}"

@@ -97,7 +97,8 @@ class Workspace:
 
     def measured(self) -> pd.DataFrame | None:
         """The delta matrix once every job is done, else None."""
-        if not (self.jobs()["state"] == "done").all():
+        store = self.store()
+        if store is None or any(state != "done" for state in self.plan().states(store).values()):
             return None
         return self.results().matrix("delta")
 
