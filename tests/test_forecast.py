@@ -263,16 +263,25 @@ def test_short_training_probe_keeps_to_its_budget_and_never_touches_measured_cel
 class PlantedScorer(FakeScorer):
     """A fake scorer whose adapters have a planted skill per (source, target): the gold answer's
     log-probability is raised by it. It knows each prompt's target and gold answer, and each
-    adapter key's source, so a probe's adapters (other keys, same sources) share the skill."""
+    adapter key's source, so a probe's adapters (other keys, same sources) share the skill.
+    On the targets' answers every adapter starts from the base's scores, so that the skill alone
+    orders them (hashed on the adapter's key, their noise would change whenever the keys do);
+    elsewhere (the adapter guard's probes) each adapter answers as the fake scorer does."""
 
     def __init__(self, skill: dict[tuple[str, str], float], sources: dict[str, str], prompts: dict[str, tuple[str, str]]):
         super().__init__()
         self.skill, self.sources, self.prompts = skill, sources, prompts
 
     def _scores(self, requests):
-        out = []
-        for request, plain in zip(requests, super()._scores(requests)):
+        out, own, adapter = [], super()._scores(requests), self.adapter
+        self.adapter = None
+        base = super()._scores(requests)
+        self.adapter = adapter
+        for request, plain, hashed in zip(requests, base, own):
             target, gold = self.prompts[request.context]
+            if gold not in request.continuations:
+                out.append(hashed)
+                continue
             lift = self.skill.get((self.sources.get(self.adapter), target), 0.0)
             out.append(replace(plain, logprobs=tuple(lp + (lift if c == gold else 0.0)
                                                      for lp, c in zip(plain.logprobs, request.continuations))))

@@ -18,7 +18,7 @@ from traitlens.errors import TraitlensError
 from traitlens.execution.local import run_plan
 from traitlens.execution.plan import plan_study
 from traitlens.models import device as hw
-from traitlens.models.device import Hardware, HardwareWarning, resolve_dtype
+from traitlens.models.device import Hardware, HardwareWarning, Placement, resolve_dtype
 from traitlens.models.fake import FakeScorer
 from traitlens.models.scorer import ChoiceRequest, GenerateRequest
 from traitlens.progress import JobProgress, StepMeter
@@ -270,10 +270,10 @@ def test_a_ray_task_holding_no_gpu_runs_on_the_cpu(write_study):
     """Ray no longer hides GPUs from a zero-GPU task: under `auto` it would land on cuda:0."""
     ray = "execution: {executor: ray, device: auto, gpus_per_train_job: 1, gpus_per_eval_job: 0}\n"
     plan = plan_study(load_study(write_study(MINIMAL + ray)), {"train": GPU, "eval": EMULATED})
-    assert {job.settings.device for job in plan.eval_jobs} == {"cpu"}
-    assert {job.settings.device for job in plan.train_jobs} == {"auto"}
+    assert {job.settings.placement.device for job in plan.eval_jobs} == {"cpu"}
+    assert {job.settings.placement.device for job in plan.train_jobs} == {"auto"}
     local = plan_study(load_study(write_study(MINIMAL + "execution: {device: auto}\n", name="local.yaml")))
-    assert {job.settings.device for job in local.jobs} == {"auto"}  # the local executor: one device for all
+    assert {job.settings.placement.device for job in local.jobs} == {"auto"}  # the local executor: one device for all
 
 
 def test_each_job_kind_resolves_its_dtype_for_its_own_device(write_study, monkeypatch):
@@ -286,10 +286,29 @@ def test_each_job_kind_resolves_its_dtype_for_its_own_device(write_study, monkey
     asked = []
     monkeypatch.setattr(planning, "study_hardware", lambda s, kind: asked.append(kind) or (GPU if kind == "train"
                                                                                            else EMULATED))
-    resolved = planning.resolve_precision(study)
-    assert (resolved.training.dtype, resolved.evaluation.dtype) == ("bfloat16", "float32")
-    assert sorted(asked) == ["eval", "train"]
-    assert hw.job_device(study.execution, "eval") == "cpu"
+    placements = planning.study_placements(study)
+    assert {kind: p.dtype for kind, p in placements.items()} == {
+        "train": "bfloat16", "eval": "float32", "features": "float32", "probe": "float32"}
+    assert sorted(asked) == ["eval", "features", "train"]  # the probe is float32 whatever the hardware
+    assert placements["eval"].device == "cpu" and placements["features"].device == "auto"
+    assert placements["train"].threads == placements["eval"].threads == 1 and placements["features"].threads is None
+    assert placements["train"].deterministic and placements["probe"].deterministic
+    assert not placements["eval"].deterministic
+
+
+def test_the_features_are_scored_in_the_dtype_of_the_machine_that_computes_them(write_study, monkeypatch):
+    """A Ray cluster whose GPU workers run bfloat16, driven from a CPU that emulates it: the
+    features (scored here, on the driver) are float32, and their key says so."""
+    from traitlens.execution import plan as planning
+    from traitlens.recipes.analyses import features_key
+
+    ray = "execution: {executor: ray, address: auto, gpus_per_train_job: 1, gpus_per_eval_job: 1}\n"
+    study = load_study(write_study(AUTO + ray))
+    monkeypatch.setattr(planning, "study_hardware", lambda s, kind: EMULATED if kind in ("features", "probe") else GPU)
+    plan = plan_study(study)
+    assert plan.study.evaluation.dtype == "bfloat16" and plan.placements["features"].dtype == "float32"
+    local = plan_study(load_study(write_study(AUTO, name="local.yaml")), EMULATED)
+    assert features_key(plan) == features_key(local)  # the same datasets and base, scored in float32 both times
 
 
 def test_bf16_support_is_read_off_the_device_asked_about(monkeypatch):
@@ -322,7 +341,7 @@ def test_the_probe_closes_a_ray_connection_it_opened(write_study, monkeypatch):
     assert "shutdown" not in calls and calls[0]["num_gpus"] == 0
 
 
-def test_the_gradient_probe_runs_on_the_study_device(write_study):
+def test_the_gradient_probe_runs_where_its_placement_says(write_study):
     """It ignored `execution.device` (and would have failed at `.numpy()` on a GPU)."""
     from traitlens.forecast.gradient import gradient_affinity
 
@@ -330,7 +349,7 @@ def test_the_gradient_probe_runs_on_the_study_device(write_study):
         pytest.skip("this machine has a CUDA device")
     study = load_study(write_study(MINIMAL + "execution: {device: cuda}\n"))
     with pytest.raises(TraitlensError, match="sees no CUDA device"):
-        gradient_affinity(study, {}, {}, 1, set())
+        gradient_affinity(study, Placement("probe", "cuda"), {}, {}, 1, set())
 
 
 def test_device_memory_is_given_back_after_each_training_job(write_study, tiny_model, monkeypatch):
@@ -356,3 +375,45 @@ def test_a_training_task_checkpoints_in_the_store_only_where_its_node_sees_it(tm
     assert checkpoint_folder(here, tmp_path / "local") == store / "checkpoints" / "abc123"
     elsewhere = str(tmp_path / "another-node" / "artifacts" / "checkpoints" / "abc123")  # the driver's disk
     assert checkpoint_folder(elsewhere, tmp_path / "local") == tmp_path / "local" / "abc123"
+
+
+def test_a_base_is_read_straight_onto_a_gpu(tiny_model, monkeypatch):
+    """Read in its dtype with a device map, never into host memory in float32 first; on a CPU
+    as before."""
+    from transformers import AutoModelForCausalLM
+
+    from traitlens.models.load import load_base
+
+    asked = []
+    real = AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained",
+                        lambda path, **kwargs: asked.append(kwargs) or real(path, dtype=kwargs["dtype"]))
+    spec = BaseModelSpec(name=str(tiny_model))
+    model, _ = load_base(spec, "bfloat16", torch.device("cuda:1"))
+    assert asked[-1]["device_map"] == "cuda:1" and asked[-1]["dtype"] == torch.bfloat16
+    assert next(model.parameters()).dtype == torch.bfloat16
+    load_base(spec, "float32", torch.device("cpu"))
+    assert "device_map" not in asked[-1]
+
+
+def test_a_placement_sets_threads_and_determinism_while_it_runs_and_gives_memory_back(monkeypatch):
+    released = []
+    monkeypatch.setattr(hw, "release_device_memory", lambda: released.append(True))
+    threads = torch.get_num_threads()
+    inside = []
+    with Placement("train", "cpu", threads=1, deterministic=True).running():
+        inside.append((torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()))
+    assert inside == [(1, True)] and released == [True]
+    assert torch.get_num_threads() == threads and not torch.are_deterministic_algorithms_enabled()
+    with pytest.raises(RuntimeError), Placement("eval", "cpu").running():  # a failing job gives its memory back too
+        assert not torch.are_deterministic_algorithms_enabled()
+        raise RuntimeError("the job failed")
+    assert released == [True, True] and torch.get_num_threads() == threads
+
+
+def test_gpu_free_memory_is_read_for_the_placement_s_own_device(monkeypatch):
+    asked = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: asked.append(device) or (8 * 2**30, 80 * 2**30))
+    placement = Placement("eval", "cuda:1", "bfloat16")
+    assert placement.free_memory(torch.device("cuda:1")) == 4 * 2**30 and asked == [torch.device("cuda:1")]
+    assert placement.free_memory(torch.device("cpu")) is None

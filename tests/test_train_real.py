@@ -63,6 +63,9 @@ def test_real_run_lowers_held_out_loss_and_loads_with_plain_peft(write_study, ba
     job = plan_study(study).train_jobs[0]
     sources, _ = prepare_study(study)
     path = train_adapter(job, Store(study.store), sources["movie"])
+    meta = Store(study.store).adapter_meta(job.key)
+    # Packing is checked exact on the real model in the dtype it trains in (bfloat16 where native).
+    assert meta["paths"]["packing"] != "padded rows" and meta["dtype"] == job.settings.training.dtype
 
     base, tokenizer = load_base(study.base)
     held_out = prepare(Target(name="h", dataset="catalog:sentiment-movie", kind="classification",

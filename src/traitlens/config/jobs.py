@@ -10,9 +10,12 @@ identity and the dataset's fingerprint are the ones in the job's key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from traitlens.config.schema import BaseModelSpec, Evaluation, Lora, Source, Study, Target, Training
+
+if TYPE_CHECKING:
+    from traitlens.models.device import Placement
 
 
 # Training settings that change how a run proceeds but not the adapter it ends with: left out of
@@ -33,8 +36,7 @@ class TrainSettings:
     fingerprint: dict[str, Any]  # the source's, as in the key
     lora: Lora
     training: Training  # dtype resolved for the hardware
-    device: str  # execution.device
-    threads: int  # CPU threads of a Ray task (execution.cpus_per_job), so tasks don't oversubscribe a node
+    placement: Placement  # where and how training runs (device, that dtype, threads, determinism)
 
     @property
     def result_training(self) -> dict[str, Any]:
@@ -53,8 +55,7 @@ class EvalSettings:
     base_identity: dict[str, Any]
     fingerprint: dict[str, Any]  # the target's, as in the key
     evaluation: Evaluation  # dtype resolved for the hardware
-    device: str
-    threads: int
+    placement: Placement  # where and how scoring runs
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,11 @@ class Job:
 
 @dataclass(frozen=True)
 class Plan:
-    study: Study
+    study: Study  # dtypes resolved
     jobs: list[Job]
+    # Where and how each kind of work runs: "train", "eval" (as their jobs' settings carry),
+    # "features" and "probe" (the driver, this process).
+    placements: dict[str, Placement] = field(repr=False)
 
     @property
     def train_jobs(self) -> list[Job]:

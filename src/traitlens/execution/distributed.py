@@ -38,13 +38,7 @@ def _write_folder(files: dict[str, bytes], folder: Path) -> Path:
     return folder
 
 
-def _threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)  # don't oversubscribe the node
-
-
-def _placement() -> dict[str, Any]:
+def _ray_assignment() -> dict[str, Any]:
     """The GPUs Ray assigned this task, recorded with each result. Ray also sets
     CUDA_VISIBLE_DEVICES to them, so the job's `cuda:0` is the first of them."""
     import os
@@ -105,10 +99,9 @@ def cluster_hardware(study: Study, kind: str = "train") -> Hardware:
 def _train_task(job: Job, table: pd.DataFrame, checkpoints: str) -> tuple[dict, dict[str, bytes]]:
     from traitlens.train.loop import train_files
 
-    _threads(job.settings.threads)
     with tempfile.TemporaryDirectory() as scratch, tempfile.TemporaryDirectory() as local:
         meta = train_files(job, table, Path(scratch), checkpoint_folder(checkpoints, Path(local)))
-        return {**meta, **_placement()}, _read_folder(Path(scratch))
+        return {**meta, **_ray_assignment()}, _read_folder(Path(scratch))
 
 
 def checkpoint_folder(checkpoints: str, local: Path) -> Path:
@@ -125,17 +118,17 @@ def _eval_task(jobs: list[Job], tables: dict[str, pd.DataFrame], adapter: dict[s
     """One model on its targets; per job ("ok", (metrics, items, meta)) or ("error", message)."""
     from traitlens.evaluate.cell import score_cell
 
-    _threads(jobs[0].settings.threads)
-    scorer = make_scorer(jobs[0].settings)
     out = []
-    with tempfile.TemporaryDirectory() as scratch:
+    with jobs[0].settings.placement.running(), tempfile.TemporaryDirectory() as scratch:
+        scorer = make_scorer(jobs[0].settings)
         path = _write_folder(adapter, Path(scratch)) if adapter is not None else None
         for job in jobs:
             try:
                 metrics, items, meta = score_cell(job, scorer, tables[job.target], path)
-                out.append(("ok", (metrics, items, {**meta, **_placement()})))
+                out.append(("ok", (metrics, items, {**meta, **_ray_assignment()})))
             except Exception as exc:  # one failing target must not lose the model's other cells
                 out.append(("error", f"{type(exc).__name__}: {exc}"))
+        del scorer  # before `running` gives the device's memory back
     return out
 
 

@@ -18,45 +18,48 @@ from traitlens.store.keys import content_key
 from traitlens.train import TRAIN_CODE_VERSION
 
 if TYPE_CHECKING:
-    from traitlens.models.device import Hardware
+    from traitlens.models.device import Hardware, Placement
 
 
-def resolve_precision(study: Study, hardware: Hardware | dict[str, Hardware] | None = None) -> Study:
-    """`study` with `training.dtype` and `evaluation.dtype` resolved, each for the hardware its
-    own jobs run on (`auto` -> bfloat16 where it is native, else float32): training on a GPU and
-    evaluation on a CPU get different answers. `hardware`: one for both kinds, or per kind
-    ("train", "eval"); default: probed (`study_hardware`). Keys are computed from the result, so
-    a cell or adapter is only ever reused in the precision it was made in."""
-    from traitlens.models.device import job_device, resolve_dtype
+# Kinds of work that run where the executor puts their jobs; "features" and "probe" run in this process.
+JOB_KINDS = ("train", "eval")
 
-    settings = {"train": ("training", study.training), "eval": ("evaluation", study.evaluation)}
-    if all(section.dtype == "float32" for _, section in settings.values()) and study.execution.device in ("auto", "cpu"):
-        return study  # nothing depends on the hardware, and no GPU was asked for: no need to probe
 
-    update = {}
-    for kind, (name, section) in settings.items():
-        if isinstance(hardware, dict):
-            found = hardware[kind]
-        elif hardware is not None:
-            found = hardware
-        else:
-            # Probed where the dtype depends on it, or a GPU is named (a missing one fails here, before any job).
-            probe = section.dtype != "float32" or job_device(study.execution, kind) not in ("auto", "cpu")
-            found = study_hardware(study, kind) if probe else None
-        update[name] = section if found is None else section.model_copy(
-            update={"dtype": resolve_dtype(section.dtype, found, f"{name}.dtype")})
-    return study.model_copy(update=update)
+def study_placements(study: Study, hardware: Hardware | dict[str, Hardware] | None = None) -> dict[str, Placement]:
+    """Where and how each kind of work of `study` runs (`models.device.Placement`): training and
+    evaluation where the executor puts their jobs, the datasets' features (the base scored as
+    evaluation scores it) and the gradient probe (float32: gradients are compared) in this
+    process. Each dtype is resolved for the hardware its own kind runs on (`auto` -> bfloat16
+    where it is native, else float32): training on a GPU and evaluation on a CPU get different
+    answers. `hardware`: one for every kind, or some per kind; the rest probed (`study_hardware`).
+    Keys are computed from the result, so a cell or adapter is only reused in its precision."""
+    from traitlens.models.device import Placement, job_device, resolve_dtype
+
+    execution = study.execution
+    threads = max(1, int(execution.cpus_per_job)) if execution.executor == "ray" else None
+    asked = {"train": ("training.dtype", study.training.dtype), "eval": ("evaluation.dtype", study.evaluation.dtype),
+             "features": ("evaluation.dtype", study.evaluation.dtype), "probe": ("", "float32")}
+    placements = {}
+    for kind, (field, dtype) in asked.items():
+        device = job_device(execution, kind)
+        # Probed where the dtype depends on it, or a GPU is named (a missing one fails here, before any job).
+        if dtype != "float32" or device not in ("auto", "cpu"):
+            given = hardware.get(kind) if isinstance(hardware, dict) else hardware
+            dtype = resolve_dtype(dtype, given or study_hardware(study, kind), field)
+        placements[kind] = Placement(kind, device, dtype, threads if kind in JOB_KINDS else None,
+                                     deterministic=kind in ("train", "probe"))
+    return placements
 
 
 def study_hardware(study: Study, kind: str = "train") -> Hardware:
-    """The hardware a job of `kind` will run on: this machine's, or, on a Ray cluster that this
-    process joins, a worker's as probed with that kind's resources (a task holding no GPU runs
-    on the CPU, `models.device.job_device`)."""
+    """The hardware work of `kind` will run on: this machine's, or, for jobs on a Ray cluster
+    that this process joins, a worker's as probed with that kind's resources (a task holding no
+    GPU runs on the CPU, `models.device.job_device`)."""
     from traitlens.models.device import job_device, local_hardware
 
     execution = study.execution
     device = job_device(execution, kind)
-    if execution.executor == "ray" and execution.address is not None and device != "cpu":
+    if kind in JOB_KINDS and execution.executor == "ray" and execution.address is not None and device != "cpu":
         from traitlens.execution.distributed import cluster_hardware
 
         return cluster_hardware(study, kind)
@@ -64,12 +67,13 @@ def study_hardware(study: Study, kind: str = "train") -> Hardware:
 
 
 def plan_study(study: Study, hardware: Hardware | dict[str, Hardware] | None = None) -> Plan:
-    """Every job of `study`, keyed. `hardware` (default: probed, see `study_hardware`; or one per
-    job kind) resolves `dtype: auto`; the plan's study carries the resolved dtypes that its jobs
-    run with, and each job the device setting of its kind (`models.device.job_device`)."""
-    from traitlens.models.device import job_device
-
-    study = resolve_precision(study, hardware)
+    """Every job of `study`, keyed. `hardware` (default: probed, see `study_hardware`; or some
+    per kind of work) resolves `dtype: auto`; the plan's study carries the resolved dtypes that
+    its jobs run with, and each job the placement of its kind (`study_placements`)."""
+    placements = study_placements(study, hardware)
+    study = study.model_copy(update={
+        "training": study.training.model_copy(update={"dtype": placements["train"].dtype}),
+        "evaluation": study.evaluation.model_copy(update={"dtype": placements["eval"].dtype})})
     base = base_identity(study.base)
     sources, targets, problems = {}, {}, []
     for section, specs, out in (("sources", study.sources, sources), ("targets", study.targets, targets)):
@@ -83,13 +87,12 @@ def plan_study(study: Study, hardware: Hardware | dict[str, Hardware] | None = N
 
     lora = study.lora.model_dump(mode="json")
     several_seeds = len(study.training.seeds) > 1
-    threads = max(1, int(study.execution.cpus_per_job))
     jobs: list[Job] = []
     models: list[tuple[str, str | None]] = [(BASE, None)]
     for source in study.sources:
         for seed in study.training.seeds:
             settings = TrainSettings(source, seed, study.base, base, sources[source.name], study.lora,
-                                     study.training, job_device(study.execution, "train"), threads)
+                                     study.training, placements["train"])
             spec = {"base": base, "source": sources[source.name], "lora": lora,
                     "training": settings.result_training, "code": TRAIN_CODE_VERSION}
             model = f"{source.name}/s{seed}" if several_seeds else source.name
@@ -104,7 +107,7 @@ def plan_study(study: Study, hardware: Hardware | dict[str, Hardware] | None = N
                     "dtype": study.evaluation.dtype, "seed": study.evaluation.seed,
                     "code": SCORING_CODE_VERSION}
             settings = EvalSettings(target, spec["limit"], study.base, base, targets[target.name], study.evaluation,
-                                    job_device(study.execution, "eval"), threads)
+                                    placements["eval"])
             jobs.append(Job("eval", content_key("eval", spec), model, spec, settings,
                             target=target.name, needs=adapter_key))
-    return Plan(study, jobs)
+    return Plan(study, jobs, placements)

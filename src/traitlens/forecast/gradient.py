@@ -21,6 +21,8 @@ next one would pass the budget.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
@@ -31,6 +33,9 @@ from traitlens.errors import TraitlensError
 from traitlens.evaluate.targets import select_items
 from traitlens.forecast.cost import TRAIN_PASSES
 from traitlens.train.encode import Encoded, encode_example, encode_table
+
+if TYPE_CHECKING:
+    from traitlens.models.device import Placement
 
 MAX_EXAMPLES = 64  # per dataset: past this the cosine moves little and the cost keeps growing
 MIN_EXAMPLES = 2
@@ -64,21 +69,24 @@ def probe_size(encoded: dict[str, list[Encoded]], budget_tokens: float) -> tuple
     return n, cost(n)
 
 
-def gradient_affinity(study: Study, encoded_sources: dict[str, list[Encoded]],
+def gradient_affinity(study: Study, placement: Placement, encoded_sources: dict[str, list[Encoded]],
                       encoded_targets: dict[str, list[Encoded]], examples: int, diagonal: set) -> pd.DataFrame:
-    """Sources x targets cosines of LoRA gradients (see the module docstring); `diagonal`:
-    (source, target) pairs to mask."""
+    """Sources x targets cosines of LoRA gradients (see the module docstring), computed where
+    `placement` (the plan's "probe": this process, float32) says; `diagonal`: (source, target)
+    pairs to mask."""
+    with placement.running():  # deterministic; the device's memory given back for what the driver does next
+        return _affinity(study, placement, encoded_sources, encoded_targets, examples, diagonal)
+
+
+def _affinity(study: Study, placement: Placement, encoded_sources: dict[str, list[Encoded]],
+              encoded_targets: dict[str, list[Encoded]], examples: int, diagonal: set) -> pd.DataFrame:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from traitlens.models.device import resolve_device
-    from traitlens.models.load import load_base
     from traitlens.train.loop import loss_logits
 
-    device = torch.device(resolve_device(study.execution.device))  # the probe runs here, on the driver
     torch.manual_seed(study.training.seeds[0])
-    model, tokenizer = load_base(study.base, "float32")  # gradients compared in float32
-    model.to(device)
+    model, tokenizer = placement.load(study.base)
     peft_model = get_peft_model(model, LoraConfig(r=study.lora.r, lora_alpha=study.lora.alpha, lora_dropout=0.0,
                                                   target_modules=list(study.lora.target_modules),
                                                   task_type="CAUSAL_LM"))
@@ -98,9 +106,6 @@ def gradient_affinity(study: Study, encoded_sources: dict[str, list[Encoded]],
 
     source_grads = {name: gradient(batch[:examples]) for name, batch in encoded_sources.items()}
     target_grads = {name: gradient(batch[:examples]) for name, batch in encoded_targets.items()}
-    del peft_model, model, lm  # the driver goes on (features, a run): give the device its memory back
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     affinity = pd.DataFrame({t: {s: float(g @ target_grads[t]) for s, g in source_grads.items()}
                              for t in target_grads}).rename_axis(index="source", columns="target")
     for source, target in diagonal:

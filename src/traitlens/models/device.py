@@ -15,9 +15,12 @@ machines. The device is not in the keys: it changes speed, and scores only by fl
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,12 +76,75 @@ def bf16_native(device: str) -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where one kind of work runs and how, resolved once by the planner (`execution.plan`) and
+    handed to everything that loads or runs a model for it: the trainer, the scorer, the
+    gradient probe, the datasets' features. Kinds: "train" and "eval" (where the executor puts
+    those jobs), "features" and "probe" (this process, the driver).
+
+    `dtype` is resolved for the hardware the kind runs on (it is in the keys); the device stays a
+    setting until the work starts, because a Ray task learns its GPU only where it runs."""
+
+    kind: str
+    device: str  # auto, cpu, cuda or cuda:N (a Ray task holding no GPU: cpu, see `job_device`)
+    dtype: str = "float32"  # float32 or bfloat16, never auto
+    threads: int | None = None  # torch's CPU threads while it runs (a Ray task's cpus_per_job); None: as they are
+    deterministic: bool = False  # torch's deterministic algorithms while it runs (training, the probe)
+
+    def torch_device(self) -> Any:
+        """The torch device this process runs the work on (a clear error for a GPU torch cannot see)."""
+        import torch
+
+        return torch.device(resolve_device(self.device))
+
+    def load(self, spec, device: Any = None) -> tuple[Any, Any]:
+        """(model, tokenizer) of the base `spec`, read straight into this dtype on `device`
+        (default: `torch_device()`): never a float32 copy first, which would double the peak."""
+        from traitlens.models.load import load_base
+
+        return load_base(spec, self.dtype, self.torch_device() if device is None else device)
+
+    def free_memory(self, device: Any) -> int | None:
+        """Bytes free on `device` for activations: half of what the GPU reports free (the
+        allocator's own blocks and fragmentation take the rest); None on a CPU, where batches
+        are sized by tokens instead."""
+        import torch
+
+        if device.type != "cuda":
+            return None
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 2
+
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """The work's process settings for its duration, each restored after: CPU threads, and
+        deterministic algorithms (cuBLAS needs a fixed workspace for reproducible matmuls, set
+        before the process first uses it, else torch warns); then the device memory the work's
+        tensors held is given back, so the next job sizes its batches from memory really free."""
+        import torch
+
+        threads = torch.get_num_threads()
+        before = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)  # tasks sharing a node must not oversubscribe it
+        if self.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)  # warn where an operation has none
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+            torch.set_num_threads(threads)
+            release_device_memory()
+
+
 def job_device(execution, kind: str) -> str:
-    """The `execution.device` setting a job of `kind` ("train" or "eval") runs with. A Ray task
+    """The `execution.device` setting work of `kind` runs with. A Ray task ("train" or "eval")
     that holds no GPU runs on the CPU: Ray no longer hides a node's GPUs from such a task, so
     under `auto` every one of them would land on cuda:0 and size its batches from memory the
-    tasks holding GPUs are using."""
-    if execution.executor == "ray" and getattr(execution, f"gpus_per_{kind}_job") == 0:
+    tasks holding GPUs are using. Work in this process ("features", "probe") uses the setting."""
+    if kind in ("train", "eval") and execution.executor == "ray" and getattr(execution, f"gpus_per_{kind}_job") == 0:
         return "cpu"
     return execution.device
 

@@ -26,8 +26,7 @@ from typing import Any
 from traitlens.config.schema import BaseModelSpec
 from traitlens.data.template import token_boundary
 from traitlens.errors import TruncationWarning
-from traitlens.models.device import resolve_device
-from traitlens.models.load import load_base
+from traitlens.models.device import Placement
 from traitlens.models.scorer import ChoiceRequest, ChoiceScores, Generation, GenerateRequest
 
 
@@ -45,14 +44,18 @@ MAX_GPU_ROWS = 512
 
 
 class HFScorer:
+    """Scores with the base `spec` and its adapters. Where and in which dtype: `placement` (the
+    executor passes its jobs' one), else a placement made of `dtype` and `device`."""
+
     def __init__(self, spec: BaseModelSpec, dtype: str = "float32", batch_size: int | str = "auto",
-                 device: str = "auto", mixed_adapters: bool | str = "auto"):
+                 device: str = "auto", mixed_adapters: bool | str = "auto", *, placement: Placement | None = None):
         import torch
 
         self.torch = torch
-        self.device = torch.device(resolve_device(device))
-        self.model, self.tokenizer = load_base(spec, dtype)
-        self.model.to(self.device)
+        self.placement = placement or Placement("eval", device, dtype)
+        dtype = self.placement.dtype
+        self.device = self.placement.torch_device()
+        self.model, self.tokenizer = self.placement.load(spec, self.device)
         # Longer inputs are cut to their last tokens (the question and the answer cue), with a
         # warning: a model run past its positions gives garbage, and a 1 MB item asked for 68 GB.
         self.context_limit = getattr(self.model.config, "max_position_embeddings", None)
@@ -175,8 +178,8 @@ class HFScorer:
             return int(self.batch_size)
         if self.device.type != "cuda":
             return CPU_GENERATE_ROWS if generating else max(1, min(CPU_ROWS, CPU_SCORE_TOKENS // width))
-        free, _ = self.torch.cuda.mem_get_info(self.device)
-        return rows_for_memory(free // 2, width, self._lm.config, 2 if self.dtype == "bfloat16" else 4)
+        budget = self.placement.free_memory(self.device)
+        return rows_for_memory(budget, width, self._lm.config, 2 if self.dtype == "bfloat16" else 4)
 
     def _batches(self, order: list[int], widths: list[int]) -> Iterator[list[int]]:
         """`order` (longest first) cut into batches sized for their longest row."""

@@ -63,8 +63,9 @@ def check_base(spec: BaseModelSpec, lora: Lora) -> None:
             f"-> {linear[narrowest].out_features}): the adapter would not be low-rank. Use lora.r below {width}.")
 
 
-def load_base(spec: BaseModelSpec, dtype: str = "float32") -> tuple[Any, Any]:
-    """(model in eval mode, tokenizer) for `spec`; the tokenizer always has a pad token."""
+def load_base(spec: BaseModelSpec, dtype: str = "float32", device: Any = None) -> tuple[Any, Any]:
+    """(model in eval mode, tokenizer) for `spec`, its weights read in `dtype` straight onto
+    `device` (a torch device; default the CPU); the tokenizer always has a pad token."""
     import torch
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -74,7 +75,9 @@ def load_base(spec: BaseModelSpec, dtype: str = "float32") -> tuple[Any, Any]:
         raise TraitlensError(f"dtype {dtype!r} is not supported; use one of {', '.join(DTYPES)}.")
     tokenizer = load_tokenizer(spec)
     try:
-        model = AutoModelForCausalLM.from_pretrained(resolve(spec), dtype=getattr(torch, dtype),
+        # A device map places each weight as it is read: on a GPU the model never sits in host memory first.
+        placed = {} if device is None or torch.device(device).type == "cpu" else {"device_map": str(device)}
+        model = AutoModelForCausalLM.from_pretrained(resolve(spec), dtype=getattr(torch, dtype), **placed,
                                                      revision=spec.revision, trust_remote_code=spec.trust_remote_code)
     except (OSError, ValueError) as exc:
         raise _not_loaded(spec, exc) from None

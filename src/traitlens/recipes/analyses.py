@@ -77,11 +77,11 @@ def analysis_key(name: str, plan: Plan, cell_keys: Iterable[str]) -> str:
 
 def features_key(plan: Plan) -> str:
     """What the datasets' features depend on: the base and every source's and target's data and
-    template (their fingerprints, as in the job keys), the evaluation dtype, the features code."""
+    template (their fingerprints, as in the job keys), the dtype they are scored in, the features code."""
     from traitlens.recipes.features import FEATURES_CODE_VERSION
 
     return content_key("features", {
-        "base": plan.jobs[0].spec["base"], "dtype": plan.study.evaluation.dtype, "code": FEATURES_CODE_VERSION,
+        "base": plan.jobs[0].spec["base"], "dtype": plan.placements["features"].dtype, "code": FEATURES_CODE_VERSION,
         "sources": {job.source: job.spec["source"] for job in plan.train_jobs},
         "targets": {job.target: job.spec["target"] for job in plan.eval_jobs}})
 
@@ -110,7 +110,8 @@ def run_features(plan: Plan, store: Store, scorer: Scorer | None = None) -> Feat
     if stored is not None and stored[0] == key:
         return Features.from_json(stored[1])
     sources, targets = prepare_study(plan.study)
-    features = study_features(plan.study, sources, targets, scorer or default_scorer(plan.eval_jobs[0].settings))
+    scorer = scorer or default_scorer(plan.eval_jobs[0].settings, plan.placements["features"])
+    features = study_features(plan.study, sources, targets, scorer)
     store.put_analysis(plan.study.name, "features", key, features.to_json())
     return features
 

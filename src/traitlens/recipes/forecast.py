@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from traitlens.analysis.features import Features
     from traitlens.forecast.quality import ForecastQuality
+    from traitlens.models.device import Placement
     from traitlens.recipes.workspace import Workspace
     from traitlens.store.db import Store
 
@@ -75,7 +76,7 @@ def forecast(ws: Workspace, budget: float, probe: str, run_part: Callable[[Study
     if probe == "short":
         result = short_forecast(ws.config, budget, full, cost_of, run_part)
     elif probe == "gradient":
-        result = gradient_forecast(ws.config, budget, full, prepared, ws.console)
+        result = gradient_forecast(ws.config, ws.plan().placements["probe"], budget, full, prepared, ws.console)
     else:
         result = combined_forecast(ws.config, budget, full, store, features)
     with store.locked(f"traitlens forecast {ws.file}"):
@@ -114,7 +115,8 @@ def short_forecast(config: StudyConfig, budget: float, full: StudyCost, cost_of:
                          long, last, results, runs[planned.short.name][0] if planned.short else None)
 
 
-def gradient_forecast(config: StudyConfig, budget: float, full: StudyCost, prepared, console: Console) -> ProbeForecast:
+def gradient_forecast(config: StudyConfig, placement: Placement, budget: float, full: StudyCost, prepared,
+                      console: Console) -> ProbeForecast:
     """The gradient-affinity probe (`forecast.gradient`): no training; a cosine per pair."""
     from traitlens.forecast.gradient import gradient_affinity, gradient_encodings, probe_size
 
@@ -123,7 +125,7 @@ def gradient_forecast(config: StudyConfig, budget: float, full: StudyCost, prepa
                                   budget * full.total)
     diagonal = study_diagonal(config) if config.analysis.mask_diagonal else set()
     with working(console, f"gradient probe: {examples} examples per dataset"):
-        affinity = gradient_affinity(config, *encoded, examples, diagonal)
+        affinity = gradient_affinity(config, placement, *encoded, examples, diagonal)
     none = pd.DataFrame(float("nan"), index=affinity.index, columns=affinity.columns)
     return ProbeForecast("gradient", tokens / full.total, tokens, full.total, affinity, none, none.copy())
 

@@ -87,6 +87,7 @@ def recommend(plan: Plan, given: str | Path | Target | Source, by: str, matrix: 
     if spec.name in side:
         raise TraitlensError(f"{by} {spec.name!r} is already in the study; give the new one another name.")
     side[spec.name] = prepare(spec, f"{by} {spec.name}")
-    features = study_features(plan.study, sources, targets, default_scorer(plan.eval_jobs[0].settings), extra=[spec])
+    scorer = default_scorer(plan.eval_jobs[0].settings, plan.placements["features"])
+    features = study_features(plan.study, sources, targets, scorer, extra=[spec])
     ranking, quality = rank(features.pairs(matrix), spec.name, by)
     return Recommendation(spec.name, by, ranking, quality, forecast_cells)
