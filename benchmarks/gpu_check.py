@@ -5,9 +5,12 @@ machine; a random model exercises every code path and costs the same FLOPs) and 
 catalog items exported to JSONL. Two adapters are trained on the device; the base and both
 adapters are then scored on two targets on the device (bfloat16 where native, several adapters
 per batch, batch sizes from free memory: every `auto`) and again on the CPU in float32, one
-adapter at a time. Reported: per-cell agreement of predictions and the largest log-probability
-gap between the two, training tokens/s, evaluation items/s, and the share of the device's
-matmul peak (bfloat16 on a GPU, measured in the same run) that training and scoring reach.
+adapter at a time. Reported: the placements the plan resolved, per-cell agreement of
+predictions and the largest log-probability gap between the two, training tokens/s, the
+2-adapter study's wall time, the share of the device's matmul peak (bfloat16 on a GPU,
+measured in the same run) that training reaches, and evaluation items/s on the device with
+mixed-adapter batches and one adapter at a time (scoring alone, the same adapters): their
+ratio is the mixed-adapter speed-up.
 
 Model FLOPs are counted as in `benchmarks/hardware.py`, more roughly: 2 x non-embedding
 parameters per token for a forward pass, twice that for a training step (the backward pass into
@@ -25,6 +28,7 @@ packages in KINDS.md installed, plus pydantic's wheels shipped beside it:
     # on the GPU machine, from the checkout (.gpu_check carried beside it):
     pip install --no-deps --target /tmp/site .gpu_check/wheels/*.whl && export PYTHONPATH=/tmp/site
     python3 benchmarks/gpu_check.py run .gpu_check --device cuda --json report.json
+    python3 benchmarks/load_memory.py --model .gpu_check/random-model --device cuda
 
 `--tiny` prepares a two-layer model instead (the test suite runs the whole check on the CPU).
 """
@@ -116,7 +120,10 @@ def matmul_peak(device: str, dtype) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - started)
 
 
-def run_study(text: str, folder: Path, name: str):
+def run_study(text: str, folder: Path, name: str, adapters_from=None):
+    """Run the study `text` in its own store; `adapters_from`: (plan, store) whose adapters are
+    copied in first (the study asks for the same training, so the same keys), leaving only the
+    evaluations to run. (plan, store, wall seconds)."""
     from rich.console import Console
 
     from traitlens.config import load_study
@@ -127,10 +134,17 @@ def run_study(text: str, folder: Path, name: str):
 
     path = folder / f"{name}.yaml"
     path.write_text(text)
-    study = load_study(path)
-    plan = plan_study(study)
+    plan = plan_study(load_study(path))
     store = Store(folder / f"store-{name}")
-    sources, targets = prepare_study(study)
+    if adapters_from is not None:
+        source_plan, source_store = adapters_from
+        for job, ours in zip(source_plan.train_jobs, plan.train_jobs):
+            assert job.key == ours.key
+            scratch = store.scratch_dir(job.key)
+            shutil.copytree(source_store.adapter_path(job.key), scratch, dirs_exist_ok=True)
+            store.start_job(job.key, "train", job.label, job.spec, "gpu-check")
+            store.put_adapter(job.key, job.source, job.seed, scratch, source_store.adapter_meta(job.key))
+    sources, targets = prepare_study(plan.study)
     started = time.perf_counter()
     summary = run_plan(plan, store, sources, targets, Console(stderr=True))
     if summary.failed:
@@ -139,13 +153,14 @@ def run_study(text: str, folder: Path, name: str):
 
 
 def run(folder: Path, device: str, steps: int, items: int, mixed: str = "auto") -> dict:
+    """The device study (every setting `auto`), its evaluations again on the device with and
+    without mixed-adapter batches, and on the CPU in float32 one adapter at a time."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from traitlens.models.device import local_hardware
 
     folder = folder.resolve()
-    hardware = local_hardware(device)
     model_dir = folder / "random-model"
     if not (model_dir / "config.json").exists():
         torch.manual_seed(0)
@@ -159,18 +174,24 @@ def run(folder: Path, device: str, steps: int, items: int, mixed: str = "auto") 
 
     plan, store, device_seconds = run_study(study_text(folder, device, steps, items, "auto", "auto", mixed),
                                             folder, "device")
-    resolved = plan.study.evaluation.dtype
-    peak_dtype = torch.bfloat16 if resolved == "bfloat16" else torch.float32
-    peak = matmul_peak(hardware.device, peak_dtype)
+    placement = plan.placements["train"]  # what the study resolved, as every job ran it
+    hardware = local_hardware(placement.device)
+    train_dtype, eval_dtype = plan.study.training.dtype, plan.study.evaluation.dtype
+    peak = matmul_peak(hardware.device, torch.bfloat16 if train_dtype == "bfloat16" else torch.float32)
     adapters = [store.adapter_meta(job.key) for job in plan.train_jobs]
     train_tokens = sum(meta["tokens_seen"] for meta in adapters)
     train_seconds = sum(meta["wall_seconds"] for meta in adapters)
-    eval_records = store.jobs(job.key for job in plan.eval_jobs)
-    eval_seconds = sum(r.wall_s or 0 for r in eval_records.values())
     eval_items = sum(store.cell(job.key)["n_items"] for job in plan.eval_jobs)
+    mixed_used = sorted({store.cell(job.key)["meta"]["mixed_batch"] for job in plan.eval_jobs})
 
+    # Scoring alone on the device, each adapter's rows mixed in one batch and one adapter at a time.
+    rates = {}
+    for mixing in ("true", "false"):
+        text = study_text(folder, device, steps, items, train_dtype, eval_dtype, mixing)
+        rates[mixing] = eval_items / run_study(text, folder, f"device-mixed-{mixing}", (plan, store))[2]
     # The same adapters scored on the CPU in float32, one at a time: the reference.
-    cpu_plan, cpu_store = _score_on_cpu(folder, plan, store, steps, items)
+    cpu_text = study_text(folder, "cpu", steps, items, train_dtype, "float32", "false")
+    cpu_plan, cpu_store, _ = run_study(cpu_text, folder, "cpu", (plan, store))
     agreement, gaps = {}, []
     for job, cpu_job in zip(plan.eval_jobs, cpu_plan.eval_jobs):
         ours, theirs = store.items(job.key), cpu_store.items(cpu_job.key)
@@ -180,35 +201,19 @@ def run(folder: Path, device: str, steps: int, items: int, mixed: str = "auto") 
                  for k in a["choice_logprobs"]]
     report = {
         "device": hardware.describe(), "torch": torch.__version__, "python": platform.python_version(),
-        "dtype": resolved, "mixed_batches": sorted({store.cell(j.key)["meta"]["mixed_batch"] for j in plan.eval_jobs}),
+        "placements": {kind: {"device": p.device, "dtype": p.dtype, "deterministic": p.deterministic}
+                       for kind, p in plan.placements.items()},
+        "dtype": eval_dtype, "mixed_batches": mixed_used,
         "adapter_paths": adapters[0]["paths"], "peak_tflops": peak / 1e12,
         "train_tokens_per_s": train_tokens / train_seconds,
         "train_share_of_peak": 4 * non_embedding * train_tokens / train_seconds / peak,
-        "eval_items_per_s": eval_items / eval_seconds, "device_seconds": device_seconds,
+        "eval_items_per_s": rates["true" if mixed_used == [True] else "false"],  # as the study scored
+        "eval_items_per_s_mixed": rates["true"], "eval_items_per_s_one_at_a_time": rates["false"],
+        "mixed_speedup": rates["true"] / rates["false"], "device_seconds": device_seconds,
         "agreement_min": min(agreement.values()), "agreement": agreement, "max_logprob_gap": max(gaps),
     }
     print(json.dumps(report, indent=1))
     return report
-
-
-def _score_on_cpu(folder: Path, plan, store, steps: int, items: int):
-    """Score every cell again on the CPU in float32, one adapter at a time, with the device's
-    adapters: the CPU study asks for the same training (same keys), so they are copied in."""
-    from traitlens.config import load_study
-    from traitlens.execution.plan import plan_study
-    from traitlens.store import Store
-
-    text = study_text(folder, "cpu", steps, items, plan.study.training.dtype, "float32", "false")
-    (folder / "cpu.yaml").write_text(text)
-    cpu_plan = plan_study(load_study(folder / "cpu.yaml"))
-    cpu_store = Store(folder / "store-cpu")
-    for job, cpu_job in zip(plan.train_jobs, cpu_plan.train_jobs):
-        assert job.key == cpu_job.key
-        scratch = cpu_store.scratch_dir(job.key)
-        shutil.copytree(store.adapter_path(job.key), scratch, dirs_exist_ok=True)
-        cpu_store.start_job(job.key, "train", job.label, job.spec, "gpu-check")
-        cpu_store.put_adapter(job.key, job.source, job.seed, scratch, store.adapter_meta(job.key))
-    return run_study(text, folder, "cpu")[:2]
 
 
 def main() -> None:

@@ -20,7 +20,11 @@ def test_gpu_check_prepares_small_inputs_and_reports_agreement(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(report_file.read_text())
     assert report["device"].startswith("cpu (") and report["mixed_batches"] == [True]
-    assert report["train_tokens_per_s"] > 0 and report["eval_items_per_s"] > 0
+    assert report["train_tokens_per_s"] > 0 and report["eval_items_per_s"] == report["eval_items_per_s_mixed"] > 0
+    assert report["mixed_speedup"] == report["eval_items_per_s_mixed"] / report["eval_items_per_s_one_at_a_time"]
+    placements = report["placements"]  # what the plan resolved, as every job ran it
+    assert set(placements) == {"train", "eval", "features", "probe"} and placements["probe"]["dtype"] == "float32"
+    assert placements["train"]["deterministic"] and placements["eval"]["dtype"] == report["dtype"]
     assert 0 < report["train_share_of_peak"] and report["peak_tflops"] > 0
     assert len(report["agreement"]) == 3 * 2  # base + 2 adapters, 2 targets
     if report["dtype"] == "float32":  # mixed batches against one adapter at a time, both float32
