@@ -188,7 +188,7 @@ def test_adapter_guard_passes_a_real_change_and_scores_differ(tiny):
     job = next(j for j in plan.eval_jobs if j.needs == train.key and j.target == "movie")
     base_job = next(j for j in plan.eval_jobs if j.model == "base" and j.target == "movie")
     adapted = evaluate_cell(job, store, FakeScorer(), SENTIMENT)
-    base = evaluate_cell(base_job, store, FakeScorer(), SENTIMENT)
+    evaluate_cell(base_job, store, FakeScorer(), SENTIMENT)
     assert adapted["meta"]["adapter"] == train.key
     assert store.items(job.key)[0]["choice_logprobs"] != store.items(base_job.key)[0]["choice_logprobs"]
 

@@ -10,7 +10,6 @@ import random
 import signal
 import sys
 
-import pytest
 import yaml
 
 from conftest import MINIMAL

@@ -21,7 +21,7 @@ def raw_matrix(cells: pd.DataFrame) -> pd.DataFrame:
     named = cells.assign(row=cells["source"].fillna(BASE))
     matrix = named.pivot_table(index="row", columns="target", values="score", aggfunc="mean", sort=False)
     matrix.index.name, matrix.columns.name = None, None
-    return matrix.astype(float)  # pandas gives a column of whole-number scores (all 0, say) back as integers
+    return matrix
 
 
 def seed_spread(cells: pd.DataFrame) -> pd.DataFrame:

@@ -124,7 +124,7 @@ def _tables(inputs: ReportInputs) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFr
     """(raw matrix, delta matrix, loadings, scores) from the stored analysis, in the study's
     order of sources and targets (the stored JSON has sorted keys)."""
     study, analysis = inputs.study, inputs.traits
-    raw = pd.DataFrame(analysis["raw"])
+    raw = pd.DataFrame(analysis["raw"], dtype=float)  # JSON brings a column of whole numbers back as integers
     raw = raw.reindex(index=[m for m in [BASE, *(s.name for s in study.sources)] if m in raw.index],
                       columns=[t.name for t in study.targets if t.name in raw.columns])
     loadings = pd.DataFrame({t["name"]: t["loadings"] for t in analysis["traits"]})
