@@ -411,9 +411,13 @@ def test_a_placement_sets_threads_and_determinism_while_it_runs_and_gives_memory
     assert released == [True, True] and torch.get_num_threads() == threads
 
 
-def test_gpu_free_memory_is_read_for_the_placement_s_own_device(monkeypatch):
+def test_the_memory_budget_is_read_for_the_placement_s_own_device(monkeypatch):
+    """Half of what that GPU reports free; an eighth of a CPU machine's memory."""
+    from types import SimpleNamespace
+
     asked = []
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: asked.append(device) or (8 * 2**30, 80 * 2**30))
+    monkeypatch.setattr("psutil.virtual_memory", lambda: SimpleNamespace(total=64 * 2**30))
     placement = Placement("eval", "cuda:1", "bfloat16")
-    assert placement.free_memory(torch.device("cuda:1")) == 4 * 2**30 and asked == [torch.device("cuda:1")]
-    assert placement.free_memory(torch.device("cpu")) is None
+    assert placement.memory_budget(torch.device("cuda:1")) == 4 * 2**30 and asked == [torch.device("cuda:1")]
+    assert placement.memory_budget(torch.device("cpu")) == 8 * 2**30

@@ -562,20 +562,24 @@ def test_pass_limit_counts_computed_tokens_padding_included():
     from transformers import LlamaConfig
 
     batch, config = _examples(10, 4), LlamaConfig()
-    assert loop._pass_limit(None, config, "cpu", packed=True) is None
-    limit, cost = loop._pass_limit(100, config, "cpu", packed=True)
+    assert loop._pass_limit(None, config, "cpu", True, 2**30) is None
+    limit, cost = loop._pass_limit(100, config, "cpu", True, 2**30)
     assert limit == 100 and cost(batch) == 14
-    assert loop._pass_limit(100, config, "cpu", packed=False)[1](batch) == 20  # two padded rows of 10
+    assert loop._pass_limit(100, config, "cpu", False, 2**30)[1](batch) == 20  # two padded rows of 10
 
 
 def test_auto_passes_merge_small_micro_batches_of_a_small_model_only(monkeypatch):
     from types import SimpleNamespace
 
+    import torch
     from transformers import LlamaConfig
 
+    from traitlens.models.device import Placement
+
     def passes(micro, config, memory_gib=64, device="cpu"):
-        monkeypatch.setattr(loop.psutil, "virtual_memory", lambda: SimpleNamespace(total=memory_gib * 2**30))
-        return len(loop._passes(micro, loop._pass_limit("auto", config, device, packed=True)))
+        monkeypatch.setattr("psutil.virtual_memory", lambda: SimpleNamespace(total=memory_gib * 2**30))
+        budget = Placement("train", "cpu").memory_budget(torch.device("cpu"))
+        return len(loop._passes(micro, loop._pass_limit("auto", config, device, True, budget)))
 
     reviews = [_examples(*[30] * 8) for _ in range(4)]  # the studies' default step: 4 x 8 short examples
     small = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, vocab_size=49152)  # 135M

@@ -105,16 +105,17 @@ class Placement:
 
         return load_base(spec, self.dtype, self.torch_device() if device is None else device)
 
-    def free_memory(self, device: Any) -> int | None:
-        """Bytes free on `device` for activations: half of what the GPU reports free (the
-        allocator's own blocks and fragmentation take the rest); None on a CPU, where batches
-        are sized by tokens instead."""
+    def memory_budget(self, device: Any) -> int:
+        """Bytes the work may fill with activations on `device`, what its batches are sized
+        from: half of what a GPU reports free (the allocator's own blocks and fragmentation take
+        the rest); an eighth of a CPU machine's memory (the model and other processes need the rest)."""
+        import psutil
         import torch
 
-        if device.type != "cuda":
-            return None
-        free, _ = torch.cuda.mem_get_info(device)
-        return free // 2
+        if device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(device)
+            return free // 2
+        return psutil.virtual_memory().total // 8
 
     @contextmanager
     def running(self) -> Iterator[None]:

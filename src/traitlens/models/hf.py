@@ -178,7 +178,7 @@ class HFScorer:
             return int(self.batch_size)
         if self.device.type != "cuda":
             return CPU_GENERATE_ROWS if generating else max(1, min(CPU_ROWS, CPU_SCORE_TOKENS // width))
-        budget = self.placement.free_memory(self.device)
+        budget = self.placement.memory_budget(self.device)
         return rows_for_memory(budget, width, self._lm.config, 2 if self.dtype == "bfloat16" else 4)
 
     def _batches(self, order: list[int], widths: list[int]) -> Iterator[list[int]]:

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import psutil
 
 from traitlens.config.schema import Training
 from traitlens.data.template import render
@@ -56,7 +55,7 @@ CHECKSUMS = "checksums.json"  # SHA-256 of every other file of a checkpoint, che
 # `_pack`); where it runs example by example (`train/attention.py`), a micro-batch is one row.
 PACK_WIDTH = 512
 ONE_ROW = sys.maxsize
-# Activations a pass may hold under `pass_tokens: auto` (an eighth of the machine's memory if less).
+# Activations a pass may hold under `pass_tokens: auto` (the placement's memory budget if less).
 AUTO_PASS_BYTES = 4 * 2**30
 # PEFT still reads a transformers property that warns on every step; nothing for a user to do.
 warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
@@ -278,7 +277,8 @@ def _prepare(model, pad: int, run, examples: list[Encoded], device, seed: int) -
         peft_model.activation_checkpointing_enable()
         peft_model.enable_input_require_grads()
     peft_model.train()
-    pass_limit = _pass_limit(settings.pass_tokens, lm.config, device.type, pack_width is not None)
+    pass_limit = _pass_limit(settings.pass_tokens, lm.config, device.type, pack_width is not None,
+                             run.placement.memory_budget(device))
     return _Trainee(peft_model, lm, decoder, pad, device, bf16, pack_width, pass_limit, groups)
 
 
@@ -408,7 +408,7 @@ def _packing_name(pack_width: int | None) -> str:
     return "padded rows" if pack_width is None else "one row" if pack_width == ONE_ROW else f"rows of {pack_width}"
 
 
-def _pass_limit(setting: str | int | None, config, device: str, packed: bool
+def _pass_limit(setting: str | int | None, config, device: str, packed: bool, budget: int
                 ) -> tuple[int, Callable[[list[Encoded]], int]] | None:
     """How `_passes` merges micro-batches for `training.pass_tokens`: (limit, cost of a pass), or
     None for one pass per micro-batch. A pass costs the tokens it computes (padding included in
@@ -430,7 +430,7 @@ def _pass_limit(setting: str | int | None, config, device: str, packed: bool
     if device != "cpu":
         return None
     per_token, per_loss_token = _activation_bytes(config)
-    limit = min(AUTO_PASS_BYTES, psutil.virtual_memory().total // 8)
+    limit = min(AUTO_PASS_BYTES, budget)  # `budget`: the placement's, an eighth of the machine's memory
     return limit, lambda batch: tokens(batch) * per_token + sum(e.loss_tokens for e in batch) * per_loss_token
 
 
