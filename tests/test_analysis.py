@@ -396,3 +396,22 @@ def test_promax_refuses_a_trait_with_no_loadings():
         promax(loadings)
     rotated, _ = promax(np.array([[0.9, 0.1], [0.8, 0.2], [0.1, 0.9], [0.2, 0.7]]))
     assert np.isfinite(rotated).all()
+
+
+def test_the_raw_matrix_is_pandas_pivot_of_mean_scores():
+    """`raw_matrix` is written by hand for speed: it must give what `pivot_table` gives (seeds
+    averaged, a missing score skipped, an all-missing row or column left out, first-seen order)."""
+    from traitlens.analysis.views import raw_matrix
+
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        models = [None, *rng.choice(["movie", "tweets", "boolq", "nyt"], size=rng.integers(1, 4), replace=False)]
+        targets = list(rng.choice(["a", "b", "c", "d"], size=rng.integers(1, 4), replace=False))
+        rows = [{"source": m, "target": t, "score": rng.random() if rng.random() > 0.15 else np.nan}
+                for m in models for t in targets for _ in range(1 if m is None else rng.integers(1, 4))
+                if rng.random() > 0.1]
+        cells = pd.DataFrame(rows, columns=["source", "target", "score"]).sample(frac=1, random_state=1)
+        expected = cells.assign(row=cells["source"].fillna("base")).pivot_table(
+            index="row", columns="target", values="score", aggfunc="mean", sort=False)
+        expected.index.name, expected.columns.name = None, None
+        pd.testing.assert_frame_equal(raw_matrix(cells), expected, check_exact=False, rtol=1e-12)
