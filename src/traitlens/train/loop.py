@@ -287,8 +287,6 @@ def init_lora(peft_model, seed: int) -> None:
     PEFT draws them (Kaiming-uniform; B stays zero). PEFT draws them in float32 and then casts
     them to the base layer's dtype: over a base loaded in bfloat16 they came back rounded. Drawn
     here, an adapter starts from the same weights whichever dtype or device its base is in."""
-    import math
-
     import torch
     from peft.tuners.lora import LoraLayer
 
