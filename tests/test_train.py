@@ -519,8 +519,6 @@ def test_lora_starts_from_the_same_weights_whatever_dtype_the_base_is_loaded_in(
 
 def test_bfloat16_training_reads_the_base_in_bfloat16_on_its_device(tiny_study, monkeypatch):
     """It read float32 and cast after: for a moment both copies, twice what bfloat16 needs."""
-    import torch
-
     from traitlens.models import load as loading
 
     read = []
@@ -529,7 +527,8 @@ def test_bfloat16_training_reads_the_base_in_bfloat16_on_its_device(tiny_study, 
                         or real(spec, dtype, device))
     study, [job], store, table = tiny_study(training="  dtype: bfloat16\n", store="bf16-read")
     meta = json.loads((train_adapter(job, store, table) / ADAPTER_META_FILE).read_text())
-    assert read == [("bfloat16", torch.device("cpu"))] and meta["dtype"] == "bfloat16"
+    device = job.settings.placement.torch_device()  # the CPU here; a GPU where torch sees one
+    assert read == [("bfloat16", device)] and meta["dtype"] == "bfloat16" and meta["device"] == str(device)
     assert all(v == v for v in meta["loss_curve"])
 
 
