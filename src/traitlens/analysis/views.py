@@ -20,9 +20,9 @@ def raw_matrix(cells: pd.DataFrame) -> pd.DataFrame:
     into one row named after the source. Rows and columns in the order they first appear; a
     row or column with no score at all is left out.
 
-    By hand, not `pivot_table`: the stability analysis builds this matrix for every resample
-    (16,653 times in traits-offline's reanalysis), and pandas' pivot took 2.4 ms a call on the
-    studies' exports against 0.6 ms here; that reanalysis went from 142 s to 102 s."""
+    By hand, not `pivot_table`: the stability analysis builds this matrix for every resample,
+    16,653 times in traits-offline's reanalysis, where pandas' pivot took a third of the time
+    (`.venv/bin/python -m cProfile -s cumtime studies/traits-offline/reproduce.py`)."""
     rows, row_names = pd.factorize(cells["source"].fillna(BASE))
     columns, column_names = pd.factorize(cells["target"])
     scores = cells["score"].to_numpy(dtype=float)
